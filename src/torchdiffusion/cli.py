@@ -1,0 +1,168 @@
+"""Command line: `torchdiffusion train | sample | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+EXAMPLES = """examples:
+  torchdiffusion train mnist --max-minutes 5 --out runs/mnist
+  torchdiffusion train configs/toy2d.yaml --set train.lr=1e-3 --set model.prediction=v
+  torchdiffusion sample runs/mnist --sampler ddim --steps 50 --num 64 --grid grid.png --npz samples.npz
+  torchdiffusion demo
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, demo.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train (or resume) a run from a YAML config",
+                        description="Train a model. An existing run directory is resumed from its newest checkpoint.")
+    tr.add_argument("config", help="a YAML file, or the name of a packaged config (mnist, fashion_mnist, toy2d, ...)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    tr.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
+    tr.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sp = sub.add_parser("sample", help="sample from a checkpoint or a run directory",
+                        description="Sample with the EMA weights of a checkpoint (or a run's newest checkpoint). "
+                                    "The last stdout line is JSON with nfe, seconds and the paths written.")
+    sp.add_argument("path", help="checkpoint file (.safetensors) or run directory")
+    sp.add_argument("--sampler", default=None, help="sampler name (see --list-samplers); default from the run config")
+    sp.add_argument("--steps", type=int, default=None, help="number of sampler steps")
+    sp.add_argument("--num", type=int, default=64, help="number of samples")
+    sp.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    sp.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic)")
+    sp.add_argument("--grid", default=None, metavar="FILE.png", help="write an image grid")
+    sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
+    sp.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
+
+    dm = sub.add_parser("demo", help="train a small MNIST model on this CPU and write outputs/demo/samples.png")
+    dm.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    dm.add_argument("--out", default="outputs/demo")
+    return ap
+
+
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(a.config, a.overrides)
+    out = Path(a.out or Path("runs") / Path(a.config).stem)
+    result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, progress=not a.no_progress)
+    return {"run_dir": str(out), **result}
+
+
+def load_for_sampling(path: str | Path, raw_weights: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """(model with EMA or raw weights loaded, run config, checkpoint metadata) from a checkpoint or run dir."""
+    from .build import build_model
+    from .config import RunConfig, from_dict
+    from .train.checkpoint import load_checkpoint, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(Path(path))
+    tensors, meta = load_checkpoint(ckpt)
+    cfg = from_dict(RunConfig, meta["config"])
+    model, _ = build_model(cfg.model, cfg.process)
+    prefix = "model." if raw_weights else "ema."
+    model.backbone.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model.eval()
+    return model, cfg, {**meta, "path": str(ckpt)}
+
+
+def data_shape(cfg: Any) -> tuple[int, ...]:
+    """Per-sample shape of the run's data, from the backbone config (no data loading needed)."""
+    p = cfg.model.params
+    if cfg.model.backbone == "mlp":
+        return (int(p.get("dim", 2)),)
+    return (int(p.get("in_channels", 1)), int(p.get("image_size", 32)), int(p.get("image_size", 32)))
+
+
+def cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
+    from .data import save_image_grid, to_uint8_nhwc
+    from .generate import generate
+    from .sampling import METHODS
+
+    if a.list_samplers:
+        for name, m in METHODS.items():
+            print(f"{name:12s} {m.kind}  order {m.order}  evals/step {m.evals_per_step}")
+        return {}
+    model, cfg, meta = load_for_sampling(a.path, a.raw_weights)
+    sampler = a.sampler or cfg.sample.sampler
+    steps = a.steps or cfg.sample.steps
+    options = {}
+    if sampler == "ddim":
+        options["eta"] = cfg.sample.eta if a.eta is None else a.eta
+    t0 = time.perf_counter()
+    x, nfe = generate(model, data_shape(cfg), a.num, sampler=sampler, steps=steps, seed=a.seed,
+                      batch_size=a.batch_size, progress=sys.stderr.isatty(), **options)
+    seconds = time.perf_counter() - t0
+    written = {}
+    if x.ndim == 4:
+        x = x.clamp(-1, 1)
+        if a.grid:
+            written["grid"] = str(save_image_grid(x, a.grid) or a.grid)
+        if a.npz:
+            Path(a.npz).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(a.npz, arr_0=to_uint8_nhwc(x))
+            written["npz"] = a.npz
+    else:
+        from .train.visual import save_scatter
+        if a.grid:
+            written["grid"] = str(save_scatter(x, a.grid))
+        if a.npz:
+            np.savez(a.npz, arr_0=x.numpy())
+            written["npz"] = a.npz
+    return {"checkpoint": meta["path"], "step": meta["step"], "sampler": sampler, "steps": steps, "nfe": nfe,
+            "num": a.num, "seconds": round(seconds, 3), **written}
+
+
+def cmd_demo(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import load_config
+    from .data import save_image_grid
+    from .generate import generate
+    from .train import Trainer
+
+    out = Path(a.out)
+    cfg = load_config("mnist")
+    print(f"[torchdiffusion] demo: training a {cfg.model.backbone} on MNIST for {a.minutes} minutes "
+          f"on {torch.get_num_threads()} threads -> {out}", flush=True)
+    trainer = Trainer(cfg, out / "run", progress=sys.stderr.isatty())
+    result = trainer.run(max_minutes=a.minutes)
+    t0 = time.perf_counter()
+    x, nfe = generate(trainer.ema, (1, 28, 28), 64, sampler=cfg.sample.sampler, steps=cfg.sample.steps, seed=0)
+    path = save_image_grid(x.clamp(-1, 1), out / "samples.png") or out / "samples.png"
+    return {"samples": str(path), "train_steps": result["step"], "train_seconds": round(result["seconds"], 1),
+            "nfe": nfe, "sample_seconds": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DatasetNotFoundError
+    from .train.checkpoint import CheckpointError
+
+    a = _parser().parse_args(argv)
+    try:
+        result = {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}[a.command](a)
+    except (ConfigError, CheckpointError, DatasetNotFoundError, ValueError) as e:
+        print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    if result:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Run configuration: typed dataclasses, strict YAML loading, `--set key=value` overrides.
+
+Every error names the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used, with its dotted path."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"                          # a name from torchdiffusion.data.DATASETS
+    limit: int | None = None                     # keep only the first N items
+    options: dict[str, Any] = field(default_factory=dict)  # loader keyword arguments (e.g. size for textures)
+
+
+@dataclass
+class ProcessConfig:
+    name: str = "ddpm"                           # ddpm | vp | subvp | ve | edm | flow
+    schedule: str = "cosine"                     # beta schedule of ddpm (linear, scaled_linear, cosine, sigmoid, logsnr_linear)
+    T: int = 1000                                # number of discrete steps of ddpm
+    zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
+    beta_min: float = 0.1                        # vp / subvp linear beta(t)
+    beta_max: float = 20.0
+    sigma_min: float = 0.002                     # ve / edm noise range
+    sigma_max: float = 80.0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "unet"                       # unet | mlp
+    prediction: str = "eps"                      # eps | x0 | v | score | velocity | edm
+    sigma_data: float = 0.5                      # data std assumed by edm preconditioning
+    params: dict[str, Any] = field(default_factory=dict)  # the backbone's own config (UNetConfig / MLPConfig)
+
+
+@dataclass
+class LossConfig:
+    kind: str = "simple"                         # simple | hybrid | edm
+    weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
+    t_sampling: str = "uniform"                  # uniform | lognormal
+    gamma: float = 5.0                           # min-SNR-gamma
+    hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid
+    importance_sampling: bool = True             # importance-sample t for L_hybrid
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100                      # linear learning-rate warm-up
+    ema_decay: float = 0.999                     # EMA decay, warmed up as min(decay, (1+n)/(10+n))
+    grad_clip: float = 1.0                       # max global grad norm (0 disables)
+    accumulate: int = 1                          # micro-batches per optimizer step
+    max_steps: int = 10_000
+    log_every: int = 50
+    sample_every: int = 1000                     # PNG grid of EMA samples every N steps (0 disables)
+    ckpt_every: int = 1000
+    keep_last: int = 3                           # checkpoints kept
+    seed: int = 0
+    num_threads: int = 0                         # torch threads (0 = leave as is)
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ddim"
+    steps: int = 50
+    num: int = 64
+    eta: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _coerce(value: Any, typ: Any, path: str) -> Any:
+    """Check (and gently coerce int -> float) a leaf value against its annotated type."""
+    allowed = getattr(typ, "__args__", None)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if allowed and type(None) in allowed:
+        if value is None:
+            return None
+        typ = next(a for a in allowed if a is not type(None))
+        return _coerce(value, typ, path)
+    origin = getattr(typ, "__origin__", None)
+    check = origin or typ
+    if check is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if check is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if check in (float, str, dict) and not isinstance(value, check):
+        raise ConfigError(f"{path}: expected {check.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
+    """Build a config dataclass from a nested dict, rejecting unknown keys by their dotted path."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        p = f"{path}.{key}" if path else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {p!r}; allowed keys here: {', '.join(names)}")
+        typ = hints[key]
+        kwargs[key] = from_dict(typ, value, p) if dataclasses.is_dataclass(typ) else _coerce(value, typ, p)
+    return cls(**kwargs)
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set data[a][b][c] = value for dotted = "a.b.c", creating mappings as needed."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a mapping")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config (a path, or the name of a packaged config) and apply key=value overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        set_path(data, key.strip(), yaml.safe_load(raw))
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+PACKAGED = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or a bare name like "mnist" for a config shipped with the package."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = PACKAGED / (p.name if p.suffix else p.name + ".yaml")
+    if packaged.is_file():
+        return packaged
+    known = sorted(q.stem for q in PACKAGED.glob("*.yaml"))
+    raise ConfigError(f"config file {str(path)!r} not found (packaged configs: {', '.join(known)})")
+
+
+def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check names and ranges that the dataclass types alone cannot."""
+    from .losses import T_SAMPLINGS, WEIGHTINGS
+    from .parameterization import PREDICTIONS
+    from .schedules import BETA_SCHEDULES
+
+    _one_of("process.name", cfg.process.name, PROCESS_NAMES)
+    _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
+    _one_of("model.prediction", cfg.model.prediction, PREDICTIONS)
+    _one_of("model.backbone", cfg.model.backbone, ("unet", "mlp"))
+    _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm"))
+    _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
+    _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
+    for path, v in [("train.batch_size", cfg.train.batch_size), ("train.max_steps", cfg.train.max_steps),
+                    ("train.accumulate", cfg.train.accumulate), ("process.T", cfg.process.T),
+                    ("sample.steps", cfg.sample.steps), ("sample.num", cfg.sample.num),
+                    ("train.ckpt_every", cfg.train.ckpt_every), ("train.keep_last", cfg.train.keep_last)]:
+        if v < 1:
+            raise ConfigError(f"{path}: must be >= 1, got {v}")
+    if cfg.train.batch_size % cfg.train.accumulate:
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by train.accumulate "
+                          f"({cfg.train.accumulate})")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
+    if cfg.loss.kind == "hybrid" and cfg.process.name != "ddpm":
+        raise ConfigError("loss.kind: 'hybrid' needs process.name 'ddpm' (a discrete variational bound)")
+    if cfg.loss.kind == "hybrid" and not cfg.model.params.get("learned_variance", False):
+        raise ConfigError("loss.kind: 'hybrid' needs model.params.learned_variance: true")
+
+
+PROCESS_NAMES = ("ddpm", "vp", "subvp", "ve", "edm", "flow")

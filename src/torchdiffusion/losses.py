@@ -1,0 +1,114 @@
+"""Denoising losses: L_simple on any target, with weightings expressed as weights on ||x0_hat - x0||^2.
+
+Every prediction's squared error is a multiple r(t) of the x0 error (eps: SNR; v: (alpha^2+sigma^2)^2/sigma^2;
+edm: 1/c_out^2, ...). A weighting w(t) in x0 space is applied to the raw-target error as w(t) / r(t), so
+"snr" with eps-prediction is L_simple and min-SNR-gamma means the same thing for every target.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .denoiser import ModelDenoiser
+from .parameterization import edm_scalings
+from .processes import DiscreteVP, GaussianProcess, expand_like
+
+Tensor = torch.Tensor
+WEIGHTINGS = ("uniform", "snr", "min_snr", "elbo", "edm")
+T_SAMPLINGS = ("uniform", "lognormal")
+
+
+def raw_error_factor(model: ModelDenoiser, t: Tensor) -> Tensor:
+    """r(t) with ||raw_hat - raw||^2 = r(t) ||x0_hat - x0||^2 for the model's prediction type, shape (B,)."""
+    p = model.process
+    a, s = p.alpha(t), p.sigma(t)
+    pred = model.prediction
+    if pred == "eps":
+        return a**2 / s**2
+    if pred == "x0":
+        return torch.ones_like(a)
+    if pred == "v":
+        return (a**2 + s**2) ** 2 / s**2
+    if pred == "score":
+        return a**2 / s**4
+    if pred == "velocity":
+        return (a * p.d_sigma(t) - s * p.d_alpha(t)) ** 2 / s**2
+    _, c_out, _, _ = edm_scalings(p.sigma_ve(t), model.sigma_data)
+    return 1 / c_out**2
+
+
+def x0_weight(weighting: str, process: GaussianProcess, t: Tensor, gamma: float = 5.0,
+              sigma_data: float = 0.5) -> Tensor:
+    """w(t) on the x0 error: SNR (Ho et al. 2020's L_simple), min(SNR, gamma) (Hang et al. 2023),
+    the ELBO's -lambda'(t) SNR(t) / 2 (Kingma et al. 2021, eq. 17), or EDM's lambda(sigma) (Karras et al. 2022)."""
+    snr = torch.exp(process.logsnr(t))
+    if weighting == "snr":
+        return snr
+    if weighting == "min_snr":
+        return snr.clamp(max=gamma)
+    if weighting == "elbo":
+        if isinstance(process, DiscreteVP):  # L_{t-1} = (SNR(t-1) - SNR(t)) / 2 ||dx0||^2, summed over T steps
+            tl = t.long()
+            prev = torch.where(tl > 0, torch.exp(process.logsnr_table[(tl - 1).clamp(min=0)]),
+                               torch.full_like(snr, float("inf")))
+            w = torch.where(tl > 0, 0.5 * (prev - snr), torch.zeros_like(snr))
+            return w * process.T
+        return -0.5 * process.dlogsnr_dt(t) * snr * (process.t_max - process.t_min)
+    if weighting == "edm":
+        s = process.sigma_ve(t)
+        return (s**2 + sigma_data**2) / (s * sigma_data) ** 2
+    raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
+
+
+def sample_t(process: GaussianProcess, n: int, *, generator: torch.Generator | None = None,
+             method: str = "uniform", p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
+    """Training times: uniform integers for DDPM, uniform in [t_min, t_max], or EDM's log-normal sigma."""
+    if method == "lognormal":  # ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, Table 1)
+        sig = torch.exp(p_mean + p_std * torch.randn(n, generator=generator, dtype=torch.float64))
+        return process.t_of_sigma_ve(sig).clamp(process.t_min, process.t_max)
+    if method != "uniform":
+        raise ValueError(f"unknown t sampling {method!r}; choose one of {T_SAMPLINGS}")
+    if isinstance(process, DiscreteVP):
+        return torch.randint(0, process.T, (n,), generator=generator).double()
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return process.t_min + u * (process.t_max - process.t_min)
+
+
+def diffusion_loss(model: ModelDenoiser, x0: Tensor, *, weighting: str = "uniform", t: Tensor | None = None,
+                   eps: Tensor | None = None, generator: torch.Generator | None = None, t_sampling: str = "uniform",
+                   gamma: float = 5.0, **cond: Any) -> Tensor:
+    """Per-sample denoising loss (B,): w(t)/r(t) * mean ||raw_hat - raw_target||^2 (Ho et al. 2020, eq. 14)."""
+    B = x0.shape[0]
+    if t is None:
+        t = sample_t(model.process, B, generator=generator, method=t_sampling).to(x0.device)
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    xt = model.process.marginal(x0, t, eps)
+    out = model.raw(xt, t, **cond)
+    if model.learned_variance:
+        out = out.chunk(2, dim=1)[0]
+    err = (out - model.training_target(x0, eps, xt, t)).pow(2).flatten(1).mean(1)
+    if weighting == "uniform":
+        return err
+    w = x0_weight(weighting, model.process, t, gamma, model.sigma_data) / raw_error_factor(model, t)
+    return w.to(err.dtype) * err
+
+
+def edm_loss(model: ModelDenoiser, x0: Tensor, *, generator: torch.Generator | None = None,
+             p_mean: float = -1.2, p_std: float = 1.2, **cond: Any) -> Tensor:
+    """lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8)."""
+    t = sample_t(model.process, x0.shape[0], generator=generator, method="lognormal",
+                 p_mean=p_mean, p_std=p_std).to(x0.device)
+    return diffusion_loss(model, x0, weighting="edm", t=t, generator=generator, **cond)
+
+
+def bits_per_dim(nats: Tensor, num_dims: int) -> Tensor:
+    """Convert a per-sample negative log-likelihood in nats to bits per dimension."""
+    return nats / (num_dims * math.log(2))
+
+
+__all__ = ["WEIGHTINGS", "bits_per_dim", "diffusion_loss", "edm_loss", "expand_like", "raw_error_factor",
+           "sample_t", "x0_weight"]

@@ -1,0 +1,29 @@
+"""The one base class every backbone config shares: plain-dict round trip, strict about unknown keys.
+
+Configs are saved beside the weights (safetensors metadata or JSON), so they must survive
+`json.dumps(cfg.to_dict())` -> `json.loads` -> `from_dict`, and a typo in a saved key must fail loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="BackboneConfig")
+
+
+class BackboneConfig:
+    """Mixin for backbone `@dataclass` configs: `to_dict()` and a strict `from_dict(d)`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain value (tuples stay tuples; JSON turns them into lists, from_dict back)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        """Build the config from a dict; raises ValueError naming any unknown key and the allowed ones."""
+        allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} for {cls.__name__}; allowed keys: {allowed}")
+        return cls(**d)

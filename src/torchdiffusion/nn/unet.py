@@ -1,0 +1,268 @@
+"""The image U-Net of Ho et al. 2020 with the refinements of Dhariwal & Nichol 2021 ("ADM").
+
+Residual blocks take the noise embedding by adaptive group norm, self-attention runs at chosen
+resolutions, class labels add to the noise embedding, and text-like context enters attention by
+appending its keys and values to the image tokens' (GLIDE, Nichol et al. 2022, sec. 2.3 / appendix).
+Any H, W works: downsampling is a stride-2 conv (28 -> 14 -> 7 -> 4) and each upsample targets the
+exact size of the skip it meets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BackboneConfig
+from .embeddings import NoiseEmbedding
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class UNetConfig(BackboneConfig):
+    """Configuration of `UNet`; saved beside the weights."""
+
+    in_channels: int = 1
+    out_channels: int | None = None  # None: same as in_channels (before the learned-variance doubling)
+    base_channels: int = 64  # width of the first level; the noise embedding is 4x this
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; len - 1 downsamplings
+    num_res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
+    attn_resolutions: tuple[int, ...] = ()  # spatial sizes (for image_size) that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.0
+    groups: int = 32  # GroupNorm groups, reduced to the largest divisor of each channel count
+    scale_skip: bool = False  # multiply residual sums by 1/sqrt(2) (NCSN++ / EDM)
+    learned_variance: bool = False  # doubled output: prediction, then v of Nichol & Dhariwal 2021 eq. 15
+    num_classes: int = 0  # > 0: label embedding added to the noise embedding; label == num_classes is null
+    context_dim: int = 0  # > 0: attention blocks also attend to context (B, L, context_dim)
+    image_size: int = 32  # only used to place attention at attn_resolutions
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"UNetConfig.channel_mult must be non-empty positive ints, got {self.channel_mult}")
+        for name in ("in_channels", "base_channels", "num_heads", "groups", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise ValueError(f"UNetConfig.out_channels must be >= 1 or None, got {self.out_channels}")
+        if self.num_res_blocks < 0 or self.num_classes < 0 or self.context_dim < 0:
+            raise ValueError("UNetConfig.num_res_blocks, num_classes and context_dim must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
+        for m in set(self.channel_mult):
+            if (m * self.base_channels) % self.num_heads:
+                raise ValueError(f"num_heads={self.num_heads} must divide every level width; "
+                                 f"{m * self.base_channels} is not divisible")
+
+    @property
+    def total_out_channels(self) -> int:
+        """Channels of the network output, doubled for a learned-variance head."""
+        out = self.in_channels if self.out_channels is None else self.out_channels
+        return 2 * out if self.learned_variance else out
+
+
+def group_norm(channels: int, groups: int, affine: bool = True) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= groups that divides channels."""
+    g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
+    return nn.GroupNorm(g, channels, affine=affine)
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a layer's parameters so its block starts as the identity (Ho et al. 2020; Goyal et al. 2017)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, AdaGN(emb)-SiLU-dropout-conv(zero), plus a skip (Dhariwal & Nichol 2021, sec. 3)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float, skip_scale: float):
+        super().__init__()
+        self.norm1 = group_norm(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_ch)  # -> (scale, shift)
+        # no affine: norm2(h) * (1 + scale) + shift already has a learned per-channel scale/shift (emb_proj bias)
+        self.norm2 = group_norm(out_ch, groups, affine=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip_scale = skip_scale
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x (B, in_ch, H, W), emb (B, emb_dim) already through SiLU -> (B, out_ch, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)  # (B, out_ch, 1, 1) each
+        h = torch.addcmul(shift, self.norm2(h), 1 + scale)  # AdaGN: norm(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        out = self.skip(x) + h
+        return out * self.skip_scale if self.skip_scale != 1.0 else out
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W tokens, with optional context tokens appended to keys/values (GLIDE)."""
+
+    def __init__(self, ch: int, num_heads: int, groups: int, context_dim: int, skip_scale: float):
+        super().__init__()
+        self.num_heads, self.skip_scale = num_heads, skip_scale
+        self.norm = group_norm(ch, groups)
+        self.qkv = nn.Linear(ch, 3 * ch)
+        self.context_kv = nn.Linear(context_dim, 2 * ch) if context_dim > 0 else None
+        self.proj = zero_(nn.Linear(ch, ch))
+
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), context (B, L, context_dim), context_mask (B, L) bool, True = keep -> (B, C, H, W)."""
+        B, C, H, W = x.shape
+        nh, N = self.num_heads, H * W
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, N, C), a view
+        q, k, v = self.qkv(tokens).view(B, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # each (B, nh, N, d)
+        mask = None
+        if context is not None and self.context_kv is not None:
+            L = context.shape[1]
+            kc, vc = self.context_kv(context).view(B, L, 2, nh, C // nh).permute(2, 0, 3, 1, 4)  # (B, nh, L, d)
+            k, v = torch.cat([k, kc], dim=2), torch.cat([v, vc], dim=2)
+            if context_mask is not None:
+                # image tokens are always visible, so a fully masked context never leaves a row without keys
+                keep_img = torch.ones(B, N, dtype=torch.bool, device=x.device)
+                mask = torch.cat([keep_img, context_mask.to(torch.bool)], dim=1)[:, None, None, :]  # (B, 1, 1, N+L)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, N, d)
+        a = self.proj(a.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+        out = x + a.transpose(1, 2).reshape(B, C, H, W)
+        return out * self.skip_scale if self.skip_scale != 1.0 else out
+
+
+class Block(nn.Module):
+    """One U-Net stage: a ResBlock, then Attention when this resolution has it."""
+
+    def __init__(self, res: ResBlock, attn: Attention | None):
+        super().__init__()
+        self.res, self.attn = res, attn
+
+    def forward(self, h: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+        """h (B, in_ch, H, W) -> (B, out_ch, H, W)."""
+        h = self.res(h, emb)
+        return self.attn(h, context, context_mask) if self.attn is not None else h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv, padding 1: H -> ceil(H / 2), so 28 -> 14 -> 7 -> 4."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, H, W) -> (B, C, ceil(H / 2), ceil(W / 2))."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour resize to the skip's exact size, then a 3x3 conv (Ho et al. 2020)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """x (B, C, h, w) -> (B, C, *size)."""
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """forward(x (B,C,H,W), noise_level (B,), class_labels=None, context=None, context_mask=None) -> (B, out, H, W)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = c = config
+        ch0, emb_dim = c.base_channels, 4 * c.base_channels
+        skip_scale = 1 / math.sqrt(2) if c.scale_skip else 1.0
+        self.embed = NoiseEmbedding(ch0, emb_dim)
+        # one extra row: label == num_classes is the null label (classifier-free guidance, Ho & Salimans 2022)
+        self.label_embed = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes > 0 else None
+        # one norm on the context, shared by every attention block's key/value projection
+        self.context_norm = nn.LayerNorm(c.context_dim) if c.context_dim > 0 else None
+
+        def block(cin: int, cout: int, res: int) -> Block:
+            attn = None
+            if res in c.attn_resolutions:
+                attn = Attention(cout, c.num_heads, c.groups, c.context_dim, skip_scale)
+            return Block(ResBlock(cin, cout, emb_dim, c.groups, c.dropout, skip_scale), attn)
+
+        self.conv_in = nn.Conv2d(c.in_channels, ch0, 3, padding=1)
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skip_chs, ch, res = [ch0], ch0, c.image_size
+        level_res = []  # nominal spatial size of each level: image_size, ceil(/2), ...
+        for level, mult in enumerate(c.channel_mult):
+            level_res.append(res)
+            blocks = nn.ModuleList()
+            for _ in range(c.num_res_blocks):
+                blocks.append(block(ch, mult * ch0, res))
+                ch = mult * ch0
+                skip_chs.append(ch)
+            self.down.append(blocks)
+            if level < len(c.channel_mult) - 1:
+                self.downsample.append(Downsample(ch))
+                skip_chs.append(ch)
+                res = (res + 1) // 2
+
+        self.mid_res1 = ResBlock(ch, ch, emb_dim, c.groups, c.dropout, skip_scale)
+        self.mid_attn = Attention(ch, c.num_heads, c.groups, c.context_dim, skip_scale)
+        self.mid_res2 = ResBlock(ch, ch, emb_dim, c.groups, c.dropout, skip_scale)
+
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            blocks = nn.ModuleList()
+            for _ in range(c.num_res_blocks + 1):  # one extra block eats the downsampler's skip
+                blocks.append(block(ch + skip_chs.pop(), mult * ch0, level_res[level]))
+                ch = mult * ch0
+            self.up.append(blocks)
+            if level > 0:
+                self.upsample.append(Upsample(ch))  # target size comes from the skip at run time
+
+        self.norm_out = group_norm(ch, c.groups)
+        self.conv_out = zero_(nn.Conv2d(ch, c.total_out_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None,
+                context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), noise_level (B,), class_labels (B,) long, context (B, L, D), context_mask (B, L) bool."""
+        c = self.config
+        emb = self.embed(noise_level)  # (B, 4 * base_channels)
+        if self.label_embed is not None:
+            if class_labels is None:  # no labels: the null label, i.e. the unconditional model
+                class_labels = torch.full((x.shape[0],), c.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(class_labels)
+        elif class_labels is not None:
+            raise ValueError("class_labels given but UNetConfig.num_classes == 0")
+        if context is not None:
+            if self.context_norm is None:
+                raise ValueError("context given but UNetConfig.context_dim == 0")
+            context = self.context_norm(context)
+        elif context_mask is not None:
+            raise ValueError("context_mask given without context")
+        emb = F.silu(emb)  # every ResBlock applies SiLU before its projection; do it once here
+
+        h = self.conv_in(x)
+        skips = [h]
+        for level, blocks in enumerate(self.down):
+            for blk in blocks:
+                h = blk(h, emb, context, context_mask)
+                skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+                skips.append(h)
+
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), context, context_mask), emb)
+
+        for i, blocks in enumerate(self.up):
+            for blk in blocks:
+                h = blk(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            if i < len(self.upsample):
+                h = self.upsample[i](h, skips[-1].shape[-2:])  # match the skip exactly (7 -> 14, 4 -> 7)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,44 @@
+"""Small helpers shared by every sampler: noise draws, per-batch sigma, callbacks."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+Tensor = torch.Tensor
+Callback = Callable[[dict[str, Any]], None]
+
+
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise of x's shape, dtype and device, from an optional generator."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def batch_sigma(x: Tensor, sigma: Tensor | float) -> Tensor:
+    """A scalar noise level broadcast to shape (B,) in x's dtype, the form denoisers receive."""
+    return torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+
+
+def to_d(x: Tensor, sigma: Tensor | float, denoised: Tensor) -> Tensor:
+    """Probability-flow ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, eq. 3)."""
+    return (x - denoised) / sigma
+
+
+def check_sigmas(x: Tensor, sigmas: Tensor) -> Tensor:
+    """Validate a decreasing, non-negative 1-D sigma grid and move it to x's device (float64 kept on CPU)."""
+    if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or len(sigmas) < 2:
+        raise ValueError(f"sigmas must be a 1-D tensor of at least 2 levels, got {getattr(sigmas, 'shape', sigmas)}")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        raise ValueError("sigmas must be finite and non-negative")
+    if (sigmas[1:] >= sigmas[:-1]).any():
+        raise ValueError("sigmas must be strictly decreasing (from sigma_max down to sigma_min or 0)")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    return sigmas.double()
+
+
+def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_next: float, denoised: Tensor) -> None:
+    """Call the user's per-step callback, if any, with the step's state."""
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})

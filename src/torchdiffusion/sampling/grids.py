@@ -1,0 +1,68 @@
+"""Step grids: pure functions returning decreasing sigma tensors (VE noise levels) ending in 0."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..processes import DiscreteVP, GaussianProcess
+
+Tensor = torch.Tensor
+
+
+def append_zero(sigmas: Tensor) -> Tensor:
+    """Append the final noise level 0 (the data)."""
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (Karras et al. 2022, eq. 5)."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return append_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def exponential(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """Uniform in log sigma, i.e. uniform in log-SNR for VE coordinates."""
+    return append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
+
+
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> Tensor:
+    """log sigma interpolated with a polynomial ramp of power rho (rho = 1 is exponential)."""
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def uniform_t(process: GaussianProcess, n: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """n times uniform in the process's t from t_max to t_min, mapped to sigma_ve (Song et al. 2021)."""
+    t = torch.linspace(process.t_max if t_max is None else t_max,
+                       process.t_min if t_min is None else t_min, n, dtype=torch.float64)
+    return append_zero(process.sigma_ve(t))
+
+
+def uniform_logsnr(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """Uniform in log-SNR lambda = -2 log sigma_ve (Lu et al. 2022, DPM-Solver's recommended grid)."""
+    return exponential(n, sigma_min, sigma_max)
+
+
+def respaced_timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0) -> Tensor:
+    """n integer steps out of T, decreasing: "linspace", "leading" or "trailing" (Lin et al. 2024, Table 2)."""
+    if not 1 <= n <= T:
+        raise ValueError(f"number of steps must be in [1, {T}], got {n}")
+    if spacing == "linspace":
+        ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().long()
+    elif spacing == "leading":
+        ts = torch.arange(n, dtype=torch.long) * (T // n) + steps_offset
+    elif spacing == "trailing":
+        ts = (torch.arange(T, 0, -T / n, dtype=torch.float64).round().long() - 1).flip(0)
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose linspace, leading or trailing")
+    return ts.clamp(0, T - 1).flip(0)
+
+
+def discrete_sigmas(process: DiscreteVP, n: int | None = None, spacing: str = "leading",
+                    steps_offset: int = 0) -> Tensor:
+    """sigma_ve at a respacing of a DDPM table (all T steps when n is None), decreasing, ending in 0."""
+    ts = torch.arange(process.T - 1, -1, -1) if n is None else respaced_timesteps(process.T, n, spacing, steps_offset)
+    return append_zero(process.sigmas_ve[ts])

@@ -1,0 +1,135 @@
+"""Checkpoints as one safetensors file: tensors (model, EMA, optimizer, RNG) plus JSON metadata.
+
+Written to a temporary file, flushed and fsynced, then atomically renamed, so a crash never leaves a
+partial checkpoint under a final name. No pickles: loading never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+FORMAT_VERSION = 1
+CKPT_RE = re.compile(r"^ckpt-(\d{8})\.safetensors$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, foreign or incompatible."""
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into named tensors and JSON-able metadata."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v.detach().clone().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of optimizer_to_flat."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim."):
+            _, idx, k = name.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Atomically write tensors + metadata (format version and content hash added) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    full_meta = {"format_version": FORMAT_VERSION, "content_hash": _content_hash(tensors), **meta}
+    blob = save(tensors, metadata={"torchdiffusion": json.dumps(full_meta)})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path
+
+
+def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint, checking its format version and content hash; a clear error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get("torchdiffusion")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file ({e})") from None
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not a torchdiffusion checkpoint (no metadata)")
+    meta = json.loads(raw)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} is not supported "
+                              f"(this version reads format {FORMAT_VERSION})")
+    if verify and meta.get("content_hash") != _content_hash(tensors):
+        raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt")
+    return tensors, meta
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    d = Path(run_dir) / "checkpoints"
+    return sorted(p for p in d.glob("ckpt-*.safetensors") if CKPT_RE.match(p.name)) if d.is_dir() else []
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.safetensors"
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints (and stale temporary files)."""
+    for p in list_checkpoints(run_dir)[:-keep_last]:
+        p.unlink(missing_ok=True)
+    for p in (Path(run_dir) / "checkpoints").glob(".ckpt-*.tmp-*"):
+        p.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or the newest complete checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        ckpts = list_checkpoints(path)
+        if ckpts:
+            return ckpts[-1]
+        raise CheckpointError(f"run directory {path} has no checkpoints under {path / 'checkpoints'}")
+    raise CheckpointError(f"{path} is neither a checkpoint file nor a run directory")

@@ -1,0 +1,22 @@
+import os
+import sys
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("TORCHDIFFUSION_QUIET", "1")
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def gmm():
+    from torchdiffusion.analytic import GaussianMixture
+
+    means = torch.tensor([[-2.0, 0.5], [1.5, 1.5], [0.5, -2.0]], dtype=torch.float64)
+    var = torch.tensor([[0.3, 0.1], [0.05, 0.2], [0.15, 0.15]], dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.5, 0.3, 0.2]), means, var)
