@@ -3,31 +3,96 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
 
 from ..processes import DiscreteVP
 from . import grids
+from .adaptive import sample_dopri5
+from .ancestral import sample_edm_stochastic, sample_euler_ancestral
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
+from .dpm_solver import sample_dpm_solver
+from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
+from .lms import sample_lms
+from .ode import sample_euler, sample_heun, sample_rk4
+from .sde import sample_ald, sample_euler_maruyama, sample_pc
+from .unipc import sample_unipc
 
 Tensor = torch.Tensor
+Cost = Callable[[dict[str, Any]], tuple[int, int]]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A sampler with its kind (ODE/SDE), theoretical order and denoiser calls per step."""
+    """A sampler with its kind, order and cost in denoiser calls.
+
+    kind: "ODE" (deterministic, converges to the probability-flow map) or "SDE" (stochastic).
+    order: convergence order of the ODE discretisation in the step size; for SDE samplers, the order of the
+        deterministic part of the step (their strong order is lower).
+    evals_per_step: denoiser calls per grid step with default options; None for an adaptive solver, whose step
+        count follows its tolerances (sample() caps it with max_nfe = nfe).
+    final_evals: calls of a last step that ends at sigma = 0, where it differs (Heun's last step is Euler's: 1).
+    cost: (evals_per_step, final_evals) for the given options, where options change them (corrector steps).
+    """
 
     fn: Callable[..., Tensor]
     kind: str
     order: int
-    evals_per_step: int
+    evals_per_step: int | None
+    final_evals: int | None = None
+    cost: Cost | None = None
+
+    def budget(self, options: dict[str, Any]) -> tuple[int, int]:
+        """(calls per step, calls of a final step to sigma = 0) under these options."""
+        if self.evals_per_step is None:
+            raise ValueError("an adaptive method has no fixed cost per step")
+        if self.cost is not None:
+            return self.cost(options)
+        return self.evals_per_step, self.evals_per_step if self.final_evals is None else self.final_evals
+
+    def steps_for(self, nfe: int, options: dict[str, Any] | None = None) -> int:
+        """The most steps of a grid ending in 0 whose calls, (steps - 1) * per_step + final, fit in nfe (0 if none)."""
+        per_step, final = self.budget(options or {})
+        return 0 if nfe < final else (nfe - final) // per_step + 1
+
+    def calls(self, sigmas: Tensor, options: dict[str, Any] | None = None) -> int:
+        """Denoiser calls of one run over this grid."""
+        per_step, final = self.budget(options or {})
+        n = len(sigmas) - 1
+        return per_step * (n - 1) + (final if float(sigmas[-1]) == 0 else per_step)
+
+
+def _single_step_solver(order: int) -> Cost:
+    return lambda o: (o.get("order", order), 1)
 
 
 METHODS: dict[str, Method] = {
+    # probability-flow ODE
+    "euler": Method(sample_euler, "ODE", 1, 1),
+    "heun": Method(sample_heun, "ODE", 2, 2, final_evals=1),
+    "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1),
+    "dopri5": Method(sample_dopri5, "ODE", 5, None),
     "ddim": Method(sample_ddim, "ODE", 1, 1),
+    "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1)),
+    "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2)),
+    "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3)),
+    "dpmpp_2s": Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1),
+    "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1),
+    "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1),
+    "unipc": Method(sample_unipc, "ODE", 3, 1),
+    "lms": Method(sample_lms, "ODE", 4, 1),
+    # stochastic
     "ddpm": Method(sample_ddpm, "SDE", 1, 1),
+    "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
+    "dpmpp_2s_ancestral": Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1),
+    "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1),
+    "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1),
+    "em": Method(sample_euler_maruyama, "SDE", 1, 1),
+    "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
+    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=2, cost=lambda o: (o.get("n_steps", 1), o.get("n_steps", 1) + 1)),
 }
 
 
@@ -39,21 +104,38 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float) 
     return grids.karras(steps, sigma_min, sigma_max)
 
 
-def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int = 50, sigma_min: float | None = None,
+def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
            sigma_max: float | None = None, grid: Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> Tensor:
-    """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls."""
+    """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
+
+    Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
+    step) on the default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
+    nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(METHODS)}")
     m = METHODS[method]
-    if grid is None:
-        steps = nfe // m.evals_per_step
+    s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
+    s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
+    if m.evals_per_step is None:
+        options.setdefault("max_nfe", 50 if nfe is None else nfe)
+        if grid is None:
+            grid = torch.tensor([s_max, s_min, 0.0], dtype=torch.float64)
+    elif grid is None:
+        nfe = 50 if nfe is None else nfe
+        steps = m.steps_for(nfe, options)
         if steps < 1:
-            raise ValueError(f"nfe={nfe} is below one step of {method} ({m.evals_per_step} evaluations)")
-        s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
-        s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
+            raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
         grid = default_grid(denoiser, steps, s_min, s_max)
+    elif nfe is not None and m.calls(grid, options) > nfe:
+        raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
 
 
-__all__ = ["METHODS", "Method", "grids", "sample", "sample_ddim", "sample_ddpm"]
+from .calibrate import calibrate_grid  # noqa: E402  (uses METHODS)
+
+__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "sample", "sample_ald", "sample_ddim",
+           "sample_ddpm", "sample_dopri5", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+           "sample_dpmpp_2s", "sample_dpmpp_3m", "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral",
+           "sample_euler_maruyama", "sample_heun", "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -42,3 +43,22 @@ def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_nex
     """Call the user's per-step callback, if any, with the step's state."""
     if callback is not None:
         callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+
+
+def ancestral_split(s: float, s_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """(sigma_down, sigma_up) of an ancestral step s -> s_next: sigma_up^2 = min(s'^2, eta^2 s'^2 (s^2 - s'^2) / s^2),
+    sigma_down^2 = s'^2 - sigma_up^2 (DDIM's c of Song et al. 2021, eq. 16, in VE coordinates; eta = 1 is DDPM)."""
+    if s_next == 0 or eta == 0:
+        return s_next, 0.0
+    up = min(s_next, eta * s_next * math.sqrt(max(s * s - s_next * s_next, 0.0)) / s)
+    return math.sqrt(max(s_next * s_next - up * up, 0.0)), up
+
+
+def exp_integrals(h: float, n: int) -> list[float]:
+    """I_k = int_0^h exp(-(h - tau)) tau^k / k! dtau for k < n: the weights of the k-th lambda-derivative of D in
+    the exact solution x' = (s'/s) x + sum_k I_k D^(k) of dx/dlambda = D - x, lambda = -log sigma (Lu et al. 2022b,
+    eq. 9). By parts, I_0 = 1 - e^-h and I_k = h^k / k! - I_(k-1)."""
+    out = [-math.expm1(-h)]
+    for k in range(1, n):
+        out.append(h**k / math.factorial(k) - out[-1])
+    return out

@@ -1,0 +1,72 @@
+"""Classical one-step solvers of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma, stepping in sigma.
+
+A step that ends at sigma = 0 is the Euler step, which lands exactly on D(x, sigma) (the derivative is singular at 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .common import Callback, batch_sigma, check_sigmas, report, to_d
+
+Tensor = torch.Tensor
+
+
+@torch.no_grad()
+def sample_euler(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
+                 callback: Callback | None = None, **cond: Any) -> Tensor:
+    """Euler's method on dx/dsigma = (x - D) / sigma (Karras et al. 2022, eq. 3; Alg. 1 without line 7's correction)."""
+    sigmas = check_sigmas(x, sigmas).tolist()
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        report(callback, i, x, s, s_next, x0)
+        x = x + (s_next - s) * to_d(x, s, x0)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
+                callback: Callback | None = None, **cond: Any) -> Tensor:
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1); the step to sigma = 0 is Euler's."""
+    sigmas = check_sigmas(x, sigmas).tolist()
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        report(callback, i, x, s, s_next, x0)
+        d = to_d(x, s, x0)
+        x_euler = x + (s_next - s) * d
+        if s_next == 0:
+            x = x_euler
+            continue
+        d_next = to_d(x_euler, s_next, denoiser(x_euler, batch_sigma(x, s_next), **cond))
+        x = x + (s_next - s) * 0.5 * (d + d_next)
+    return x
+
+
+@torch.no_grad()
+def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
+               callback: Callback | None = None, **cond: Any) -> Tensor:
+    """Classical 4th-order Runge-Kutta (Kutta 1901; Hairer et al., Solving ODEs I, Table II.1.1) in sigma; the step
+    to sigma = 0 is Euler's."""
+    sigmas = check_sigmas(x, sigmas).tolist()
+
+    def f(y: Tensor, s: float) -> Tensor:
+        return to_d(y, s, denoiser(y, batch_sigma(y, s), **cond))
+
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        report(callback, i, x, s, s_next, x0)
+        h = s_next - s
+        k1 = to_d(x, s, x0)
+        if s_next == 0:
+            x = x + h * k1
+            continue
+        k2 = f(x + 0.5 * h * k1, s + 0.5 * h)
+        k3 = f(x + 0.5 * h * k2, s + 0.5 * h)
+        k4 = f(x + h * k3, s_next)
+        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
