@@ -39,7 +39,7 @@ def diffusers_unet(width: int):
     return UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
                        block_out_channels=(width, 2 * width, 2 * width),
                        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=min(32, width))
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=16 if width % 32 else 32)
 
 
 def train_diffusers(minutes: float, out: str, width: int, q: mp.Queue) -> None:

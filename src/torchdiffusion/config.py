@@ -71,6 +71,7 @@ class TrainConfig:
     keep_last: int = 3                           # checkpoints kept
     seed: int = 0
     num_threads: int = 0                         # torch threads (0 = leave as is)
+    precision: str = "fp32"                      # fp32 | bf16 (autocast of the backbone; fp32 where unsupported)
 
 
 @dataclass
@@ -203,6 +204,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm"))
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
+    _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     for path, v in [("train.batch_size", cfg.train.batch_size), ("train.max_steps", cfg.train.max_steps),
                     ("train.accumulate", cfg.train.accumulate), ("process.T", cfg.process.T),
                     ("sample.steps", cfg.sample.steps), ("sample.num", cfg.sample.num),

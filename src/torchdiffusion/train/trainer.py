@@ -49,6 +49,7 @@ class Trainer:
         self.importance = (ImportanceSampler(cfg.process.T)
                            if cfg.loss.kind == "hybrid" and cfg.loss.importance_sampling else None)
         self.noise_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self.bf16 = cfg.train.precision == "bf16" and bf16_supported()
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
@@ -88,7 +89,8 @@ class Trainer:
         micro = tc.batch_size // tc.accumulate
         total = 0.0
         for _ in range(tc.accumulate):
-            loss = self.loss(self.next_batch(micro)).mean() / tc.accumulate
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self.loss(self.next_batch(micro)).float().mean() / tc.accumulate
             loss.backward()
             total += float(loss.detach())
         if not math.isfinite(total):
@@ -224,6 +226,14 @@ class Trainer:
             list_checkpoints(self.run_dir)[-1] != checkpoint_path(self.run_dir, self.step) else \
             checkpoint_path(self.run_dir, self.step)
         return {"step": self.step, "checkpoint": str(path), "seconds": time.monotonic() - t0}
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU has native bfloat16 kernels (AVX512-BF16 / AMX), where autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _tuple_state(s: str) -> Any:
