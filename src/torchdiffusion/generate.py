@@ -36,7 +36,12 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     model.eval()
     x = start_noise(model, shape, num, seed)
     out, calls = [], 0
-    nfe = steps * METHODS[sampler].evals_per_step
+    m = METHODS[sampler]
+    if m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
+        nfe = steps
+    else:  # exactly `steps` steps on the default grid
+        per_step, final = m.budget(options)
+        nfe = per_step * (steps - 1) + final
     gen = torch.Generator().manual_seed(seed + 10**9)  # in-loop noise of stochastic samplers
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):
         counted = CountingDenoiser(model)
