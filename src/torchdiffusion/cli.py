@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
 
     dm = sub.add_parser("demo", help="train a small MNIST model on this CPU and write outputs/demo/samples.png")
-    dm.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    dm.add_argument("--minutes", type=float, default=5.5, help="training time budget")
     dm.add_argument("--out", default="outputs/demo")
     return ap
 
