@@ -16,7 +16,7 @@ from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpm_solver
 from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
-from .lms import sample_lms
+from .lms import sample_ipndm, sample_lms
 from .ode import sample_euler, sample_heun, sample_rk4
 from .sde import sample_ald, sample_euler_maruyama, sample_pc
 from .unipc import sample_unipc
@@ -36,6 +36,9 @@ class Method:
         count follows its tolerances (sample() caps it with max_nfe = nfe).
     final_evals: calls of a last step that ends at sigma = 0, where it differs (Heun's last step is Euler's: 1).
     cost: (evals_per_step, final_evals) for the given options, where options change them (corrector steps).
+    grid: the default grid for continuous-time denoisers: "karras" (rho = 7, Karras et al. 2022, eq. 5) or
+        "exponential" (uniform in log-SNR) for the multistep exponential integrators, whose extrapolation weights
+        depend on the step ratios h_(i-1) / h_i; those are all 1 on this grid (Lu et al. 2022b, Sec. 4).
     """
 
     fn: Callable[..., Tensor]
@@ -44,6 +47,7 @@ class Method:
     evals_per_step: int | None
     final_evals: int | None = None
     cost: Cost | None = None
+    grid: str = "karras"
 
     def budget(self, options: dict[str, Any]) -> tuple[int, int]:
         """(calls per step, calls of a final step to sigma = 0) under these options."""
@@ -80,28 +84,33 @@ METHODS: dict[str, Method] = {
     "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2)),
     "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3)),
     "dpmpp_2s": Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1),
-    "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1),
-    "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1),
-    "unipc": Method(sample_unipc, "ODE", 3, 1),
+    "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1, grid="exponential"),
+    "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential"),
+    "unipc": Method(sample_unipc, "ODE", 3, 1, grid="exponential"),
     "lms": Method(sample_lms, "ODE", 4, 1),
+    "ipndm": Method(sample_ipndm, "ODE", 2, 1),
     # stochastic
     "ddpm": Method(sample_ddpm, "SDE", 1, 1),
     "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
     "dpmpp_2s_ancestral": Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1),
-    "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1),
+    "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1, grid="exponential"),
     "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1),
     "em": Method(sample_euler_maruyama, "SDE", 1, 1),
     "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
-    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=2, cost=lambda o: (o.get("n_steps", 1), o.get("n_steps", 1) + 1)),
+    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=2,
+                  cost=lambda o: (o.get("n_steps", 1), o.get("n_steps", 1) + 1)),
 }
 
 
-def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """A DDPM table respaced with trailing spacing for discrete-time models, else Karras' rho = 7 grid."""
+GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential}
+
+
+def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras") -> Tensor:
+    """A DDPM table respaced with trailing spacing for discrete-time models, else the named grid (`GRIDS`)."""
     process = getattr(denoiser, "process", None)
     if isinstance(process, DiscreteVP) and getattr(denoiser, "discrete", False):
         return grids.discrete_sigmas(process, min(steps, process.T), "trailing")
-    return grids.karras(steps, sigma_min, sigma_max)
+    return GRIDS[grid](steps, sigma_min, sigma_max)
 
 
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
@@ -110,7 +119,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
-    step) on the default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
+    step) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
     nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
     """
     if method not in METHODS:
@@ -127,7 +136,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
         steps = m.steps_for(nfe, options)
         if steps < 1:
             raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
-        grid = default_grid(denoiser, steps, s_min, s_max)
+        grid = default_grid(denoiser, steps, s_min, s_max, m.grid)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)

@@ -24,7 +24,7 @@ def sample_euler_ancestral(denoiser: Any, x: Tensor, sigmas: Tensor, *, generato
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
         s_down, s_up = ancestral_split(s, s_next, eta)
-        x = x + (s_down - s) * to_d(x, s, x0)
+        x = torch.lerp(x0, x, s_down / s)  # Euler to sigma_down: x + (s_down - s)(x - x0) / s
         if s_up > 0:
             x = x + s_up * s_noise * noise_like(x, generator)
     return x

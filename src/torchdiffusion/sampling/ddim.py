@@ -26,9 +26,8 @@ def sample_ddim(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
-        eps = (x - x0) / s
         c2 = eta**2 * s_next**2 * (s**2 - s_next**2) / s**2
-        x = x0 + max(s_next**2 - c2, 0.0) ** 0.5 * eps
+        x = torch.lerp(x0, x, max(s_next**2 - c2, 0.0) ** 0.5 / s)  # x0 + sqrt(s'^2 - c^2) eps, eps = (x - x0) / s
         if c2 > 0:
             x = x + c2**0.5 * noise_like(x, generator)
     return x

@@ -32,9 +32,9 @@ def sample_dpmpp_2s(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
             x = x0
         else:
             s_mid = math.sqrt(s * s_down)  # lambda + h/2
-            u = x0 + (s_mid / s) * (x - x0)
+            u = torch.lerp(x0, x, s_mid / s)
             x0_mid = denoiser(u, batch_sigma(x, s_mid), **cond)  # D_i = (1 - 1/2r) D + 1/2r D_mid = D_mid
-            x = x0_mid + (s_down / s) * (x - x0_mid)
+            x = torch.lerp(x0_mid, x, s_down / s)
         if s_up > 0:
             x = x + s_up * s_noise * noise_like(x, generator)
     return x
@@ -43,7 +43,7 @@ def sample_dpmpp_2s(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                     callback: Callback | None = None, **cond: Any) -> Tensor:
-    """DPM-Solver++(2M), multistep (Lu et al. 2022b, Alg. 2): D_i = (1 + 1/2r) D_(i-1) - 1/2r D_(i-2), r = h_(i-1)/h_i."""
+    """DPM-Solver++(2M), multistep (Lu et al. 2022b, Alg. 2): D = (1 + 1/2r) D_(i-1) - 1/2r D_(i-2), r = h_(i-1)/h_i."""
     sigmas = check_sigmas(x, sigmas).tolist()
     x0_prev, h_prev = None, 0.0
     for i in range(len(sigmas) - 1):
@@ -54,8 +54,8 @@ def sample_dpmpp_2m(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
             x = x0
             continue
         h = math.log(s / s_next)
-        D = x0 if x0_prev is None else x0 + (h / (2 * h_prev)) * (x0 - x0_prev)
-        x = (s_next / s) * x - math.expm1(-h) * D
+        D = x0 if x0_prev is None else torch.lerp(x0, x0_prev, -h / (2 * h_prev))  # x0 + (x0 - x0_prev) / 2r
+        x = torch.lerp(D, x, s_next / s)  # (s'/s) x + (1 - e^-h) D
         x0_prev, h_prev = x0, h
     return x
 
@@ -75,18 +75,19 @@ def sample_dpmpp_3m(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
             x = x0
             continue
         lam, h = -math.log(s), math.log(s / s_next)
-        I0, I1, I2 = exp_integrals(h, 3)
-        x_next = (s_next / s) * x + I0 * x0
+        _, I1, I2 = exp_integrals(h, 3)
+        x_next = torch.lerp(x0, x, s_next / s)  # (s'/s) x + I_0 D, I_0 = 1 - s'/s
         if hist:
+            # I_1 D' + I_2 D'' with D' = d1 + h1 c, D'' = 2c from the divided differences d1 = (D - D_1) / h1,
+            # e = (D_1 - D_2) / h2, c = (d1 - e) / (h1 + h2): = (I_1 + q) d1 - q e with q = (I_1 h1 + 2 I_2) / (h1 + h2)
             lam1, x01 = hist[-1]
             h1 = lam - lam1
-            d1 = (x0 - x01) / h1  # first divided difference
-            if len(hist) == 2:
-                lam2, x02 = hist[-2]
-                c = (d1 - (x01 - x02) / (lam1 - lam2)) / (lam - lam2)  # second divided difference
-                x_next = x_next + I1 * (d1 + h1 * c) + I2 * (2 * c)
-            else:
-                x_next = x_next + I1 * d1
+            h2 = lam1 - hist[0][0] if len(hist) == 2 else 0.0
+            q = (I1 * h1 + 2 * I2) / (h1 + h2) if h2 else 0.0
+            w = (I1 + q) / h1
+            x_next.add_(x0, alpha=w).add_(x01, alpha=-w - (q / h2 if h2 else 0.0))
+            if h2:
+                x_next.add_(hist[0][1], alpha=q / h2)
         x = x_next
         hist = (hist + [(lam, x0)])[-2:]
     return x
@@ -115,10 +116,10 @@ def sample_dpmpp_2m_sde(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: 
             continue
         h = math.log(s / s_next)
         k = (1 + eta) * h
-        x = (s_next / s) * math.exp(-eta * h) * x - math.expm1(-k) * x0
+        x = torch.lerp(x0, x, math.exp(-k))  # e^-k = (s'/s) e^(-eta h)
         if x0_prev is not None:
             c = -0.5 * math.expm1(-k) if solver_type == "midpoint" else 1 + math.expm1(-k) / k
-            x = x + (c * h / h_prev) * (x0 - x0_prev)
+            x.add_(x0, alpha=c * h / h_prev).add_(x0_prev, alpha=-c * h / h_prev)
         if eta > 0:
             x = x + s_next * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise * noise_like(x, generator)
         x0_prev, h_prev = x0, h

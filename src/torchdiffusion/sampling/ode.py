@@ -1,6 +1,8 @@
 """Classical one-step solvers of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma, stepping in sigma.
 
 A step that ends at sigma = 0 is the Euler step, which lands exactly on D(x, sigma) (the derivative is singular at 0).
+Updates are written as few whole-tensor passes (lerp, add with alpha): the Euler step x + (s' - s)(x - D)/s is
+lerp(D, x, s'/s).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def sample_euler(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
-        x = x + (s_next - s) * to_d(x, s, x0)
+        x = torch.lerp(x0, x, s_next / s)
     return x
 
 
@@ -36,13 +38,14 @@ def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
-        d = to_d(x, s, x0)
-        x_euler = x + (s_next - s) * d
         if s_next == 0:
-            x = x_euler
+            x = x0
             continue
-        d_next = to_d(x_euler, s_next, denoiser(x_euler, batch_sigma(x, s_next), **cond))
-        x = x + (s_next - s) * 0.5 * (d + d_next)
+        h = s_next - s
+        sd = x - x0  # s * d
+        x_euler = torch.add(x, sd, alpha=h / s)
+        sd_next = x_euler - denoiser(x_euler, batch_sigma(x, s_next), **cond)  # s' * d'
+        x = torch.add(x, sd, alpha=0.5 * h / s).add_(sd_next, alpha=0.5 * h / s_next)  # x + h (d + d') / 2
     return x
 
 

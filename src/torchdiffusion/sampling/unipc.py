@@ -1,9 +1,10 @@
 """UniPC (Zhao et al. 2023): a multistep predictor UniP and a corrector UniC that reuses the next step's evaluation.
 
 Data prediction in VE coordinates (alpha = 1, lambda = -log sigma, h = log(s/s')). Both updates have the form
-x' = (s'/s) x + I_0 D_i + sum_m c_m (D_m - D_i), with D_m taken at lambda_i + r_m h; weights c_m that reproduce the
-exact integrals, sum_m c_m (r_m h)^k / k! = I_k for k = 1..p, are UniPC's R_p a_p = g_p / B(h) with c_m = -B(h) a_m / r_m
-(B cancels). Order 1 has no system: the "bh2" choice B(h) = e^h - 1 (in -h here) gives a_1 = 1/2, c_1 = I_0 / (2 r_1).
+x' = (s'/s) x + I_0 D_i + sum_m c_m (D_m - D_i), with D_m taken at lambda_i + r_m h; weights c_m that reproduce
+the exact integrals, sum_m c_m (r_m h)^k / k! = I_k for k = 1..p, are UniPC's R_p a_p = g_p / B(h) with
+c_m = -B(h) a_m / r_m (B cancels). A single node has no system: the "bh2" choice B(h) = e^h - 1 (in -h here)
+with a_1 = 1/2 gives c_1 = I_0 / (2 r_1).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def uni_weights(rs: list[float], h: float, I: list[float]) -> list[float]:
     return solve_small(A, I[1:p + 1])
 
 
+def _plus(base: Tensor, x0: Tensor, cs: list[float], x0s: list[Tensor]) -> Tensor:
+    """base + sum_m c_m (D_m - D_i), one whole-tensor pass per term."""
+    out = torch.add(base, x0, alpha=-sum(cs))
+    for c, x0_m in zip(cs, x0s):
+        out.add_(x0_m, alpha=c)
+    return out
+
+
 @torch.no_grad()
 def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, order: int = 2, corrector: bool = True, **cond: Any) -> Tensor:
@@ -61,19 +70,17 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
             x = x0
             break
         lam, h = -math.log(s), math.log(s / s_next)
-        past = hist[-(order - 1):] if order > 1 else []
-        rs = [(lam_m - lam) / h for lam_m, _ in reversed(past)]
-        diffs = [x0_m - x0 for _, x0_m in reversed(past)]
+        past = hist[-(order - 1):][::-1] if order > 1 else []  # most recent first
+        rs = [(lam_m - lam) / h for lam_m, _ in past]
         I = exp_integrals(h, len(rs) + 2)
-        base = (s_next / s) * x + I[0] * x0
-        x_pred = base + sum(c * d for c, d in zip(uni_weights(rs, h, I), diffs)) if rs else base
+        base = torch.lerp(x0, x, s_next / s)  # (s'/s) x + I_0 D_i
+        x_pred = _plus(base, x0, uni_weights(rs, h, I), [x0_m for _, x0_m in past]) if rs else base
         if i == n - 1:
             x = x_pred
             break
         x0_next = denoiser(x_pred, batch_sigma(x, s_next), **cond)
         if corrector:
-            cs = uni_weights(rs + [1.0], h, I)
-            x = base + sum(c * d for c, d in zip(cs, diffs + [x0_next - x0]))
+            x = _plus(base, x0, uni_weights(rs + [1.0], h, I), [x0_m for _, x0_m in past] + [x0_next])
         else:
             x = x_pred
         hist = (hist + [(lam, x0)])[-2:]

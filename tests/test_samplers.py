@@ -1,0 +1,232 @@
+"""Every sampler against ground truth: the exact probability-flow map and the exact law of a Gaussian mixture."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from torchdiffusion.analytic import GaussianMixture
+from torchdiffusion.denoiser import CountingDenoiser
+from torchdiffusion.sampling import METHODS, calibrate_grid, grids, sample
+from torchdiffusion.sampling.adaptive import B4, B5, A, C
+from torchdiffusion.sampling.lms import lms_coefficients
+
+from test_ddpm_ddim import pf_ode_reference
+
+ODE_FIXED = [name for name, m in METHODS.items() if m.kind == "ODE" and m.evals_per_step is not None]
+_REFERENCES: dict = {}
+
+
+def flow_map(gmm, x, sigma_max, sigma_min):
+    """The exact flow map (DOP853 at 1e-12), cached across tests since it is the slow part."""
+    key = (sigma_max, sigma_min, tuple(x.shape), float(x.sum()))
+    if key not in _REFERENCES:
+        _REFERENCES[key] = pf_ode_reference(gmm, x, sigma_max, sigma_min)
+    return _REFERENCES[key]
+
+
+def median_error(a, b):
+    # Starts that pass near a separatrix between modes have a huge error constant (the flow there is unstable) and
+    # only reach the asymptotic regime at tiny steps; the median per-sample distance shows the order of the rest.
+    return (a - b).reshape(len(a), -1).norm(dim=1).median().item()
+
+
+# grid sizes (steps) where each method is in its asymptotic regime on [0.002, 80] yet far above round-off
+STEPS = {1: [32, 64, 128, 256], 2: [32, 64, 128, 256], 3: [32, 64, 128, 256], 4: [16, 32, 64, 128]}
+STEPS_OF = {"lms": [64, 128, 256, 512]}  # 4-step Adams-Bashforth reaches order 4 late (its first steps are lower order)
+
+
+@pytest.mark.parametrize("name", ODE_FIXED)
+def test_deterministic_samplers_converge_to_the_exact_flow_map_at_their_order(gmm, name):
+    m = METHODS[name]
+    smax, smin = 80.0, 0.002
+    x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * smax
+    ref = flow_map(gmm, x, smax, smin)
+    steps = STEPS_OF.get(name, STEPS[m.order])
+    # log-uniform grid ending at sigma_min, no final step to 0: every step is the method's own
+    errs = [median_error(m.fn(gmm, x, grids.exponential(n + 1, smin, smax)[:-1]), ref) for n in steps]
+    nfe = [n * m.evals_per_step for n in steps]
+    slope = np.polyfit(np.log(nfe), np.log(errs), 1)[0]
+    assert abs(-slope - m.order) <= 0.3, (name, errs, slope)
+    assert errs[-1] < 0.02
+
+
+@pytest.mark.parametrize("name", ODE_FIXED)
+def test_deterministic_samplers_reach_sigma_zero(gmm, name):
+    """Through `sample` the grid ends in 0, and the result approaches the exact map from 80 to 0."""
+    x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    ref = flow_map(gmm, x, 80.0, 0.002)
+    ref = gmm(ref, 0.002)  # from sigma_min to 0: E[x0 | x], the ODE's limit up to O(sigma_min^2)
+    out = sample(gmm, x, method=name, nfe=200, sigma_min=0.002, sigma_max=80.0)
+    assert median_error(out, ref) < 0.02
+
+
+def test_first_order_methods_agree_to_round_off(gmm):
+    """DPM-Solver-1 (exponential integrator with eps), Euler in sigma and DDIM(eta = 0) are the same update."""
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 80
+    s = grids.karras(12, 0.002, 80.0)
+    ddim = METHODS["ddim"].fn(gmm, x, s)
+    for name in ("euler", "dpm_solver_1"):
+        assert torch.allclose(METHODS[name].fn(gmm, x, s), ddim, rtol=0, atol=1e-12), name
+
+
+def test_special_cases_reduce_to_their_parents(gmm):
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 80
+    s = grids.karras(15, 0.002, 80.0)
+    dpmpp_2m = METHODS["dpmpp_2m"].fn(gmm, x, s)
+    # SDE-DPM-Solver++(2M) without noise and UniPC without its corrector (bh2 predictor) are DPM-Solver++(2M)
+    assert torch.allclose(METHODS["dpmpp_2m_sde"].fn(gmm, x, s, eta=0.0), dpmpp_2m, rtol=0, atol=1e-12)
+    assert torch.allclose(METHODS["unipc"].fn(gmm, x, s, corrector=False), dpmpp_2m, rtol=0, atol=1e-12)
+    # Euler-ancestral with eta is DDIM with eta: same split into sigma_down and sigma_up, same noise
+    for eta in (0.5, 1.0):
+        a = METHODS["euler_ancestral"].fn(gmm, x, s, eta=eta, generator=torch.Generator().manual_seed(3))
+        b = METHODS["ddim"].fn(gmm, x, s, eta=eta, generator=torch.Generator().manual_seed(3))
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    # first-order multistep is Euler
+    for name in ("lms", "ipndm"):
+        assert torch.allclose(METHODS[name].fn(gmm, x, s, order=1), METHODS["euler"].fn(gmm, x, s), rtol=0, atol=1e-12)
+    # EDM's sampler without churn is Heun
+    assert torch.allclose(METHODS["edm_stochastic"].fn(gmm, x, s, s_churn=0.0), METHODS["heun"].fn(gmm, x, s),
+                          rtol=0, atol=1e-12)
+
+
+def test_dormand_prince_tableau_satisfies_its_order_conditions():
+    c, b5, b4 = np.array(C), np.array(B5), np.array(B4)
+    Am = np.zeros((7, 7))
+    for i, row in enumerate(A):
+        Am[i, :len(row)] = row
+    assert np.allclose(Am.sum(1), c)  # row sums are the nodes
+    for k in range(5):  # bushy-tree conditions sum b c^k = 1 / (k + 1)
+        assert math.isclose(b5 @ c**k, 1 / (k + 1), abs_tol=1e-14)
+        if k < 4:
+            assert math.isclose(b4 @ c**k, 1 / (k + 1), abs_tol=1e-14)
+    assert math.isclose(b5 @ Am @ c, 1 / 6, abs_tol=1e-14) and math.isclose(b4 @ Am @ c, 1 / 6, abs_tol=1e-14)
+    assert math.isclose(b5 @ Am @ Am @ c, 1 / 24, abs_tol=1e-14) and math.isclose(b5 @ Am @ c**3, 1 / 20, abs_tol=1e-14)
+    assert np.allclose(Am[6], b5)  # first same as last
+
+
+def test_lms_coefficients_integrate_polynomials_exactly():
+    nodes, a, b = [1.0, 1.7, 2.9, 4.0], 1.0, 0.4
+    for deg in range(4):
+        exact = (b ** (deg + 1) - a ** (deg + 1)) / (deg + 1)
+        assert math.isclose(sum(c * t**deg for c, t in zip(lms_coefficients(nodes, a, b), nodes)), exact, abs_tol=1e-13)
+
+
+def test_adaptive_solver_meets_its_tolerance_and_reports_its_calls(gmm):
+    smax, smin = 80.0, 0.002
+    x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * smax
+    ref = flow_map(gmm, x, smax, smin)
+    results = []
+    for tol in (1e-4, 1e-7):
+        counted, stats = CountingDenoiser(gmm), {}
+        out = METHODS["dopri5"].fn(counted, x, torch.tensor([smax, smin]), rtol=tol, atol=tol, stats=stats)
+        assert stats["nfe"] == counted.calls and stats["rejected"] >= 0
+        results.append((median_error(out, ref), counted.calls))
+    (loose_err, loose_calls), (tight_err, tight_calls) = results
+    assert tight_err < 1e-5 and tight_err < loose_err / 30 and loose_calls < tight_calls
+    # with a budget it stops spending at nfe and still lands near the map
+    counted = CountingDenoiser(gmm)
+    out = sample(counted, x, method="dopri5", nfe=40, sigma_min=smin, sigma_max=smax, rtol=1e-7, atol=1e-7)
+    assert counted.calls <= 40 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_sample_never_exceeds_the_budget_and_uses_it(gmm, name):
+    m = METHODS[name]
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    for nfe in (5, 10, 20, 50):
+        sigmas_seen = []
+
+        def D(x, sigma):
+            sigmas_seen.append(sigma)
+            return gmm(x, sigma)
+
+        out = sample(D, x, method=name, nfe=nfe, sigma_min=0.002, sigma_max=80.0,
+                     generator=torch.Generator().manual_seed(1))
+        assert len(sigmas_seen) <= nfe and torch.isfinite(out).all()
+        assert all(s.shape == (8,) for s in sigmas_seen)
+        if m.evals_per_step is not None:  # no coarser step count would fit: the budget is used up to one step
+            assert len(sigmas_seen) > nfe - m.evals_per_step, (nfe, len(sigmas_seen))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_dtype_is_preserved(gmm, name):
+    class Mixture32:  # a denoiser that computes in float64 and answers in the input's dtype
+        def __call__(self, x, sigma):
+            return gmm(x.double(), sigma.double()).to(x.dtype)
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 80
+    for dtype in (torch.float32, torch.float64):
+        out = sample(Mixture32(), x.to(dtype), method=name, nfe=20, sigma_min=0.002, sigma_max=80.0,
+                     generator=torch.Generator().manual_seed(1))
+        assert out.dtype == dtype and out.device == x.device and torch.isfinite(out).all()
+
+
+def law_matches(gmm, out, target, n_ref=200_000, logp_tol=0.05, sigma=0.0):
+    """Mean, covariance, mode weights and mean exact log-density of `out` against draws from `target`."""
+    n = len(out)
+    ref, _ = target.sample(n_ref, generator=torch.Generator().manual_seed(123))
+    se = ref.std(0) / math.sqrt(n)
+    assert ((out.mean(0) - target.mean()).abs() < 5 * se).all(), (out.mean(0), target.mean())
+    assert torch.allclose(torch.cov(out.T), target.covariance(), atol=0.06)
+    modes = lambda y: torch.bincount(gmm.responsibilities(y, sigma).argmax(1), minlength=len(gmm.weights)).double()
+    expected = n * modes(ref) / n_ref
+    chi2 = ((modes(out) - expected) ** 2 / expected).sum().item()
+    assert chi2 < 13.8, chi2  # 2 degrees of freedom, p = 0.001
+    assert target.log_prob(out).mean().item() == pytest.approx(target.log_prob(ref).mean().item(), abs=logp_tol)
+
+
+# (method, options, grid, steps): enough steps that each sampler's discretisation bias is below the tolerances
+STOCHASTIC = [
+    ("euler_ancestral", {}, "exponential", 1000),
+    ("dpmpp_2s_ancestral", {}, "exponential", 200),
+    ("dpmpp_2m_sde", {}, "exponential", 200),
+    ("edm_stochastic", {}, "karras", 100),
+    ("em", {}, "exponential", 1000),
+    ("pc", {}, "exponential", 300),
+    ("pc", {"form": "vp"}, "exponential", 600),
+]
+
+
+@pytest.mark.parametrize("name,options,grid,steps", STOCHASTIC, ids=[f"{s[0]}{s[1]}" for s in STOCHASTIC])
+def test_stochastic_samplers_reproduce_the_mixture(gmm, name, options, grid, steps):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5000, 2, generator=gen, dtype=torch.float64) * 80
+    out = METHODS[name].fn(gmm, x, getattr(grids, grid)(steps, 0.002, 80.0), generator=gen, **options)
+    law_matches(gmm, out, gmm)
+
+
+def test_annealed_langevin_samples_the_noisy_marginal_of_its_last_level(gmm):
+    """Without a final 0, ALD targets p_sigma_L: the mixture with variances var + sigma_L^2."""
+    sL, gen = 0.1, torch.Generator().manual_seed(0)
+    target = GaussianMixture(gmm.weights, gmm.means, gmm.variances + sL**2)
+    x = torch.randn(5000, 2, generator=gen, dtype=torch.float64) * 20
+    out = METHODS["ald"].fn(gmm, x, grids.exponential(20, sL, 20.0)[:-1], generator=gen, eps=0.5 * sL**2, n_steps=50)
+    law_matches(gmm, out, target, sigma=sL)
+
+
+def test_calibrated_grid_beats_the_default_grid_on_held_out_starts(gmm):
+    smax, smin, nfe = 80.0, 0.002, 10
+    x_cal = torch.randn(128, 2, generator=torch.Generator().manual_seed(10), dtype=torch.float64) * smax
+    x_test = torch.randn(256, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * smax
+    counted = CountingDenoiser(gmm)
+    sigmas, info = calibrate_grid(counted, x_cal, method="dpmpp_2m", nfe=nfe, sigma_min=smin, sigma_max=smax,
+                                  generator=torch.Generator().manual_seed(0))
+    assert info["denoiser_calls"] == counted.calls > 0 and info["error"] <= info["error_start"]
+    assert sigmas[0] == smax and sigmas[-2] == smin and sigmas[-1] == 0 and (sigmas.diff() < 0).all()
+    ref = gmm(flow_map(gmm, x_test, smax, smin), smin)
+    err = lambda y: (y - ref).norm(dim=1).mean().item()
+    calls = CountingDenoiser(gmm)
+    calibrated = sample(calls, x_test, method="dpmpp_2m", nfe=nfe, grid=sigmas)
+    default = sample(gmm, x_test, method="dpmpp_2m", nfe=nfe, sigma_min=smin, sigma_max=smax)
+    assert calls.calls <= nfe
+    assert err(calibrated) < 0.8 * err(default), (err(calibrated), err(default))
+
+
+def test_sample_checks_a_given_grid_against_the_budget(gmm):
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="above nfe"):
+        sample(gmm, x, method="heun", nfe=5, grid=grids.karras(4, 0.002, 80.0))  # 3 * 2 + 1 = 7 calls
+    with pytest.raises(ValueError, match="below one step"):
+        sample(gmm, x, method="rk4", nfe=0, sigma_min=0.002, sigma_max=80.0)
