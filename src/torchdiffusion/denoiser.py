@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .parameterization import PREDICTIONS, edm_scalings, target, to_x0
-from .processes import DiscreteVP, GaussianProcess, expand_like
+from .processes import EDM, VE, DiscreteVP, GaussianProcess, expand_like
 
 Tensor = torch.Tensor
 NOISE_INPUTS = ("t", "1000t", "c_noise")
@@ -40,7 +40,6 @@ def default_noise_input(process: GaussianProcess, prediction: str) -> str:
         return "c_noise"
     if isinstance(process, DiscreteVP):
         return "t"
-    from .processes import EDM, VE
     return "c_noise" if isinstance(process, (VE, EDM)) else "1000t"
 
 

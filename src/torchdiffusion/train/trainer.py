@@ -222,9 +222,8 @@ class Trainer:
             bar.close()
             writer.close()
             log.close()
-        path = self.save() if not list_checkpoints(self.run_dir) or \
-            list_checkpoints(self.run_dir)[-1] != checkpoint_path(self.run_dir, self.step) else \
-            checkpoint_path(self.run_dir, self.step)
+        final = checkpoint_path(self.run_dir, self.step)
+        path = final if final.is_file() else self.save()
         return {"step": self.step, "checkpoint": str(path), "seconds": time.monotonic() - t0}
 
 
