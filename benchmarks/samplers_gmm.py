@@ -11,8 +11,10 @@ DEIS) is scored against the exact map to its own last sigma. Two settings:
         with trailing spacing (all start at t = 999), fed an eps-model built from the exact denoiser at the
         scheduler's own sigma, and k-diffusion on Karras / exponential grids over the table's range.
 
-Ours run through `sample()` on their default grid (Karras rho = 7) and, for the best two, on a grid from
-`calibrate_grid` fitted on different start noise than the scored one. A second table times the sampler itself:
+Ours run through `sample()` on their default grid (Karras rho = 7, or log-uniform for the multistep exponential
+integrators) and, for the best two at each NFE (the best one at NFE 50), on a grid from `calibrate_grid` fitted on
+different start noise than the scored one. In the `ddpm` setting four of ours also run on the peers' own grid (the
+table respaced with trailing spacing), which separates the effect of the grid from that of the solver. A second table times the sampler itself:
 seconds per step with a near-free denoiser (x * 0.5) at batch 1 and 4096 (x of shape (B, 3, 16, 16), float32,
 2 threads), ours against diffusers schedulers of the same order.
 
@@ -239,6 +241,13 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
             out = sample(D, x, method=name, nfe=nfe, sigma_min=smin, sigma_max=smax)
             assert D.calls <= nfe, (name, nfe, D.calls)
             results[f"ours {name}"][nfe] = error(out, ref_at(0.0))
+    if setting == "ddpm":  # the same algorithms on the peers' own grid: separates the grid from the solver
+        for name in ("lms", "ipndm", "unipc", "dpmpp_3m"):
+            results[f"ours {name} (table grid, trailing)"] = {}
+            for nfe in NFES:
+                grid = grids.discrete_sigmas(p, METHODS[name].steps_for(nfe), "trailing")
+                out = sample(gmm, x, method=name, nfe=nfe, grid=grid)
+                results[f"ours {name} (table grid, trailing)"][nfe] = error(out, ref_at(0.0))
     for name, (run, _) in peers.items():
         results[name] = {}
         for nfe in NFES:
@@ -251,14 +260,14 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
             assert D.calls <= nfe, (name, nfe, D.calls)
             assert abs(first - smax) < 1e-5 * smax, (name, first, smax)  # the same start for everyone
             results[name][nfe] = error(out, ref_at(last))
-    if calibrate:
-        ours_default = {n: r for n, r in results.items() if n.startswith("ours") and n != "ours dopri5"}
+    if calibrate:  # the best two default-grid methods (one at NFE 50, with half the sweeps: ~90k calls each)
+        ours_default = {n: r for n, r in results.items() if is_default(n) and n != "ours dopri5"}
         for nfe in NFES:
-            best2 = sorted(ours_default, key=lambda n: ours_default[n][nfe])[:2]
-            for name in best2:
+            for name in sorted(ours_default, key=lambda n: ours_default[n][nfe])[:2 if nfe < 50 else 1]:
                 method = name.split(" ", 1)[1]
                 sig, info = calibrate_grid(gmm, x_cal, method=method, nfe=nfe, sigma_min=smin, sigma_max=smax,
-                                           iters=iters, generator=torch.Generator().manual_seed(0))
+                                           iters=iters if nfe < 50 else iters // 2,
+                                           generator=torch.Generator().manual_seed(0))
                 D = CountingDenoiser(gmm)
                 out = sample(D, x, method=method, nfe=nfe, grid=sig)
                 assert D.calls <= nfe
@@ -266,6 +275,10 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
                 print(f"# calibrated {method} NFE {nfe}: start {info['start']}, {info['denoiser_calls']} calls, "
                       f"{info['sweeps']} sweeps", file=sys.stderr)
     return results
+
+
+def is_default(name: str) -> bool:
+    return name.startswith("ours") and "(" not in name
 
 
 def print_accuracy(setting: str, results: dict[str, dict[int, float]]) -> dict[int, dict[str, Any]]:
@@ -281,8 +294,8 @@ def print_accuracy(setting: str, results: dict[str, dict[int, float]]) -> dict[i
     for n in NFES:
         pick = lambda pred: min(((r[n], k) for k, r in results.items() if pred(k) and n in r),
                                 default=(math.nan, "—"))
-        ours = pick(lambda k: k.startswith("ours") and "calibrated" not in k)
-        cal = pick(lambda k: k.startswith("ours"))
+        ours = pick(is_default)
+        cal = pick(lambda k: is_default(k) or k.endswith("(calibrated)"))
         peer = pick(lambda k: not k.startswith("ours"))
         summary[n] = {"ours": ours, "calibrated": cal, "peer": peer}
         print(f"| {n} | {ours[1]} {ours[0]:.2e} | {cal[1]} {cal[0]:.2e} | {peer[1]} {peer[0]:.2e} "
@@ -365,22 +378,28 @@ def print_overhead(rows: list[tuple[str, int, int, float]]) -> dict[tuple[int, i
     return ratios
 
 
-def plot(all_results: dict[str, dict[str, dict[int, float]]], path: str) -> None:
+def plot(all_results: dict[str, dict[str, dict[int, float]]], path: str, top: int = 5) -> None:
+    """Error vs NFE per setting: the `top` best default-grid methods of ours and of the peers (ranked by their
+    NFE 10 + NFE 20 errors) and every calibrated run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 6))
+    fig, axes = plt.subplots(1, len(all_results), figsize=(6.5 * len(all_results), 5.5))
     for ax, (setting, results) in zip(np.atleast_1d(axes), all_results.items()):
-        for name, row in results.items():
-            ns = [n for n in NFES if n in row]
-            style = "-o" if name.startswith("ours") else "--x"
-            ax.loglog(ns, [row[n] for n in ns], style, label=name, lw=1.2 if name.startswith("ours") else 0.8, ms=3)
+        rank = lambda n: math.log(results[n].get(10, math.inf)) + math.log(results[n].get(20, math.inf))
+        peers = sorted((n for n in results if not n.startswith("ours")), key=rank)[:top]
+        ours = sorted((n for n in results if is_default(n)), key=rank)[:top]
+        for name in ours + [n for n in results if n.endswith("(calibrated)")] + peers:
+            ns = [n for n in NFES if n in results[name]]
+            style = "--x" if not name.startswith("ours") else (":o" if "calibrated" in name else "-o")
+            ax.loglog(ns, [results[name][n] for n in ns], style, label=name, ms=3)
+        ax.set_xticks(NFES, [str(n) for n in NFES])
         ax.set_title(f"setting {setting}")
         ax.set_xlabel("NFE")
         ax.set_ylabel("mean L2 error to the exact flow map")
-        ax.legend(fontsize=5, ncol=2)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

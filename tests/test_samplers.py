@@ -228,5 +228,8 @@ def test_sample_checks_a_given_grid_against_the_budget(gmm):
     x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="above nfe"):
         sample(gmm, x, method="heun", nfe=5, grid=grids.karras(4, 0.002, 80.0))  # 3 * 2 + 1 = 7 calls
-    with pytest.raises(ValueError, match="below one step"):
-        sample(gmm, x, method="rk4", nfe=0, sigma_min=0.002, sigma_max=80.0)
+    for method in ("dopri5", "euler"):
+        with pytest.raises(ValueError, match="nfe must be"):
+            sample(gmm, x, method=method, nfe=0)
+    # one call is always enough: the step from sigma_max straight to 0 lands on D
+    assert torch.equal(sample(gmm, x, method="heun", nfe=1, sigma_min=0.002, sigma_max=80.0), gmm(x, 80.0))

@@ -97,8 +97,7 @@ METHODS: dict[str, Method] = {
     "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1),
     "em": Method(sample_euler_maruyama, "SDE", 1, 1),
     "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
-    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=2,
-                  cost=lambda o: (o.get("n_steps", 1), o.get("n_steps", 1) + 1)),
+    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=1, cost=lambda o: (o.get("n_steps", 1), 1)),
 }
 
 
@@ -125,6 +124,8 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     if method not in METHODS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(METHODS)}")
     m = METHODS[method]
+    if nfe is not None and nfe < 1:
+        raise ValueError(f"nfe must be >= 1, got {nfe}")
     s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
     s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
     if m.evals_per_step is None:

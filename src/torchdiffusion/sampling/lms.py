@@ -20,13 +20,18 @@ def lms_coefficients(nodes: list[float], a: float, b: float) -> list[float]:
     """c_j = int_a^b prod_(k != j) (t - t_k) / (t_j - t_k) dt: the Adams-Bashforth weights of the Lagrange polynomial
     through `nodes` (Hairer et al., Solving ODEs I, Sec. III.1, eq. 1.5 for variable steps)."""
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
+    ts = [mid + half * u for u in _GL_NODES]
     out = []
     for j, tj in enumerate(nodes):
-        total = 0.0
-        for u, w in zip(_GL_NODES, _GL_WEIGHTS):
-            t = mid + half * u
-            total += w * math.prod((t - tk) / (tj - tk) for k, tk in enumerate(nodes) if k != j)
-        out.append(half * total)
+        others = nodes[:j] + nodes[j + 1:]
+        den, total = 1.0, 0.0
+        for tk in others:
+            den *= tj - tk
+        for t, w in zip(ts, _GL_WEIGHTS):
+            for tk in others:
+                w *= t - tk
+            total += w
+        out.append(half * total / den)
     return out
 
 

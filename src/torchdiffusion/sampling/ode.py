@@ -63,11 +63,11 @@ def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
+        if s_next == 0:
+            x = x0
+            continue
         h = s_next - s
         k1 = to_d(x, s, x0)
-        if s_next == 0:
-            x = x + h * k1
-            continue
         k2 = f(x + 0.5 * h * k1, s + 0.5 * h)
         k3 = f(x + 0.5 * h * k2, s + 0.5 * h)
         k4 = f(x + h * k3, s_next)

@@ -82,22 +82,25 @@ def sample_pc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gene
 @torch.no_grad()
 def sample_ald(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                callback: Callback | None = None, eps: float | None = None, n_steps: int = 1, **cond: Any) -> Tensor:
-    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1): n_steps of x += alpha_i/2 score + sqrt(alpha_i) z at
-    every positive level, alpha_i = eps sigma_i^2 / sigma_L^2; eps defaults to the paper's 2e-5 at sigma_L = 0.01,
-    i.e. 0.2 sigma_L^2. A final 0 in the grid adds the denoising step x = D(x, sigma_L)."""
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1): each step anneals to the next level sigma_i and runs
+    n_steps of x += alpha_i/2 score + sqrt(alpha_i) z there, alpha_i = eps sigma_i^2 / sigma_L^2; eps defaults to the
+    paper's 2e-5 at sigma_L = 0.01, i.e. 0.2 sigma_L^2. x starts at sigmas[0]; a step to 0 is x = D(x, sigma_L)."""
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     sigmas = check_sigmas(x, sigmas).tolist()
-    levels = [s for s in sigmas if s > 0]
-    s_last = levels[-1]
+    s_last = sigmas[-1] if sigmas[-1] > 0 else sigmas[-2]
     eps = 0.2 * s_last**2 if eps is None else eps
-    for i, s in enumerate(levels):
-        alpha = eps * s**2 / s_last**2
-        for t in range(n_steps):
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        if s_next == 0:
             x0 = denoiser(x, batch_sigma(x, s), **cond)
+            report(callback, i, x, s, s_next, x0)
+            x = x0
+            continue
+        alpha = eps * s_next**2 / s_last**2
+        for t in range(n_steps):
+            x0 = denoiser(x, batch_sigma(x, s_next), **cond)
             if t == 0:
-                report(callback, i, x, s, sigmas[i + 1] if i + 1 < len(sigmas) else s, x0)
-            x = x + (0.5 * alpha / s**2) * (x0 - x) + math.sqrt(alpha) * noise_like(x, generator)
-    if sigmas[-1] == 0:
-        x = denoiser(x, batch_sigma(x, s_last), **cond)
+                report(callback, i, x, s, s_next, x0)
+            x = x + (0.5 * alpha / s_next**2) * (x0 - x) + math.sqrt(alpha) * noise_like(x, generator)
     return x
