@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, report
+from .common import Callback, add_scaled, batch_sigma, check_sigmas, report
 from .dpmpp import sample_dpmpp_2m
 
 Tensor = torch.Tensor
@@ -24,14 +24,6 @@ A = ((),
      (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
 B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-def _combine(x: Tensor, h: float, coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor:
-    out = x
-    for c, k in zip(coeffs, ks):
-        if c != 0.0:
-            out = out + (h * c) * k
-    return out
 
 
 @torch.no_grad()
@@ -69,9 +61,9 @@ def sample_dopri5(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.
         h = max(h, t_end - t)
         ks = [k1]
         for i in range(1, 7):
-            ks.append(f(_combine(x, h, A[i], ks), t + C[i] * h))
-        x5 = _combine(x, h, B5, ks)
-        err_est = _combine(torch.zeros_like(x), h, tuple(b5 - b4 for b5, b4 in zip(B5, B4)), ks)
+            ks.append(f(add_scaled(x, [h * a for a in A[i]], ks), t + C[i] * h))
+        x5 = add_scaled(x, [h * b for b in B5], ks)
+        err_est = add_scaled(torch.zeros_like(x), [h * (b5 - b4) for b5, b4 in zip(B5, B4)], ks)
         err = rms(err_est / (atol + rtol * torch.maximum(x.abs(), x5.abs())))
         if err <= 1.0:
             report(callback, accepted, x, math.exp(t), math.exp(t + h), x - k1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -62,3 +62,13 @@ def exp_integrals(h: float, n: int) -> list[float]:
     for k in range(1, n):
         out.append(h**k / math.factorial(k) - out[-1])
     return out
+
+
+def add_scaled(x: Tensor, coeffs: Sequence[float], tensors: Sequence[Tensor]) -> Tensor:
+    """x + sum_k c_k t_k as a new tensor, one whole-tensor pass per nonzero term (the update of every multistep and
+    Runge-Kutta step here)."""
+    out = None
+    for c, t in zip(coeffs, tensors):
+        if c != 0.0:
+            out = torch.add(x, t, alpha=c) if out is None else out.add_(t, alpha=c)
+    return x.clone() if out is None else out

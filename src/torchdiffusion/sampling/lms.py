@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, report
+from .common import Callback, add_scaled, batch_sigma, check_sigmas, report
 
 Tensor = torch.Tensor
 
@@ -50,16 +50,9 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
         report(callback, i, x, s, s_next, x0)
         ds = [(x - x0).div_(s)] + ds[:order - 1]
         cs = lms_coefficients(sigmas[i - len(ds) + 1:i + 1][::-1], s, s_next)
-        x = _step(x, cs, ds)
+        x = add_scaled(x, cs, ds)
     return x
 
-
-def _step(x: Tensor, cs: list[float], ds: list[Tensor]) -> Tensor:
-    """x + sum_j c_j d_j, one whole-tensor pass per term."""
-    out = torch.add(x, ds[0], alpha=cs[0])
-    for c, d in zip(cs[1:], ds[1:]):
-        out.add_(d, alpha=c)
-    return out
 
 
 # Adams-Bashforth weights for equal steps, newest derivative first (Hairer et al., Solving ODEs I, Table III.1.1)
@@ -80,5 +73,5 @@ def sample_ipndm(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
         ds = [(x - x0).div_(s)] + ds[:order - 1]
-        x = _step(x, [(s_next - s) * b for b in _AB[len(ds) - 1]], ds)
+        x = add_scaled(x, [(s_next - s) * b for b in _AB[len(ds) - 1]], ds)
     return x

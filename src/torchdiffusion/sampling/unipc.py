@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, exp_integrals, report
+from .common import Callback, add_scaled, batch_sigma, check_sigmas, exp_integrals, report
 
 Tensor = torch.Tensor
 
@@ -45,11 +45,8 @@ def uni_weights(rs: list[float], h: float, I: list[float]) -> list[float]:
 
 
 def _plus(base: Tensor, x0: Tensor, cs: list[float], x0s: list[Tensor]) -> Tensor:
-    """base + sum_m c_m (D_m - D_i), one whole-tensor pass per term."""
-    out = torch.add(base, x0, alpha=-sum(cs))
-    for c, x0_m in zip(cs, x0s):
-        out.add_(x0_m, alpha=c)
-    return out
+    """base + sum_m c_m (D_m - D_i)."""
+    return add_scaled(base, [-sum(cs)] + cs, [x0] + x0s)
 
 
 @torch.no_grad()
