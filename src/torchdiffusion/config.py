@@ -39,7 +39,7 @@ class ProcessConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "unet"                       # unet | mlp
+    backbone: str = "unet"                       # unet | mlp | dit (torchdiffusion.nn.BACKBONES)
     prediction: str = "eps"                      # eps | x0 | v | score | velocity | edm
     sigma_data: float = 0.5                      # data std assumed by edm preconditioning
     params: dict[str, Any] = field(default_factory=dict)  # the backbone's own config (UNetConfig / MLPConfig)
@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0                         # torch threads (0 = leave as is)
     precision: str = "fp32"                      # fp32 | bf16 (autocast of the backbone; fp32 where unsupported)
+    cond_drop: float = 0.1                       # P(condition -> null) in training, for classifier-free guidance
 
 
 @dataclass
@@ -200,7 +201,8 @@ def validate(cfg: RunConfig) -> None:
     _one_of("process.name", cfg.process.name, PROCESS_NAMES)
     _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
     _one_of("model.prediction", cfg.model.prediction, PREDICTIONS)
-    _one_of("model.backbone", cfg.model.backbone, ("unet", "mlp"))
+    from .nn import BACKBONES
+    _one_of("model.backbone", cfg.model.backbone, sorted(BACKBONES))
     _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm"))
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
@@ -216,6 +218,8 @@ def validate(cfg: RunConfig) -> None:
                           f"({cfg.train.accumulate})")
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
+    if not 0 <= cfg.train.cond_drop < 1:
+        raise ConfigError(f"train.cond_drop: must be in [0, 1), got {cfg.train.cond_drop}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
     if cfg.loss.kind == "hybrid" and cfg.process.name != "ddpm":

@@ -145,3 +145,22 @@ class CountingDenoiser:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["denoiser"], name)
+
+
+class Conditioned:
+    """D(x, sigma) = denoiser(x, sigma, **cond) with cond bound; attributes (sigma_min, process...) pass through.
+
+    Samplers call D(x, sigma) only, so conditioning is bound here, once, per batch of per-sample tensors.
+    """
+
+    def __init__(self, denoiser: Any, **cond: Any):
+        self.denoiser, self.cond = denoiser, cond
+
+    def __call__(self, x: Tensor, sigma: Tensor, **more: Any) -> Tensor:
+        return self.denoiser(x, sigma, **self.cond, **more)
+
+    def forward_with_variance(self, x: Tensor, sigma: Tensor, **more: Any) -> tuple[Tensor, Tensor | None]:
+        return self.denoiser.forward_with_variance(x, sigma, **self.cond, **more)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["denoiser"], name)

@@ -60,8 +60,8 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
         return torch.randperm(len(self.data), generator=g)
 
-    def next_batch(self, n: int) -> Tensor:
-        """The next n items in data order, crossing epoch boundaries."""
+    def next_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        """The next n (items, labels) in data order, crossing epoch boundaries."""
         idx, got = [], 0
         while got < n:
             take = min(n - got, len(self.data) - self.pos)
@@ -70,18 +70,34 @@ class Trainer:
             if self.pos == len(self.data):
                 self.epoch, self.pos = self.epoch + 1, 0
                 self.order = self._epoch_order(self.epoch)
-        return self.data[torch.cat(idx)]
+        i = torch.cat(idx)
+        return self.data[i], self.labels[i]
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the backbone is conditioned on (0: unconditional); label == num_classes is the null label."""
+        return int(getattr(self.backbone_cfg, "num_classes", 0))
+
+    def condition(self, labels: Tensor) -> dict[str, Tensor]:
+        """Backbone conditioning for a batch, each label dropped to null with prob. cond_drop (Ho & Salimans 2022)."""
+        if not self.num_classes:
+            return {}
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"dataset {self.cfg.data.name!r} has labels in [{int(labels.min())}, "
+                             f"{int(labels.max())}] but model.params.num_classes is {self.num_classes}")
+        drop = torch.rand(labels.shape, generator=self.noise_gen) < self.cfg.train.cond_drop
+        return {"class_labels": torch.where(drop, torch.full_like(labels, self.num_classes), labels)}
 
     # ---- one optimizer step
-    def loss(self, x0: Tensor) -> Tensor:
+    def loss(self, x0: Tensor, **cond: Tensor) -> Tensor:
         lc = self.cfg.loss
         if lc.kind == "edm":
-            return edm_loss(self.model, x0, generator=self.noise_gen)
+            return edm_loss(self.model, x0, generator=self.noise_gen, **cond)
         if lc.kind == "hybrid":
             return hybrid_loss(self.model, x0, lam=lc.hybrid_lambda, generator=self.noise_gen,
-                               importance=self.importance)
+                               importance=self.importance, **cond)
         return diffusion_loss(self.model, x0, weighting=lc.weighting, t_sampling=lc.t_sampling, gamma=lc.gamma,
-                              generator=self.noise_gen)
+                              generator=self.noise_gen, **cond)
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
@@ -89,8 +105,10 @@ class Trainer:
         micro = tc.batch_size // tc.accumulate
         total = 0.0
         for _ in range(tc.accumulate):
+            x0, labels = self.next_batch(micro)
+            cond = self.condition(labels)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.loss(self.next_batch(micro)).float().mean() / tc.accumulate
+                loss = self.loss(x0, **cond).float().mean() / tc.accumulate
             loss.backward()
             total += float(loss.detach())
         if not math.isfinite(total):
@@ -169,10 +187,15 @@ class Trainer:
     def sample_grid(self, path: Path, num: int | None = None) -> Path:
         sc = self.cfg.sample
         n = num or (min(sc.num, 64) if self.data.ndim == 4 else sc.num)
+        cond, nrow = {}, None
+        if self.num_classes:  # one column per class, conditional samples (guidance scale 1)
+            nrow = self.num_classes
+            n = max(1, n // nrow) * nrow
+            cond = {"class_labels": torch.arange(n) % nrow}
         x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
-                        seed=self.cfg.train.seed, **({"eta": sc.eta} if sc.sampler == "ddim" else {}))
+                        seed=self.cfg.train.seed, cond=cond, **({"eta": sc.eta} if sc.sampler == "ddim" else {}))
         if x.ndim == 4:
-            save_image_grid(x.clamp(-1, 1), path)
+            save_image_grid(x.clamp(-1, 1), path, nrow=nrow)
         else:
             save_scatter(x, path, reference=self.data[:n * 4])
         return path

@@ -1,0 +1,104 @@
+"""Class-conditional training: labels reach the backbone, drop to the null label at the configured rate,
+and conditional sampling binds one label per sample whatever the batch size."""
+
+import copy
+
+import pytest
+import torch
+
+from torchdiffusion.config import ConfigError, RunConfig, from_dict, validate
+from torchdiffusion.denoiser import Conditioned, CountingDenoiser
+from torchdiffusion.generate import generate
+from torchdiffusion.train.trainer import Trainer
+
+COND = {
+    "data": {"name": "digits", "limit": 200},
+    "process": {"name": "ddpm", "schedule": "cosine", "T": 50},
+    "model": {"backbone": "unet", "prediction": "v",
+              "params": {"in_channels": 1, "image_size": 8, "base_channels": 8, "channel_mult": [1, 2],
+                         "num_res_blocks": 1, "attn_resolutions": [], "num_heads": 2, "num_classes": 10}},
+    "train": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 1, "sample_every": 0, "cond_drop": 0.25},
+    "sample": {"sampler": "ddim", "steps": 3, "num": 10},
+}
+
+
+def make(d=COND, **train):
+    d = copy.deepcopy(d)
+    d["train"].update(train)
+    cfg = from_dict(RunConfig, d)
+    validate(cfg)
+    return cfg
+
+
+def test_labels_drop_to_null_at_the_configured_rate(tmp_path):
+    tr = Trainer(make(), tmp_path, progress=False, quiet=True)
+    labels = torch.arange(20000) % 10
+    out = tr.condition(labels)["class_labels"]
+    dropped = out == 10
+    assert abs(dropped.float().mean().item() - 0.25) < 0.015  # 4.6 binomial standard errors
+    assert torch.equal(out[~dropped], labels[~dropped])
+
+
+def test_unconditional_models_get_no_condition(tmp_path):
+    d = copy.deepcopy(COND)
+    del d["model"]["params"]["num_classes"]
+    tr = Trainer(make(d), tmp_path, progress=False, quiet=True)
+    state = tr.noise_gen.get_state()
+    assert tr.condition(torch.arange(8)) == {}
+    assert torch.equal(tr.noise_gen.get_state(), state)  # no random draw: unconditional runs are unchanged
+
+
+def test_labels_outside_the_model_classes_are_refused(tmp_path):
+    d = copy.deepcopy(COND)
+    d["model"]["params"]["num_classes"] = 5  # digits has labels 0..9
+    tr = Trainer(make(d), tmp_path, progress=False, quiet=True)
+    with pytest.raises(ValueError, match="num_classes is 5"):
+        tr.train_step()
+
+
+def test_training_step_reaches_the_label_embedding(tmp_path):
+    tr = Trainer(make(cond_drop=0.0), tmp_path, progress=False, quiet=True)
+    before = tr.model.backbone.label_embed.weight.detach().clone()
+    for _ in range(4):  # zero-initialised output convs pass no gradient to the embedding in the first steps
+        tr.train_step()
+    changed = (tr.model.backbone.label_embed.weight.detach() != before).any(1)
+    assert changed[:10].any() and not changed[10]  # null row untouched when nothing is dropped
+
+
+def test_cond_drop_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.cond_drop"):
+        make(cond_drop=1.0)
+
+
+def test_conditional_sample_of_seed_k_is_the_same_at_any_batch_size(tmp_path):
+    tr = Trainer(make(), tmp_path, progress=False, quiet=True)
+    with torch.no_grad():  # random weights: the zero-initialised fresh net would ignore its label
+        for p in tr.ema.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    labels = torch.arange(7) % 10
+    a, _ = generate(tr.ema, (1, 8, 8), 7, steps=4, seed=3, batch_size=7, cond={"class_labels": labels})
+    b, _ = generate(tr.ema, (1, 8, 8), 7, steps=4, seed=3, batch_size=2, cond={"class_labels": labels})
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    c, _ = generate(tr.ema, (1, 8, 8), 7, steps=4, seed=3, batch_size=7, cond={"class_labels": (labels + 1) % 10})
+    assert not torch.allclose(a, c)  # the label matters
+
+
+def test_cond_rows_must_match_num(tmp_path):
+    tr = Trainer(make(), tmp_path, progress=False, quiet=True)
+    with pytest.raises(ValueError, match="one row per sample"):
+        generate(tr.ema, (1, 8, 8), 4, steps=2, cond={"class_labels": torch.zeros(3, dtype=torch.long)})
+
+
+def test_conditioned_binds_cond_and_passes_attributes_through():
+    seen = {}
+
+    class D:
+        sigma_min = 0.01
+
+        def __call__(self, x, sigma, **cond):
+            seen.update(cond)
+            return x
+
+    d = CountingDenoiser(Conditioned(D(), class_labels=torch.tensor([1])))
+    d(torch.zeros(1, 2), torch.ones(1))
+    assert d.sigma_min == 0.01 and d.calls == 1 and seen["class_labels"].item() == 1
