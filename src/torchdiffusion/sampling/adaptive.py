@@ -7,23 +7,11 @@ from typing import Any
 
 import torch
 
-from .common import Callback, add_scaled, batch_sigma, check_sigmas, report
+from .common import Callback, batch_sigma, check_sigmas, report
+from .dopri import B4, B5, A, C, dopri5  # noqa: F401  (the tableau, re-exported)
 from .dpmpp import sample_dpmpp_2m
 
 Tensor = torch.Tensor
-
-# Dormand & Prince (1980), RK5(4)7FM: nodes c, stages A (row i: a_i1..a_i,i-1), 5th-order weights B5 (= the last row
-# of A, so the last stage is the next step's first: FSAL) and the embedded 4th-order weights B4.
-C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-A = ((),
-     (1 / 5,),
-     (3 / 40, 9 / 40),
-     (44 / 45, -56 / 15, 32 / 9),
-     (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-     (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-     (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
-B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 
 
 @torch.no_grad()
@@ -40,42 +28,23 @@ def sample_dopri5(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.
     sigmas = check_sigmas(x, sigmas).tolist()
     to_zero = sigmas[-1] == 0
     t, t_end = math.log(sigmas[0]), math.log(sigmas[-2] if to_zero else sigmas[-1])
-    calls, accepted, rejected = 0, 0, 0
+    calls = 0
 
-    def f(y: Tensor, tt: float) -> Tensor:  # dx/dt = x - D(x, e^t)
+    def f(tt: float, y: Tensor) -> Tensor:  # dx/dt = x - D(x, e^t)
         nonlocal calls
         calls += 1
         return y - denoiser(y, batch_sigma(y, math.exp(tt)), **cond)
 
-    def rms(v: Tensor) -> float:
-        return float(v.pow(2).mean().sqrt())
+    def on_step(i: int, tt: float, tt_next: float, y: Tensor, dy: Tensor) -> None:
+        report(callback, i, y, math.exp(tt), math.exp(tt_next), y - dy)
 
-    k1 = f(x, t)
-    d0, d1 = rms(x / (atol + rtol * x.abs())), rms(k1 / (atol + rtol * x.abs()))
-    h = -min(t - t_end, 0.01 * d0 / d1 if min(d0, d1) > 1e-5 else 1e-3)  # Hairer's first guess, negative
-    while t - t_end > 1e-12 * max(1.0, abs(t_end)):
-        if max_nfe is not None and calls + 6 > max_nfe:
-            x = _finish(denoiser, x, x - k1, t, t_end, to_zero, max_nfe - calls, cond)
-            calls = max_nfe
-            break
-        h = max(h, t_end - t)
-        ks = [k1]
-        for i in range(1, 7):
-            ks.append(f(add_scaled(x, [h * a for a in A[i]], ks), t + C[i] * h))
-        x5 = add_scaled(x, [h * b for b in B5], ks)
-        err_est = add_scaled(torch.zeros_like(x), [h * (b5 - b4) for b5, b4 in zip(B5, B4)], ks)
-        err = rms(err_est / (atol + rtol * torch.maximum(x.abs(), x5.abs())))
-        if err <= 1.0:
-            report(callback, accepted, x, math.exp(t), math.exp(t + h), x - k1)
-            t, x, k1 = t + h, x5, ks[6]
-            accepted += 1
-            h *= min(10.0, 0.9 * err ** -0.2) if err > 0 else 10.0
-        else:
-            rejected += 1
-            h *= max(0.2, 0.9 * err ** -0.2)
-    else:
-        if to_zero:
-            x = x - k1  # D(x, sigma_min), known from the last stage
+    sol = dopri5(f, x, t, t_end, rtol=rtol, atol=atol, max_evals=max_nfe, on_step=on_step)
+    x, accepted, rejected = sol.y, sol.accepted, sol.rejected
+    if sol.t != t_end:  # the budget ran out before t_end
+        x = _finish(denoiser, x, x - sol.dy, sol.t, t_end, to_zero, max_nfe - calls, cond)
+        calls = max_nfe
+    elif to_zero:
+        x = x - sol.dy  # D(x, sigma_min), known from the last stage
     if stats is not None:
         stats.update(nfe=calls, accepted=accepted, rejected=rejected)
     return x
