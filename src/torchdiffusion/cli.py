@@ -27,13 +27,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train (or resume) a run from a YAML config",
                         description="Train a model. An existing run directory is resumed from its newest checkpoint.")
-    tr.add_argument("config", help="a YAML file, or the name of a packaged config (mnist, fashion_mnist, toy2d, ...)")
-    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
-    tr.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
-    tr.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
-    tr.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _train_arguments(tr, "mnist, fashion_mnist, fashion_mnist_cond, toy2d, ...")
+    tc = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
+                        description="Train p(y | x_t, t) on noisy data (Dhariwal & Nichol 2021); the config needs "
+                                    "loss.kind: classifier. Use it with `sample --classifier RUN --classifier-scale S`.")
+    _train_arguments(tc, "fashion_mnist_classifier, ...")
 
     sp = sub.add_parser("sample", help="sample from a checkpoint or a run directory",
                         description="Sample with the EMA weights of a checkpoint (or a run's newest checkpoint). "
@@ -56,11 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _train_arguments(p: argparse.ArgumentParser, examples: str) -> None:
+    p.add_argument("config", help=f"a YAML file, or the name of a packaged config ({examples})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .train import train
 
     cfg = load_config(a.config, a.overrides)
+    if a.command == "train-classifier" and cfg.loss.kind != "classifier":
+        raise ConfigError(f"{a.config}: train-classifier needs loss.kind: classifier (and model.backbone: "
+                          f"classifier), got loss.kind {cfg.loss.kind!r}")
     out = Path(a.out or Path("runs") / Path(a.config).stem)
     result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, progress=not a.no_progress)
     return {"run_dir": str(out), **result}
@@ -155,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     a = _parser().parse_args(argv)
     try:
-        result = {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}[a.command](a)
+        commands = {"train": cmd_train, "train-classifier": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
+        result = commands[a.command](a)
     except (ConfigError, CheckpointError, DatasetNotFoundError, ValueError) as e:
         print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
         return 2

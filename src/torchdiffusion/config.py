@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "simple"                         # simple | hybrid | edm
+    kind: str = "simple"                         # simple | hybrid | edm | classifier (noisy p(y | x_t))
     weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
     t_sampling: str = "uniform"                  # uniform | lognormal
     gamma: float = 5.0                           # min-SNR-gamma
@@ -203,7 +203,10 @@ def validate(cfg: RunConfig) -> None:
     _one_of("model.prediction", cfg.model.prediction, PREDICTIONS)
     from .nn import BACKBONES
     _one_of("model.backbone", cfg.model.backbone, sorted(BACKBONES))
-    _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm"))
+    _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm", "classifier"))
+    if (cfg.loss.kind == "classifier") != (cfg.model.backbone == "classifier"):
+        raise ConfigError(f"loss.kind {cfg.loss.kind!r} and model.backbone {cfg.model.backbone!r} do not go together: "
+                          "a noise-conditional classifier needs both set to 'classifier'")
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))

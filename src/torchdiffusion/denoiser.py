@@ -104,14 +104,23 @@ class ModelDenoiser(nn.Module):
         ds = expand_like(p.d_sigma(t), x0) if self.prediction == "velocity" else None
         return target(self.prediction, x0, eps, a, s, da, ds)
 
+    def process_state(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(t (B,), alpha(t) broadcast to x, x_t = alpha x) for the VE state x at noise level sigma (B,)."""
+        t = self.net_time(self.process.t_of_sigma_ve(sigma.double()))
+        a = expand_like(self.process.alpha(t), x)
+        return t, a, a * x
+
+    def raw_ve(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
+        """The backbone's output for the VE state x at noise level sigma (a classifier's logits, say)."""
+        t, _, xt = self.process_state(x, sigma_batch(sigma, x))
+        return self.raw(xt, t, **cond)
+
     def forward_with_variance(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor | None]:
         """x0_hat and, for a learned-variance head, the interpolation fraction in [0, 1] (Nichol & Dhariwal, eq. 15)."""
         sigma = sigma_batch(sigma, x)
         p = self.process
-        t = self.net_time(p.t_of_sigma_ve(sigma.double()))
-        a = expand_like(p.alpha(t), x)
+        t, a, xt = self.process_state(x, sigma)
         s = a * expand_like(sigma, x)  # exact for sigma on the grid; the requested level otherwise
-        xt = a * x
         out = self.raw(xt, t, **cond)
         frac = None
         if self.learned_variance:

@@ -105,6 +105,15 @@ def edm_loss(model: ModelDenoiser, x0: Tensor, *, generator: torch.Generator | N
     return diffusion_loss(model, x0, weighting="edm", t=t, generator=generator, **cond)
 
 
+def classifier_loss(model: ModelDenoiser, x0: Tensor, labels: Tensor, *,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """Cross-entropy of a noise-conditional classifier on x_t ~ q(x_t | x0), t uniform (Dhariwal & Nichol 2021, sec. 4.1)."""
+    t = sample_t(model.process, x0.shape[0], generator=generator).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    logits = model.raw(model.process.marginal(x0, t, eps), t)
+    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+
+
 def bits_per_dim(nats: Tensor, num_dims: int) -> Tensor:
     """Convert a per-sample negative log-likelihood in nats to bits per dimension."""
     return nats / (num_dims * math.log(2))

@@ -10,18 +10,21 @@ from typing import Any
 
 from torch import nn
 
+from .classifier import ClassifierConfig, NoisyClassifier
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding, timestep_embedding
 from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
 
 __all__ = [
-    "BACKBONES", "BackboneConfig", "MLP", "MLPConfig", "NoiseEmbedding", "UNet", "UNetConfig",
+    "BACKBONES", "BackboneConfig", "ClassifierConfig", "MLP", "MLPConfig", "NoiseEmbedding", "NoisyClassifier",
+    "UNet", "UNetConfig",
     "build_backbone", "count_parameters", "timestep_embedding",
 ]
 
 # name -> (config class, module class)
 BACKBONES: dict[str, tuple[type[BackboneConfig], type[nn.Module]]] = {
+    "classifier": (ClassifierConfig, NoisyClassifier),
     "mlp": (MLPConfig, MLP),
     "unet": (UNetConfig, UNet),
 }

@@ -16,7 +16,7 @@ from ..build import build_model
 from ..config import RunConfig
 from ..data import load_dataset, save_image_grid
 from ..generate import generate
-from ..losses import diffusion_loss, edm_loss
+from ..losses import classifier_loss, diffusion_loss, edm_loss
 from ..vlb import ImportanceSampler, hybrid_loss
 from .checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, optimizer_from_flat,
                          optimizer_to_flat, prune_checkpoints, save_checkpoint)
@@ -80,7 +80,7 @@ class Trainer:
 
     def condition(self, labels: Tensor) -> dict[str, Tensor]:
         """Backbone conditioning for a batch, each label dropped to null with prob. cond_drop (Ho & Salimans 2022)."""
-        if not self.num_classes:
+        if not self.num_classes or self.cfg.loss.kind == "classifier":  # a classifier's labels are its targets
             return {}
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"dataset {self.cfg.data.name!r} has labels in [{int(labels.min())}, "
@@ -89,8 +89,10 @@ class Trainer:
         return {"class_labels": torch.where(drop, torch.full_like(labels, self.num_classes), labels)}
 
     # ---- one optimizer step
-    def loss(self, x0: Tensor, **cond: Tensor) -> Tensor:
+    def loss(self, x0: Tensor, labels: Tensor, **cond: Tensor) -> Tensor:
         lc = self.cfg.loss
+        if lc.kind == "classifier":
+            return classifier_loss(self.model, x0, labels, generator=self.noise_gen)
         if lc.kind == "edm":
             return edm_loss(self.model, x0, generator=self.noise_gen, **cond)
         if lc.kind == "hybrid":
@@ -108,7 +110,7 @@ class Trainer:
             x0, labels = self.next_batch(micro)
             cond = self.condition(labels)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.loss(x0, **cond).float().mean() / tc.accumulate
+                loss = self.loss(x0, labels, **cond).float().mean() / tc.accumulate
             loss.backward()
             total += float(loss.detach())
         if not math.isfinite(total):
@@ -237,7 +239,7 @@ class Trainer:
                     log.write(json.dumps({"step": self.step, **stats}) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
-                if tc.sample_every and self.step % tc.sample_every == 0:
+                if tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
                     self.sample_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png")
                 if self.step % tc.ckpt_every == 0:
                     self.save()
