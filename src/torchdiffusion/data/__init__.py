@@ -2,6 +2,7 @@
 
 `load_dataset(name, **kwargs) -> (data, labels)`: images are (N, C, H, W) float32 in [-1, 1], toy
 sets (n, 2) float32 with sigma_data = 1; labels are int64 (N,). Nothing is ever downloaded.
+The captioned "shapes" set has more than (data, labels): `load_shapes` gives captions and attributes too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .images import (
     load_textures,
     read_idx,
 )
+from .shapes import ShapesData, load_shapes, load_shapes_dataset, measure_attributes
 from .toy2d import TOY2D
 
 Tensor = torch.Tensor
@@ -41,6 +43,7 @@ DATASETS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
     "digits": load_digits,
     "textures": load_textures,
     "lfw": load_lfw_faces,
+    "shapes": load_shapes_dataset,
     **{TOY_PREFIX + name: partial(_load_toy, name) for name in TOY2D},
 }
 
@@ -55,6 +58,7 @@ def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
 __all__ = [
     "DATASETS",
     "TOY2D",
+    "ShapesData",
     "DatasetNotFoundError",
     "IDXFormatError",
     "fashion_mnist_dir",
@@ -64,7 +68,10 @@ __all__ = [
     "load_fashion_mnist",
     "load_lfw_faces",
     "load_mnist",
+    "load_shapes",
+    "load_shapes_dataset",
     "load_textures",
+    "measure_attributes",
     "read_idx",
     "save_image_grid",
     "to_uint8_nhwc",
