@@ -62,8 +62,11 @@ class GaussianMixture:
 
     def denoise(self, x: Tensor, sigma: Tensor | float, **cond: object) -> Tensor:
         """Exact E[x0 | x] (Tweedie); the mixture as a Denoiser."""
-        sigma = sigma_batch(sigma, x)
-        logp, tot = self._component_log_probs(x, sigma)
+        logp, tot = self._component_log_probs(x, sigma_batch(sigma, x))
+        return self._posterior_mean(x, logp, tot)
+
+    def _posterior_mean(self, x: Tensor, logp: Tensor, tot: Tensor) -> Tensor:
+        """sum_k p(k | x) E[x0 | x, k] from unnormalised component log-probabilities (B, K)."""
         r = torch.softmax(logp, dim=1)  # (B, K)
         mu, var = self.means.to(x), self.variances.to(x)
         cond_mean = mu[None] + var[None] / tot * (x[:, None, :] - mu[None])  # (B, K, d)
