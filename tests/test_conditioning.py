@@ -2,6 +2,7 @@
 and conditional sampling binds one label per sample whatever the batch size."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -135,3 +136,121 @@ def test_classifier_config_needs_the_classifier_loss():
     d["loss"]["kind"] = "simple"
     with pytest.raises(ConfigError, match="do not go together"):
         make(d)
+
+
+# ---- guidance recipes through generate() and the CLI
+
+
+def _random_weights(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model
+
+
+def test_recipe_scale_one_is_the_conditional_model_and_scale_zero_the_null_label(tmp_path):
+    from torchdiffusion.conditioning import GuidanceRecipe
+
+    model = _random_weights(Trainer(make(), tmp_path, progress=False, quiet=True).ema)
+    y, null = torch.arange(6) % 10, torch.full((6,), 10)
+    run = lambda **kw: generate(model, (1, 8, 8), 6, steps=4, seed=1, batch_size=4, **kw)[0]
+    cond = run(cond={"class_labels": y})
+    torch.testing.assert_close(run(guidance=GuidanceRecipe(cond={"class_labels": y},
+                                                           uncond={"class_labels": null})), cond)
+    torch.testing.assert_close(run(guidance=GuidanceRecipe(cond={"class_labels": y}, uncond={"class_labels": null},
+                                                           scale=0.0)), run(cond={"class_labels": null}))
+    guided = run(guidance=GuidanceRecipe(cond={"class_labels": y}, uncond={"class_labels": null}, scale=3.0))
+    assert not torch.allclose(guided, cond)
+
+
+def test_recipe_refuses_guidance_without_a_null_condition():
+    from torchdiffusion.conditioning import GuidanceRecipe
+
+    with pytest.raises(ValueError, match="unconditional or negative"):
+        GuidanceRecipe(cond={"class_labels": torch.zeros(2, dtype=torch.long)}, scale=2.0)
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    import yaml
+
+    from torchdiffusion.cli import main
+
+    d = tmp_path_factory.mktemp("cond")
+    (d / "c.yaml").write_text(yaml.safe_dump(COND))
+    (d / "k.yaml").write_text(yaml.safe_dump(CLASSIFIER))
+    assert main(["train", str(d / "c.yaml"), "--max-steps", "2", "--out", str(d / "model"), "--no-progress"]) == 0
+    assert main(["train-classifier", str(d / "k.yaml"), "--max-steps", "2", "--out", str(d / "clf"),
+                 "--no-progress"]) == 0
+    return d
+
+
+@pytest.mark.parametrize("flags", [
+    ["--class-label", "3", "--guidance-scale", "3", "--guidance-rescale", "0.7", "--threshold", "dynamic"],
+    ["--class-label", "1,2", "--negative-class", "0", "--guidance-scale", "2"],
+    ["--guidance-scale", "2", "--guidance-interval", "0.5,10"],
+    ["--class-label", "4", "--classifier", "CLF", "--classifier-scale", "2", "--threshold", "static"],
+])
+def test_sample_cli_guidance_flags(cond_run, flags, capsys):
+    import json
+
+    from torchdiffusion.cli import main
+
+    flags = [str(cond_run / "clf") if f == "CLF" else f for f in flags]
+    grid = cond_run / "g.png"
+    assert main(["sample", str(cond_run / "model"), "--num", "3", "--steps", "3", "--grid", str(grid), *flags]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["nfe"] == 3 and grid.is_file()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--class-label", "12"], "outside 0..9"),
+    (["--class-label", "a"], "expects integers"),
+    (["--prompt", "a red circle"], "no text conditioning"),
+    (["--guidance-interval", "3,1"], "LO < HI"),
+    (["--classifier", "MODEL"], "not a classifier run"),
+])
+def test_sample_cli_guidance_errors(cond_run, flags, message, capsys):
+    from torchdiffusion.cli import main
+
+    flags = [str(cond_run / "model") if f == "MODEL" else f for f in flags]
+    assert main(["sample", str(cond_run / "model"), "--num", "2", "--steps", "2", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sampling_a_classifier_run_is_refused(cond_run, capsys):
+    from torchdiffusion.cli import main
+
+    assert main(["sample", str(cond_run / "clf"), "--num", "2", "--steps", "2"]) == 2
+    assert "not a diffusion model" in capsys.readouterr().err
+
+
+# ---- text conditioning
+
+
+TEXT = {
+    "data": {"name": "shapes", "options": {"n": 48, "size": 16}},
+    "process": {"name": "ddpm", "schedule": "cosine", "T": 50},
+    "model": {"backbone": "unet", "prediction": "v",
+              "params": {"in_channels": 3, "image_size": 16, "base_channels": 8, "channel_mult": [1, 2],
+                         "num_res_blocks": 1, "attn_resolutions": [8], "num_heads": 2, "context_dim": 384}},
+    "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "sample_every": 0, "cond_drop": 0.5},
+}
+
+
+def test_text_conditional_training_feeds_caption_states_and_drops_to_the_empty_context(tmp_path):
+    from torchdiffusion.data import load_shapes
+    from torchdiffusion.text.context import encode_prompts
+
+    tr = Trainer(make(TEXT), tmp_path, progress=False, quiet=True)
+    captions = load_shapes(n=48, size=16).captions
+    idx = torch.arange(40)
+    cond = tr.condition(torch.zeros(40, dtype=torch.long), idx)
+    dropped = ~cond["context_mask"].any(1)
+    assert 5 < int(dropped.sum()) < 35  # about half at cond_drop 0.5
+    ref = encode_prompts([captions[i] for i in idx.tolist()])
+    keep = ~dropped
+    torch.testing.assert_close(cond["context"][keep], ref["context"][keep])
+    assert torch.equal(cond["context_mask"][keep], ref["context_mask"][keep])
+    loss0 = tr.train_step()["loss"]
+    assert math.isfinite(loss0)

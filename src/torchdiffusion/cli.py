@@ -21,6 +21,8 @@ EXAMPLES = """examples:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .sample_args import add_guidance_arguments
+
     ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, demo.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
     sp.add_argument("--batch-size", type=int, default=256)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
+    add_guidance_arguments(sp)
 
     dm = sub.add_parser("demo", help="train a small MNIST model on this CPU and write outputs/demo/samples.png")
     dm.add_argument("--minutes", type=float, default=5.5, help="training time budget")
@@ -104,6 +107,7 @@ def data_shape(cfg: Any) -> tuple[int, ...]:
 def cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
     from .data import save_image_grid, to_uint8_nhwc
     from .generate import generate
+    from .sample_args import recipe_from_args
     from .sampling import METHODS
 
     if a.list_samplers:
@@ -111,14 +115,18 @@ def cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
             print(f"{name:12s} {m.kind}  order {m.order}  evals/step {m.evals_per_step}")
         return {}
     model, cfg, meta = load_for_sampling(a.path, a.raw_weights)
+    if cfg.loss.kind == "classifier":
+        raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model; use it with "
+                         "`sample MODEL --classifier PATH`")
     sampler = a.sampler or cfg.sample.sampler
     steps = a.steps or cfg.sample.steps
     options = {}
     if sampler == "ddim":
         options["eta"] = cfg.sample.eta if a.eta is None else a.eta
+    guidance = recipe_from_args(a, model, a.num)
     t0 = time.perf_counter()
     x, nfe = generate(model, data_shape(cfg), a.num, sampler=sampler, steps=steps, seed=a.seed,
-                      batch_size=a.batch_size, progress=sys.stderr.isatty(), **options)
+                      batch_size=a.batch_size, progress=sys.stderr.isatty(), guidance=guidance, **options)
     seconds = time.perf_counter() - t0
     written = {}
     if x.ndim == 4:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from tqdm.auto import tqdm
 
-from .denoiser import Conditioned, CountingDenoiser, ModelDenoiser
+from .conditioning import GuidanceRecipe
+from .denoiser import CountingDenoiser, ModelDenoiser
 from .sampling import METHODS, sample
 
 Tensor = torch.Tensor
@@ -29,16 +30,17 @@ def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: in
 @torch.no_grad()
 def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler: str = "ddim", steps: int = 50,
              seed: int = 0, batch_size: int = 256, progress: bool = False, cond: dict[str, Tensor] | None = None,
-             guide: Callable[..., Any] | None = None, **options: Any) -> tuple[Tensor, int]:
+             guidance: GuidanceRecipe | None = None, **options: Any) -> tuple[Tensor, int]:
     """(num samples of the given per-sample shape, denoiser calls per sample).
 
-    cond holds per-sample tensors (num, ...) such as class_labels; guide(model, cond_batch) -> denoiser
-    applies guidance to one batch (default: the plain conditional model).
+    cond holds per-sample model kwargs (num, ...) such as class_labels (the plain conditional model);
+    guidance, a GuidanceRecipe with its own per-sample conditions, replaces it.
     """
-    cond = cond or {}
-    for k, v in cond.items():
-        if v.shape[0] != num:
-            raise ValueError(f"cond[{k!r}] has {v.shape[0]} rows but num = {num}; give one row per sample")
+    if guidance is None:
+        guidance = GuidanceRecipe(cond=dict(cond or {}))
+    elif cond:
+        raise ValueError("give either cond or guidance (whose cond field holds the condition), not both")
+    guidance.check_rows(num)
     if sampler not in METHODS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(METHODS)}")
     was_training = model.training
@@ -53,8 +55,7 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
         nfe = per_step * (steps - 1) + final
     gen = torch.Generator().manual_seed(seed + 10**9)  # in-loop noise of stochastic samplers
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):
-        c = {k: v[i:i + batch_size] for k, v in cond.items()}
-        counted = CountingDenoiser(guide(model, c) if guide is not None else Conditioned(model, **c))
+        counted = CountingDenoiser(guidance.denoiser(model, slice(i, i + batch_size)))
         out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe, generator=gen, **options))
         calls = counted.calls
     model.train(was_training)

@@ -48,6 +48,20 @@ DATASETS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
 }
 
 
+# datasets with a caption per item, for text conditioning: name -> loader(**options) -> list[str]
+CAPTIONS: dict[str, Callable[..., list[str]]] = {
+    "shapes": lambda **kw: load_shapes(**kw).captions,
+}
+
+
+def load_captions(name: str, **kwargs) -> list[str]:
+    """The captions of dataset `name` (same kwargs as load_dataset); ValueError if it has none."""
+    if name not in CAPTIONS:
+        raise ValueError(f"dataset {name!r} has no captions for text conditioning; captioned datasets: "
+                         f"{', '.join(CAPTIONS)}")
+    return CAPTIONS[name](**kwargs)
+
+
 def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
     """(data, labels) of the registered dataset `name`; kwargs go to its loader (toys: n, seed)."""
     if name not in DATASETS:
@@ -56,6 +70,7 @@ def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
 
 
 __all__ = [
+    "CAPTIONS",
     "DATASETS",
     "TOY2D",
     "ShapesData",
@@ -63,6 +78,7 @@ __all__ = [
     "IDXFormatError",
     "fashion_mnist_dir",
     "image_grid",
+    "load_captions",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",

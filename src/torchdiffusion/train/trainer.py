@@ -44,6 +44,12 @@ class Trainer:
         if cfg.data.limit:
             self.data, self.labels = self.data[: cfg.data.limit], self.labels[: cfg.data.limit]
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)
+        self.captions = None  # CaptionContext for text-conditional models (context_dim > 0)
+        if getattr(self.backbone_cfg, "context_dim", 0):
+            from ..data import load_captions
+            from ..text.context import CaptionContext
+
+            self.captions = CaptionContext(load_captions(cfg.data.name, **cfg.data.options)[: len(self.data)])
         self.ema = make_ema(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.importance = (ImportanceSampler(cfg.process.T)
@@ -60,8 +66,8 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
         return torch.randperm(len(self.data), generator=g)
 
-    def next_batch(self, n: int) -> tuple[Tensor, Tensor]:
-        """The next n (items, labels) in data order, crossing epoch boundaries."""
+    def next_batch(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The next n (items, labels, dataset indices) in data order, crossing epoch boundaries."""
         idx, got = [], 0
         while got < n:
             take = min(n - got, len(self.data) - self.pos)
@@ -71,22 +77,29 @@ class Trainer:
                 self.epoch, self.pos = self.epoch + 1, 0
                 self.order = self._epoch_order(self.epoch)
         i = torch.cat(idx)
-        return self.data[i], self.labels[i]
+        return self.data[i], self.labels[i], i
 
     @property
     def num_classes(self) -> int:
         """Classes the backbone is conditioned on (0: unconditional); label == num_classes is the null label."""
         return int(getattr(self.backbone_cfg, "num_classes", 0))
 
-    def condition(self, labels: Tensor) -> dict[str, Tensor]:
-        """Backbone conditioning for a batch, each label dropped to null with prob. cond_drop (Ho & Salimans 2022)."""
-        if not self.num_classes or self.cfg.loss.kind == "classifier":  # a classifier's labels are its targets
-            return {}
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"dataset {self.cfg.data.name!r} has labels in [{int(labels.min())}, "
-                             f"{int(labels.max())}] but model.params.num_classes is {self.num_classes}")
-        drop = torch.rand(labels.shape, generator=self.noise_gen) < self.cfg.train.cond_drop
-        return {"class_labels": torch.where(drop, torch.full_like(labels, self.num_classes), labels)}
+    def condition(self, labels: Tensor, idx: Tensor | None = None) -> dict[str, Tensor]:
+        """Backbone conditioning of a batch (labels, captions of items idx), each dropped to null with probability
+        train.cond_drop, so one model is conditional and unconditional (Ho & Salimans 2022, Alg. 1)."""
+        cond: dict[str, Tensor] = {}
+        if self.cfg.loss.kind == "classifier":  # a classifier's labels are its targets
+            return cond
+        if self.num_classes:
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"dataset {self.cfg.data.name!r} has labels in [{int(labels.min())}, "
+                                 f"{int(labels.max())}] but model.params.num_classes is {self.num_classes}")
+            drop = torch.rand(labels.shape, generator=self.noise_gen) < self.cfg.train.cond_drop
+            cond["class_labels"] = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        if self.captions is not None and idx is not None:
+            drop = torch.rand(idx.shape, generator=self.noise_gen) < self.cfg.train.cond_drop
+            cond.update(self.captions.rows(idx, drop))
+        return cond
 
     # ---- one optimizer step
     def loss(self, x0: Tensor, labels: Tensor, **cond: Tensor) -> Tensor:
@@ -107,8 +120,8 @@ class Trainer:
         micro = tc.batch_size // tc.accumulate
         total = 0.0
         for _ in range(tc.accumulate):
-            x0, labels = self.next_batch(micro)
-            cond = self.condition(labels)
+            x0, labels, idx = self.next_batch(micro)
+            cond = self.condition(labels, idx)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.loss(x0, labels, **cond).float().mean() / tc.accumulate
             loss.backward()
@@ -194,6 +207,8 @@ class Trainer:
             nrow = self.num_classes
             n = max(1, n // nrow) * nrow
             cond = {"class_labels": torch.arange(n) % nrow}
+        if self.captions is not None:  # the first n items' captions, at guidance scale 1
+            cond.update(self.captions.rows(torch.arange(n) % len(self.data)))
         x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
                         seed=self.cfg.train.seed, cond=cond, **({"eta": sc.eta} if sc.sampler == "ddim" else {}))
         if x.ndim == 4:
