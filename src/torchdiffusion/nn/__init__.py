@@ -12,19 +12,21 @@ from torch import nn
 
 from .classifier import ClassifierConfig, NoisyClassifier
 from .config import BackboneConfig
+from .dit import DiT, DiTConfig
 from .embeddings import NoiseEmbedding, timestep_embedding
 from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
 
 __all__ = [
-    "BACKBONES", "BackboneConfig", "ClassifierConfig", "MLP", "MLPConfig", "NoiseEmbedding", "NoisyClassifier",
-    "UNet", "UNetConfig",
+    "BACKBONES", "BackboneConfig", "ClassifierConfig", "DiT", "DiTConfig", "MLP", "MLPConfig", "NoiseEmbedding",
+    "NoisyClassifier", "UNet", "UNetConfig",
     "build_backbone", "count_parameters", "timestep_embedding",
 ]
 
 # name -> (config class, module class)
 BACKBONES: dict[str, tuple[type[BackboneConfig], type[nn.Module]]] = {
     "classifier": (ClassifierConfig, NoisyClassifier),
+    "dit": (DiTConfig, DiT),
     "mlp": (MLPConfig, MLP),
     "unet": (UNetConfig, UNet),
 }
