@@ -62,6 +62,8 @@ def _train_arguments(p: argparse.ArgumentParser, examples: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
+    p.add_argument("--max-cpu-minutes", type=float, default=None,
+                   help="stop (and checkpoint) after this much CPU time of the process, all threads together")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
     p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,7 +78,8 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"{a.config}: train-classifier needs loss.kind: classifier (and model.backbone: "
                           f"classifier), got loss.kind {cfg.loss.kind!r}")
     out = Path(a.out or Path("runs") / Path(a.config).stem)
-    result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, progress=not a.no_progress)
+    result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, max_cpu_minutes=a.max_cpu_minutes,
+                   progress=not a.no_progress)
     return {"run_dir": str(out), **result}
 
 

@@ -218,7 +218,10 @@ class Trainer:
         return path
 
     # ---- the loop
-    def run(self, max_steps: int | None = None, max_minutes: float | None = None) -> dict[str, Any]:
+    def run(self, max_steps: int | None = None, max_minutes: float | None = None,
+            max_cpu_minutes: float | None = None) -> dict[str, Any]:
+        """Train until max_steps, max_minutes of wall time or max_cpu_minutes of this process's CPU time
+        (all threads; a budget that a shared, loaded machine does not shrink)."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
@@ -230,10 +233,12 @@ class Trainer:
         log = open(self.run_dir / "metrics.jsonl", "a")
         t0 = time.monotonic()
         deadline = t0 + 60 * max_minutes if max_minutes else None
+        cpu_deadline = time.process_time() + 60 * max_cpu_minutes if max_cpu_minutes else None
         bar = tqdm(total=target, initial=self.step, disable=not self.progress, desc="training", dynamic_ncols=True)
         seen, t_last, bad = 0, time.monotonic(), 0
         try:
-            while self.step < target and (deadline is None or time.monotonic() < deadline):
+            while (self.step < target and (deadline is None or time.monotonic() < deadline)
+                   and (cpu_deadline is None or time.process_time() < cpu_deadline)):
                 stats = self.train_step()
                 if stats.get("skipped"):
                     bad += 1
@@ -282,6 +287,8 @@ def _tuple_state(s: str) -> Any:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
+          max_cpu_minutes: float | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds."""
-    return Trainer(cfg, run_dir, progress=progress).run(max_steps=max_steps, max_minutes=max_minutes)
+    return Trainer(cfg, run_dir, progress=progress).run(max_steps=max_steps, max_minutes=max_minutes,
+                                                        max_cpu_minutes=max_cpu_minutes)
