@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow bench data clean
+.PHONY: demo test test-slow bench bench-samplers bench-guidance data clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,22 @@ test: $(VENV)/.dev data
 test-slow: $(VENV)/.dev data
 	$(PY) -m pytest -q -m slow
 
+# Benchmarks (long; run them on a quiet machine). Figures go to README.md and docs/.
 bench: $(VENV)/.dev data
-	$(PY) benchmarks/train_vs_diffusers.py
+	$(PY) benchmarks/train_vs_diffusers.py --minutes 15 --num 2000
+
+# k-diffusion is a peer here only; its package metadata pulls torchvision, which does not install beside
+# torch 2.13, so it comes without dependencies and the benchmark loads its sampling module on its own.
+bench-samplers: $(VENV)/.dev
+	$(PIP) install --no-deps k-diffusion==0.1.1.post1
+	nice -n 19 $(PY) benchmarks/samplers_gmm.py --plot outputs/samplers_gmm.png
+
+bench-guidance: $(VENV)/.dev data
+	$(PY) -m torchdiffusion train fashion_mnist_cond --max-cpu-minutes 20 --set train.num_threads=1 --out runs/fmnist_cond20
+	$(PY) -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 8 --set train.num_threads=1 --out runs/fmnist_clf
+	$(PY) benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf
+	$(PY) -m torchdiffusion train shapes_text --max-cpu-minutes 20 --set train.num_threads=1 --out runs/shapes_text20
+	$(PY) benchmarks/shapes_text.py --model runs/shapes_text20
 
 clean:
 	rm -rf $(VENV) outputs runs
