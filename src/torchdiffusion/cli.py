@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DatasetNotFoundError, ValueError) as e:
         print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
         return 2
-    if result:
+    if result and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps(result))
     return 0
 

@@ -73,6 +73,8 @@ class TrainConfig:
     num_threads: int = 0                         # torch threads (0 = leave as is)
     precision: str = "fp32"                      # fp32 | bf16 (autocast of the backbone; fp32 where unsupported)
     cond_drop: float = 0.1                       # P(condition -> null) in training, for classifier-free guidance
+    nan_policy: str = "skip"                     # non-finite loss: skip (the step; stop after 10 in a row) | stop
+    parallel: str = "ddp"                        # under torchrun: ddp | fsdp (shards a large backbone)
 
 
 @dataclass
@@ -210,6 +212,8 @@ def validate(cfg: RunConfig) -> None:
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
+    _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
+    _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
     for path, v in [("train.batch_size", cfg.train.batch_size), ("train.max_steps", cfg.train.max_steps),
                     ("train.accumulate", cfg.train.accumulate), ("process.T", cfg.process.T),
                     ("sample.steps", cfg.sample.steps), ("sample.num", cfg.sample.num),
@@ -232,3 +236,5 @@ def validate(cfg: RunConfig) -> None:
 
 
 PROCESS_NAMES = ("ddpm", "vp", "subvp", "ve", "edm", "flow")
+NAN_POLICIES = ("skip", "stop")
+PARALLEL_MODES = ("ddp", "fsdp")

@@ -105,11 +105,15 @@ def edm_loss(model: ModelDenoiser, x0: Tensor, *, generator: torch.Generator | N
     return diffusion_loss(model, x0, weighting="edm", t=t, generator=generator, **cond)
 
 
-def classifier_loss(model: ModelDenoiser, x0: Tensor, labels: Tensor, *,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """Cross-entropy of a noise-conditional classifier on x_t ~ q(x_t | x0), t uniform (Dhariwal & Nichol 2021, sec. 4.1)."""
-    t = sample_t(model.process, x0.shape[0], generator=generator).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+def classifier_loss(model: ModelDenoiser, x0: Tensor, labels: Tensor, *, generator: torch.Generator | None = None,
+                    t: Tensor | None = None, eps: Tensor | None = None) -> Tensor:
+    """Cross-entropy of a noise-conditional classifier on x_t ~ q(x_t | x0), t uniform (Dhariwal & Nichol 2021, sec. 4.1).
+
+    t and eps may be given (as the trainer does, drawn for a global batch); else they are drawn here."""
+    if t is None:
+        t = sample_t(model.process, x0.shape[0], generator=generator).to(x0.device)
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     logits = model.raw(model.process.marginal(x0, t, eps), t)
     return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
 

@@ -141,20 +141,28 @@ class ImportanceSampler:
 
 
 def hybrid_loss(model: ModelDenoiser, x0: Tensor, *, lam: float = 0.001, generator: torch.Generator | None = None,
-                importance: ImportanceSampler | None = None, **cond: Any) -> Tensor:
-    """L_hybrid = L_simple + lambda L_vlb with a stop-gradient on the mean in L_vlb (Nichol & Dhariwal 2021, eq. 16)."""
+                importance: ImportanceSampler | None = None, t: Tensor | None = None, eps: Tensor | None = None,
+                **cond: Any) -> Tensor:
+    """L_hybrid = L_simple + lambda L_vlb with a stop-gradient on the mean in L_vlb (Nichol & Dhariwal 2021, eq. 16).
+
+    t (integer steps, (B,)) and eps may be given (then t is not importance-sampled); else they are drawn.
+    """
     from .losses import diffusion_loss
 
     process = model.process
     if not model.learned_variance:
         raise ValueError("L_hybrid needs a model with a learned-variance head (learned_variance: true)")
     B = x0.shape[0]
-    if importance is not None:
+    iw = torch.ones(B, dtype=torch.float64)
+    if t is not None:
+        t, importance = t.long(), None
+    elif importance is not None:
         t, iw = importance.sample(B, generator)
     else:
-        t, iw = torch.randint(0, process.T, (B,), generator=generator), torch.ones(B, dtype=torch.float64)
-    t = t.to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        t = torch.randint(0, process.T, (B,), generator=generator)
+    t, iw = t.to(x0.device), iw.to(x0.device)
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     xt = process.marginal(x0, t.double(), eps)
     simple = diffusion_loss(model, x0, t=t.double(), eps=eps, **cond)
     vlb = vlb_terms(model, x0, t, xt, detach_mean=True, **cond) / x0[0].numel()

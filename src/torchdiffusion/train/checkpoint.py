@@ -25,21 +25,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, foreign or incompatible."""
 
 
-def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into named tensors and JSON-able metadata."""
-    sd = opt.state_dict()
+def optimizer_to_flat(opt: torch.optim.Optimizer, sharded: torch.nn.Module | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into named tensors and JSON-able metadata.
+
+    For a model sharded with FSDP pass it as `sharded`: the whole state is gathered (a collective; rank 0
+    gets it) and keyed by parameter index like an unsharded optimizer's, so the file is the same either way.
+    """
+    sd = _full_optimizer_state(opt, sharded) if sharded is not None else opt.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{k}"] = v.detach().clone().contiguous()
+                tensors[f"optim.{idx}.{k}"] = v.detach().cpu().clone().contiguous()
             else:
                 scalars[f"{idx}.{k}"] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Inverse of optimizer_to_flat."""
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                        sharded: torch.nn.Module | None = None) -> None:
+    """Inverse of optimizer_to_flat (every rank passes the whole state; FSDP keeps its shard)."""
     state: dict[int, dict[str, Any]] = {}
     for name, v in tensors.items():
         if name.startswith("optim."):
@@ -48,7 +54,24 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     for key, v in meta["scalars"].items():
         idx, k = key.split(".", 1)
         state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    sd = {"state": state, "param_groups": meta["param_groups"]}
+    if sharded is None:
+        opt.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    names = [n for n, _ in sharded.named_parameters()]
+    by_name = {"state": {names[i]: st for i, st in sd["state"].items()},
+               "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in sd["param_groups"]]}
+    set_optimizer_state_dict(sharded, opt, by_name, options=StateDictOptions(full_state_dict=True))
+
+
+def _full_optimizer_state(opt: torch.optim.Optimizer, sharded: torch.nn.Module) -> dict[str, Any]:
+    """The whole optimizer state of an FSDP model, keyed by parameter index (empty on ranks > 0)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    sd = get_optimizer_state_dict(sharded, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    index = {n: i for i, (n, _) in enumerate(sharded.named_parameters())}
+    return {"state": {index[n]: st for n, st in sd.get("state", {}).items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in sd.get("param_groups", [])]}
 
 
 def _content_hash(tensors: dict[str, torch.Tensor]) -> str:

@@ -28,3 +28,10 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     mp = list(model.parameters()) + list(model.buffers())
     floats = [(e, m) for e, m in zip(ep, mp) if e.is_floating_point()]
     torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
+
+
+@torch.no_grad()
+def update_ema_from(ema: nn.Module, tensors: dict[str, torch.Tensor], decay: float) -> None:
+    """update_ema with the model given as whole tensors by name (e.g. gathered from FSDP shards)."""
+    pairs = [(e, tensors[n]) for n, e in [*ema.named_parameters(), *ema.named_buffers()] if e.is_floating_point()]
+    torch._foreach_lerp_([e for e, _ in pairs], [m.to(e.device) for e, m in pairs], 1.0 - decay)

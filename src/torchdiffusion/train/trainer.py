@@ -1,9 +1,16 @@
-"""The training loop: AdamW, EMA, clipping, accumulation, checkpoints with exact resume, logs and grids."""
+"""The training loop: AdamW, EMA, clipping, accumulation, checkpoints with exact resume, logs and grids.
+
+One process or many (torchrun): every rank draws the same global micro-batch of data indices, cond dropout, t and
+noise from shared generators and trains on its slice, so the gradient DDP averages is the 1-process gradient of
+the same global batch, up to float summation order.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -13,14 +20,16 @@ import numpy as np
 import torch
 
 from ..build import build_model
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
+from ..denoiser import ModelDenoiser
 from ..data import load_dataset, save_image_grid
 from ..generate import generate
-from ..losses import classifier_loss, diffusion_loss, edm_loss
+from ..losses import classifier_loss, diffusion_loss, sample_t
 from ..vlb import ImportanceSampler, hybrid_loss
 from .checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, optimizer_from_flat,
                          optimizer_to_flat, prune_checkpoints, save_checkpoint)
-from .ema import ema_decay_at, make_ema, update_ema
+from .distributed import Dist, full_tensors, wrap_backbone
+from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
 from .visual import save_scatter
 
 Tensor = torch.Tensor
@@ -28,22 +37,35 @@ Tensor = torch.Tensor
 FROZEN_SECTIONS = ("data", "process", "model")
 
 
+MAX_BAD_STEPS = 10  # nan_policy "skip" gives up after this many non-finite steps in a row
+
+
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite too many steps in a row."""
+    """The loss became NaN or infinite (nan_policy "stop"), or too many steps in a row (nan_policy "skip")."""
 
 
 class Trainer:
     """Holds one run's state; `run()` trains until max_steps or the time budget, checkpointing on the way."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False):
-        self.cfg, self.run_dir, self.progress, self.quiet = cfg, Path(run_dir), progress, quiet
-        if cfg.train.num_threads:
-            torch.set_num_threads(cfg.train.num_threads)
-        torch.manual_seed(cfg.train.seed)
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.dist = Dist.from_env()
+        self.quiet = quiet or not self.dist.is_main  # rank 0 alone logs, writes grids and checkpoints
+        tc = cfg.train
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        self.micro = tc.batch_size // tc.accumulate  # global micro-batch; each rank trains on micro / world of it
+        if self.micro % self.dist.world:
+            raise ConfigError(f"train.batch_size: {tc.batch_size} / train.accumulate {tc.accumulate} = {self.micro} "
+                              f"items per micro-batch do not split evenly over {self.dist.world} processes; "
+                              f"use a batch size divisible by {tc.accumulate * self.dist.world}")
+        self.local = self.micro // self.dist.world
+        torch.manual_seed(tc.seed)
         self.data, self.labels = load_dataset(cfg.data.name, **cfg.data.options)
         if cfg.data.limit:
             self.data, self.labels = self.data[: cfg.data.limit], self.labels[: cfg.data.limit]
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)
+        self.model.to(self.dist.device)
         self.captions = None  # CaptionContext for text-conditional models (context_dim > 0)
         if getattr(self.backbone_cfg, "context_dim", 0):
             from ..data import load_captions
@@ -51,15 +73,25 @@ class Trainer:
 
             self.captions = CaptionContext(load_captions(cfg.data.name, **cfg.data.options)[: len(self.data)])
         self.ema = make_ema(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.importance = (ImportanceSampler(cfg.process.T)
                            if cfg.loss.kind == "hybrid" and cfg.loss.importance_sampling else None)
-        self.noise_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-        self.bf16 = cfg.train.precision == "bf16" and bf16_supported()
+        if self.importance is not None and self.dist.active:
+            raise ConfigError("loss.importance_sampling: true is not supported with more than one process "
+                              "(each rank would learn its own sampling table); set it to false")
+        self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)  # shared by all ranks; drawn on the CPU
+        self.bf16 = tc.precision == "bf16" and bf16_supported()
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
-        self._resume_if_possible()
+        saved = self._resume_if_possible()  # weights before sharding; optimizer state after
+        self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
+        self.fsdp = self.dist.active and tc.parallel == "fsdp"
+        self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
+            self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
+            noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
+        self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        if saved is not None:
+            self._load_optimizer(*saved)
 
     # ---- data order: a permutation per epoch from (seed, epoch), so the position is two integers
     def _epoch_order(self, epoch: int) -> Tensor:
@@ -84,9 +116,10 @@ class Trainer:
         """Classes the backbone is conditioned on (0: unconditional); label == num_classes is the null label."""
         return int(getattr(self.backbone_cfg, "num_classes", 0))
 
-    def condition(self, labels: Tensor, idx: Tensor | None = None) -> dict[str, Tensor]:
-        """Backbone conditioning of a batch (labels, captions of items idx), each dropped to null with probability
-        train.cond_drop, so one model is conditional and unconditional (Ho & Salimans 2022, Alg. 1)."""
+    def condition(self, labels: Tensor, idx: Tensor | None = None, mine: slice = slice(None)) -> dict[str, Tensor]:
+        """Backbone conditioning of this rank's slice of a global micro-batch (labels, captions of items idx), each
+        dropped to null with probability train.cond_drop, so one model is conditional and unconditional (Ho &
+        Salimans 2022, Alg. 1). Dropout is drawn for the whole micro-batch on every rank."""
         cond: dict[str, Tensor] = {}
         if self.cfg.loss.kind == "classifier":  # a classifier's labels are its targets
             return cond
@@ -99,93 +132,128 @@ class Trainer:
         if self.captions is not None and idx is not None:
             drop = torch.rand(idx.shape, generator=self.noise_gen) < self.cfg.train.cond_drop
             cond.update(self.captions.rows(idx, drop))
-        return cond
+        return {k: v[mine].to(self.dist.device) for k, v in cond.items()}
 
     # ---- one optimizer step
-    def loss(self, x0: Tensor, labels: Tensor, **cond: Tensor) -> Tensor:
-        lc = self.cfg.loss
-        if lc.kind == "classifier":
-            return classifier_loss(self.model, x0, labels, generator=self.noise_gen)
-        if lc.kind == "edm":
-            return edm_loss(self.model, x0, generator=self.noise_gen, **cond)
-        if lc.kind == "hybrid":
-            return hybrid_loss(self.model, x0, lam=lc.hybrid_lambda, generator=self.noise_gen,
+    def loss(self, x0: Tensor, labels: Tensor, mine: slice = slice(None), **cond: Tensor) -> Tensor:
+        """Per-sample loss of this rank's slice of the global micro-batch x0; t and noise drawn for all of x0."""
+        lc, model, dev = self.cfg.loss, self.train_model, self.dist.device
+        if self.importance is not None:  # one process only (checked in __init__)
+            return hybrid_loss(model, x0, lam=lc.hybrid_lambda, generator=self.noise_gen,
                                importance=self.importance, **cond)
-        return diffusion_loss(self.model, x0, weighting=lc.weighting, t_sampling=lc.t_sampling, gamma=lc.gamma,
-                              generator=self.noise_gen, **cond)
+        method = {"edm": "lognormal", "hybrid": "uniform", "classifier": "uniform"}.get(lc.kind, lc.t_sampling)
+        t = sample_t(model.process, x0.shape[0], generator=self.noise_gen, method=method)[mine].to(dev)
+        eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)[mine].to(dev)
+        x0 = x0[mine].to(dev)
+        if lc.kind == "classifier":
+            return classifier_loss(model, x0, labels[mine].to(dev), t=t, eps=eps)
+        if lc.kind == "hybrid":
+            return hybrid_loss(model, x0, lam=lc.hybrid_lambda, t=t, eps=eps, **cond)
+        weighting = "edm" if lc.kind == "edm" else lc.weighting
+        return diffusion_loss(model, x0, weighting=weighting, t=t, eps=eps, gamma=lc.gamma, **cond)
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
         self.opt.zero_grad(set_to_none=True)
-        micro = tc.batch_size // tc.accumulate
+        mine = slice(self.dist.rank * self.local, (self.dist.rank + 1) * self.local)
         total = 0.0
-        for _ in range(tc.accumulate):
-            x0, labels, idx = self.next_batch(micro)
-            cond = self.condition(labels, idx)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.loss(x0, labels, **cond).float().mean() / tc.accumulate
-            loss.backward()
+        for i in range(tc.accumulate):
+            x0, labels, idx = self.next_batch(self.micro)
+            cond = self.condition(labels, idx, mine)
+            sync = i == tc.accumulate - 1 or not hasattr(self.net, "no_sync")  # DDP: all-reduce on the last one
+            with (contextlib.nullcontext() if sync else self.net.no_sync()):
+                with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    loss = self.loss(x0, labels, mine, **cond).float().mean() / tc.accumulate
+                loss.backward()
             total += float(loss.detach())
+        total = self.dist.mean(total)  # the global batch's loss, the same on every rank
         if not math.isfinite(total):
             self.opt.zero_grad(set_to_none=True)
             return {"loss": total, "skipped": 1.0}
-        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        gn = torch.nn.utils.clip_grad_norm_(self.train_model.parameters(),
+                                            tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         lr = tc.lr * min(1.0, (self.step + 1) / max(1, tc.warmup_steps))
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.step()
         self.step += 1
-        update_ema(self.ema, self.model, ema_decay_at(self.step, tc.ema_decay))
+        decay = ema_decay_at(self.step, tc.ema_decay)
+        if self.fsdp:  # every rank gathers the whole weights, so every rank's EMA is the same full copy
+            update_ema_from(self.ema.backbone, full_tensors(self.net), decay)
+        else:  # DDP keeps the weights identical on every rank, hence the EMA too
+            update_ema(self.ema, self.model, decay)
         return {"loss": total, "grad_norm": float(gn), "lr": lr}
 
-    # ---- checkpoints
+    # ---- checkpoints: gathered on every rank (collectives), written by rank 0
     def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        tensors = {f"model.{k}": v for k, v in self.model.backbone.state_dict().items()}
+        model_sd = full_tensors(self.net) if self.fsdp else self.model.backbone.state_dict()
+        tensors = {f"model.{k}": v for k, v in model_sd.items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.backbone.state_dict().items()})
-        opt_t, opt_meta = optimizer_to_flat(self.opt)
+        opt_t, opt_meta = optimizer_to_flat(self.opt, self.train_model if self.fsdp else None)
         tensors.update(opt_t)
-        tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.noise"] = self.noise_gen.get_state()
         if self.importance is not None:
             tensors.update({f"importance.{k}": v for k, v in self.importance.state_dict().items()})
+        # per-rank host RNG states (torch, numpy, Python); rank 0's also under the 1-process names
         np_state = np.random.get_state()
+        rngs = self.dist.gather_objects({"python": repr(random.getstate()),
+                                         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]})
+        for r, state in enumerate(self.dist.gather(torch.get_rng_state())):
+            tensors[f"rng.torch.{r}" if r else "rng.torch"] = state
         meta = {"config": self.cfg.to_dict(), "backbone_config": self.backbone_cfg.to_dict(),
                 "step": self.step, "epoch": self.epoch, "pos": self.pos, "optimizer": opt_meta,
-                "rng_python": repr(random.getstate()),
-                "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+                "world_size": self.dist.world, "rng_python": rngs[0]["python"], "rng_numpy": rngs[0]["numpy"],
+                "rng_ranks": rngs[1:]}
         return tensors, meta
 
     def save(self) -> Path:
         tensors, meta = self.state_tensors()
-        path = save_checkpoint(checkpoint_path(self.run_dir, self.step), tensors, meta)
-        prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        path = checkpoint_path(self.run_dir, self.step)
+        if self.dist.is_main:
+            save_checkpoint(path, tensors, meta)
+            prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        self.dist.barrier()
         return path
 
-    def _resume_if_possible(self) -> None:
-        ckpts = list_checkpoints(self.run_dir)
-        for path in reversed(ckpts):  # newest complete and valid one
+    def _resume_if_possible(self) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+        """Load the newest complete, valid checkpoint (all ranks read it); returns it for the optimizer."""
+        for path in reversed(list_checkpoints(self.run_dir)):
             try:
                 tensors, meta = load_checkpoint(path)
             except CheckpointError as e:
                 self._say(f"skipping unreadable checkpoint: {e}")
                 continue
             self._check_compatible(meta["config"], path)
-            self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            optimizer_from_flat(self.opt, tensors, meta["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
+            try:
+                self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            except RuntimeError as e:
+                raise CheckpointError(f"checkpoint {path} does not fit this model: {_first_line(e)}") from None
             self.noise_gen.set_state(tensors["rng.noise"])
             if self.importance is not None:
                 self.importance.load_state_dict({"losses": tensors["importance.losses"],
                                                  "counts": tensors["importance.counts"]})
-            random.setstate(_tuple_state(meta["rng_python"]))
-            s = meta["rng_numpy"]
+            r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
+            torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
+            host = meta["rng_ranks"][r - 1] if r else {"python": meta["rng_python"], "numpy": meta["rng_numpy"]}
+            random.setstate(_tuple_state(host["python"]))
+            s = host["numpy"]
             np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), *s[2:]))
             self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
             self.order = self._epoch_order(self.epoch)
             self.resumed_from = path
-            self._say(f"resuming from {path} (step {self.step})")
-            return
+            was = meta.get("world_size", 1)
+            self._say(f"resuming from {path} (step {self.step})"
+                      + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
+            return tensors, meta
+        return None
+
+    def _load_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        try:
+            optimizer_from_flat(self.opt, tensors, meta["optimizer"], self.train_model if self.fsdp else None)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {self.resumed_from}: optimizer state does not fit this model "
+                                  f"({_first_line(e)})") from None
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
         now = self.cfg.to_dict()
@@ -225,32 +293,32 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
-        tc = self.cfg.train
+        tc, main = self.cfg.train, self.dist.is_main
         target = max_steps if max_steps is not None else tc.max_steps
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-        log = open(self.run_dir / "metrics.jsonl", "a")
+        log = writer = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+            _truncate_log(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are replayed
+            log = open(self.run_dir / "metrics.jsonl", "a")
         t0 = time.monotonic()
         deadline = t0 + 60 * max_minutes if max_minutes else None
         cpu_deadline = time.process_time() + 60 * max_cpu_minutes if max_cpu_minutes else None
-        bar = tqdm(total=target, initial=self.step, disable=not self.progress, desc="training", dynamic_ncols=True)
+        bar = tqdm(total=target, initial=self.step, disable=not (self.progress and main), desc="training",
+                   dynamic_ncols=True)
         seen, t_last, bad = 0, time.monotonic(), 0
         try:
-            while (self.step < target and (deadline is None or time.monotonic() < deadline)
-                   and (cpu_deadline is None or time.process_time() < cpu_deadline)):
+            while self.step < target and not self._out_of_time(deadline, cpu_deadline):
                 stats = self.train_step()
                 if stats.get("skipped"):
                     bad += 1
-                    self._say(f"non-finite loss at step {self.step + 1}; step skipped")
-                    if bad >= 10:
-                        raise TrainingDivergedError(f"loss non-finite for {bad} steps in a row at step "
-                                                    f"{self.step + 1}; last good checkpoint kept in {self.run_dir}")
+                    self._on_non_finite(stats["loss"], bad)
                     continue
                 bad = 0
                 seen += tc.batch_size
                 bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == target:
+                if main and (self.step % tc.log_every == 0 or self.step == target):
                     now = time.monotonic()
                     stats["images_per_s"] = seen / max(now - t_last, 1e-9)
                     seen, t_last = 0, now
@@ -259,17 +327,58 @@ class Trainer:
                     log.write(json.dumps({"step": self.step, **stats}) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
-                if tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
+                if main and tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
                     self.sample_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png")
                 if self.step % tc.ckpt_every == 0:
                     self.save()
         finally:
             bar.close()
-            writer.close()
-            log.close()
+            if main:
+                writer.close()
+                log.close()
         final = checkpoint_path(self.run_dir, self.step)
         path = final if final.is_file() else self.save()
         return {"step": self.step, "checkpoint": str(path), "seconds": time.monotonic() - t0}
+
+    def _out_of_time(self, deadline: float | None, cpu_deadline: float | None) -> bool:
+        """Whether a wall-time or CPU-time budget is spent; under torchrun, on any rank (all ranks stop together)."""
+        if deadline is None and cpu_deadline is None:
+            return False
+        late = ((deadline is not None and time.monotonic() >= deadline)
+                or (cpu_deadline is not None and time.process_time() >= cpu_deadline))
+        return self.dist.mean(float(late)) > 0 if self.dist.active else late
+
+    def _on_non_finite(self, loss: float, bad: int) -> None:
+        """Apply train.nan_policy to a step whose loss was NaN or infinite (its update was not applied)."""
+        ckpts = list_checkpoints(self.run_dir)
+        kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else f"no checkpoint was written to {self.run_dir}"
+        where = f"loss {loss} at step {self.step + 1} (data epoch {self.epoch}, position {self.pos})"
+        if self.cfg.train.nan_policy == "stop":
+            raise TrainingDivergedError(f"non-finite {where}; stopped (train.nan_policy: stop) without saving; "
+                                        f"{kept}. Lower train.lr or set train.grad_clip, then resume.")
+        self._say(f"non-finite {where}; step skipped (train.nan_policy: skip)")
+        if bad >= MAX_BAD_STEPS:
+            raise TrainingDivergedError(f"non-finite loss for {bad} steps in a row, the last at step {self.step + 1}; "
+                                        f"stopped without saving; {kept}.")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop metrics lines past `step` (a resumed run logs them again), atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.strip() and _line_step(ln) <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, path)
+
+
+def _line_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a torn last line from a killed run
 
 
 def bf16_supported() -> bool:
@@ -278,6 +387,10 @@ def bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _tuple_state(s: str) -> Any:
@@ -289,6 +402,12 @@ def _tuple_state(s: str) -> Any:
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
           max_cpu_minutes: float | None = None,
           progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds."""
-    return Trainer(cfg, run_dir, progress=progress).run(max_steps=max_steps, max_minutes=max_minutes,
-                                                        max_cpu_minutes=max_cpu_minutes)
+    """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
+
+    Under torchrun every process calls this; the process group is left when it returns.
+    """
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    try:
+        return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
+    finally:
+        trainer.dist.shutdown()

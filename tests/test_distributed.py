@@ -1,0 +1,112 @@
+"""torchrun with 2 CPU processes (gloo) trains the same run as 1 process with the same global batch, survives
+the SIGKILL of one rank by resuming from its newest checkpoint, and can shard the backbone with FSDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from torchdiffusion.config import load_config
+from torchdiffusion.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from torchdiffusion.train.trainer import Trainer
+
+from test_train_cli import TINY
+
+CFG = {**TINY, "train": {**TINY["train"], "ckpt_every": 2, "keep_last": 3}}
+STEPS = 8
+
+
+def torchrun(cfg_path: Path, out: Path, steps: int, *, nproc: int = 2, tag: str = "",
+             extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TD_TEST_TAG": tag, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "torchdiffusion", "train", str(cfg_path), "--out", str(out), "--max-steps", str(steps),
+           "--no-progress", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rank_pid(tag: str, rank: int) -> int | None:
+    """The pid of the torchrun worker with this RANK in the process tree tagged by TD_TEST_TAG."""
+    want = {f"TD_TEST_TAG={tag}".encode(), f"RANK={rank}".encode()}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                env = set((d / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if want <= env:
+                return int(d.name)
+    return None
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(ln)["loss"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cfg_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(yaml.safe_dump(CFG))
+    return p
+
+
+@pytest.fixture(scope="module")
+def one_process(cfg_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    Trainer(load_config(cfg_path), out, progress=False, quiet=True).run(max_steps=STEPS)
+    return out
+
+
+def test_two_processes_match_one_and_resume_after_a_rank_is_killed(cfg_path, one_process, tmp_path):
+    """Rank 1 is SIGKILLed after the first checkpoint; the rerun resumes and ends where 1 process ends."""
+    out, tag = tmp_path / "two", uuid.uuid4().hex
+    proc = torchrun(cfg_path, out, STEPS, tag=tag)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = rank_pid(tag, 1)
+    assert pid is not None, proc.communicate()[0]
+    os.kill(pid, signal.SIGKILL)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, log  # torchrun reports the dead worker and stops the other
+    killed_at = max(int(p.name[5:13]) for p in list_checkpoints(out))
+    assert killed_at < STEPS, "the run finished before the kill; nothing was tested"
+
+    proc = torchrun(cfg_path, out, STEPS, tag=tag)
+    log = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 0, log
+    assert f"resuming from {list_checkpoints(out)[0].parent}" in log
+    # the global batch is the same, so the losses and weights are those of 1 process up to summation order
+    assert losses(out) == pytest.approx(losses(one_process), rel=1e-5, abs=1e-6)
+    w1, _ = load_checkpoint(list_checkpoints(one_process)[-1])
+    w2, meta = load_checkpoint(list_checkpoints(out)[-1])
+    assert meta["world_size"] == 2 and meta["step"] == STEPS and "rng.torch.1" in w2
+    # Adam's m / sqrt(v) turns float-rounding differences of near-zero gradients into steps of up to lr each
+    lr = CFG["train"]["lr"]
+    for k in w1:
+        if k.startswith(("model.", "ema.")):
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=lr, msg=k)
+
+
+@pytest.mark.slow
+def test_fsdp_trains_with_two_processes_and_resumes(cfg_path, one_process, tmp_path):
+    out = tmp_path / "fsdp"
+    for steps in (3, 4):  # the second run resumes from step 3 (the whole optimizer state is sharded back)
+        proc = torchrun(cfg_path, out, steps, extra=("--set", "train.parallel=fsdp"))
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, log
+    assert "resuming from" in log
+    w1, _ = load_checkpoint(checkpoint_path(one_process, 4))
+    w2, meta = load_checkpoint(checkpoint_path(out, 4))
+    assert meta["step"] == 4 and meta["config"]["train"]["parallel"] == "fsdp"
+    for k in w1:
+        if k.startswith(("model.", "ema.")):
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=CFG["train"]["lr"], msg=k)
