@@ -15,15 +15,31 @@ from .sampling import METHODS, sample
 Tensor = torch.Tensor
 
 
+def check_shape(shape: tuple[int, ...], num: int) -> None:
+    """A per-sample shape of positive ints and a positive sample count, or a ValueError saying which."""
+    if not isinstance(shape, (tuple, list)) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"shape must be a non-empty tuple of positive ints (per sample, no batch), got {shape!r}")
+    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}")
+
+
+def sample_generators(seed: int, num: int) -> list[torch.Generator]:
+    """One generator per sample, sample i's seeded seed + i: its start noise and then its in-loop noise."""
+    return [torch.Generator().manual_seed(seed + i) for i in range(num)]
+
+
 def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: int,
-                dtype: torch.dtype = torch.float32) -> Tensor:
+                dtype: torch.dtype = torch.float32, generators: list[torch.Generator] | None = None) -> Tensor:
     """x at sigma_max in VE coordinates, sample i drawn from its own generator seeded seed + i.
 
     The prior N(0, prior_std^2) of the process state x_T becomes N(0, (prior_std / alpha_T)^2) for x = x_T / alpha_T.
+    Pass `generators` (from sample_generators) to keep drawing each sample's stream afterwards.
     """
+    check_shape(shape, num)
     p = model.process
     std = p.prior_std() / float(p.alpha(torch.tensor(p.t_max, dtype=torch.float64)))
-    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(seed + i), dtype=dtype) for i in range(num)]
+    gens = generators if generators is not None else sample_generators(seed, num)
+    rows = [torch.randn(shape, generator=g, dtype=dtype) for g in gens]
     return torch.stack(rows) * std
 
 
@@ -36,6 +52,9 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     cond holds per-sample model kwargs (num, ...) such as class_labels (the plain conditional model);
     guidance, a GuidanceRecipe with its own per-sample conditions, replaces it.
     """
+    check_shape(shape, num)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if guidance is None:
         guidance = GuidanceRecipe(cond=dict(cond or {}))
     elif cond:
@@ -43,9 +62,11 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     guidance.check_rows(num)
     if sampler not in METHODS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(METHODS)}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
-    x = start_noise(model, shape, num, seed)
+    gens = sample_generators(seed, num)
+    x = start_noise(model, shape, num, seed, generators=gens).to(device)
     out, calls = [], 0
     m = METHODS[sampler]
     if m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
@@ -53,10 +74,11 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     else:  # exactly `steps` steps on the default grid
         per_step, final = m.budget(options)
         nfe = per_step * (steps - 1) + final
-    gen = torch.Generator().manual_seed(seed + 10**9)  # in-loop noise of stochastic samplers
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):
         counted = CountingDenoiser(guidance.denoiser(model, slice(i, i + batch_size)))
-        out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe, generator=gen, **options))
+        # each sample's in-loop noise continues its own stream, so sample k is the same in any batch
+        out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe, generator=gens[i:i + batch_size],
+                          **options).cpu())
         calls = counted.calls
     model.train(was_training)
     return torch.cat(out), calls

@@ -20,6 +20,7 @@ from .lms import sample_ipndm, sample_lms
 from .ode import sample_euler, sample_heun, sample_rk4
 from .sde import sample_ald, sample_euler_maruyama, sample_pc
 from .unipc import sample_unipc
+from .common import Generators
 
 Tensor = torch.Tensor
 Cost = Callable[[dict[str, Any]], tuple[int, int]]
@@ -113,14 +114,19 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
 
 
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
-           sigma_max: float | None = None, grid: Tensor | None = None, generator: torch.Generator | None = None,
+           sigma_max: float | None = None, grid: Tensor | None = None, generator: Generators = None,
            callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> Tensor:
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
     step) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
     nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
+    generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
+    makes every sample independent of the batch it is drawn in (see common.noise_like).
     """
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating-point tensor (batch, ...) (batch first), got {got}")
     if method not in METHODS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(METHODS)}")
     m = METHODS[method]

@@ -11,9 +11,21 @@ Tensor = torch.Tensor
 Callback = Callable[[dict[str, Any]], None]
 
 
-def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise of x's shape, dtype and device, from an optional generator."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def noise_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise of x's shape, dtype and device, from an optional generator.
+
+    A sequence of generators, one per row of x, makes each sample's noise its own stream: the same whatever
+    the batch it is drawn in (drawn on the CPU, then moved to x's device).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]} samples; give one per sample")
+    rows = [torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generator]
+    return torch.stack(rows).to(x.device) if rows else torch.empty_like(x)
 
 
 def batch_sigma(x: Tensor, sigma: Tensor | float) -> Tensor:
