@@ -87,15 +87,22 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 def load_for_sampling(path: str | Path, raw_weights: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """(model with EMA or raw weights loaded, run config, checkpoint metadata) from a checkpoint or run dir."""
     from .build import build_model
-    from .config import RunConfig, from_dict
-    from .train.checkpoint import load_checkpoint, resolve_checkpoint
+    from .config import ConfigError, RunConfig, from_dict
+    from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
     ckpt = resolve_checkpoint(Path(path))
     tensors, meta = load_checkpoint(ckpt)
-    cfg = from_dict(RunConfig, meta["config"])
+    try:
+        cfg = from_dict(RunConfig, meta["config"])
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{ckpt}: its saved config is not one this version reads ({e})") from None
     model, _ = build_model(cfg.model, cfg.process)
     prefix = "model." if raw_weights else "ema."
-    model.backbone.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    try:
+        model.backbone.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt}: its weights do not fit the model its config describes "
+                              f"({str(e).strip().splitlines()[0]})") from None
     model.eval()
     return model, cfg, {**meta, "path": str(ckpt)}
 
@@ -175,14 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DatasetNotFoundError
     from .train.checkpoint import CheckpointError
+    from .train.trainer import TrainingDivergedError
 
     a = _parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "train-classifier": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
         result = commands[a.command](a)
-    except (ConfigError, CheckpointError, DatasetNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, DatasetNotFoundError, TrainingDivergedError, ValueError, OSError) as e:
         print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"torchdiffusion {a.command}: interrupted; `train` resumes from the newest checkpoint when rerun",
+              file=sys.stderr)
+        return 130
     if result and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps(result))
     return 0

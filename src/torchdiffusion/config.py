@@ -117,6 +117,10 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
         typ = next(a for a in allowed if a is not type(None))
         return _coerce(value, typ, path)
     origin = getattr(typ, "__origin__", None)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return tuple(_coerce(v, typ.__args__[0], f"{path}[{i}]") for i, v in enumerate(value))
     check = origin or typ
     if check is bool and not isinstance(value, bool):
         raise ConfigError(f"{path}: expected true/false, got {value!r}")
@@ -198,6 +202,8 @@ def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
     from .losses import T_SAMPLINGS, WEIGHTINGS
     from .parameterization import PREDICTIONS
+    from .data import DATASETS
+    from .sampling import METHODS
     from .schedules import BETA_SCHEDULES
 
     _one_of("process.name", cfg.process.name, PROCESS_NAMES)
@@ -214,25 +220,55 @@ def validate(cfg: RunConfig) -> None:
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
     _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
-    for path, v in [("train.batch_size", cfg.train.batch_size), ("train.max_steps", cfg.train.max_steps),
-                    ("train.accumulate", cfg.train.accumulate), ("process.T", cfg.process.T),
-                    ("sample.steps", cfg.sample.steps), ("sample.num", cfg.sample.num),
-                    ("train.ckpt_every", cfg.train.ckpt_every), ("train.keep_last", cfg.train.keep_last)]:
-        if v < 1:
-            raise ConfigError(f"{path}: must be >= 1, got {v}")
-    if cfg.train.batch_size % cfg.train.accumulate:
-        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by train.accumulate "
-                          f"({cfg.train.accumulate})")
-    if not 0 <= cfg.train.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
-    if not 0 <= cfg.train.cond_drop < 1:
-        raise ConfigError(f"train.cond_drop: must be in [0, 1), got {cfg.train.cond_drop}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
+    _one_of("sample.sampler", cfg.sample.sampler, sorted(METHODS))
+    _one_of("data.name", cfg.data.name, list(DATASETS))
+    tc, pc = cfg.train, cfg.process
+    # written as not (v >= lo) so that NaN fails too
+    for path, v, lo in [("train.batch_size", tc.batch_size, 1), ("train.max_steps", tc.max_steps, 1),
+                        ("train.accumulate", tc.accumulate, 1), ("process.T", pc.T, 1),
+                        ("sample.steps", cfg.sample.steps, 1), ("sample.num", cfg.sample.num, 1),
+                        ("train.ckpt_every", tc.ckpt_every, 1), ("train.keep_last", tc.keep_last, 1),
+                        ("train.log_every", tc.log_every, 1), ("train.sample_every", tc.sample_every, 0),
+                        ("train.warmup_steps", tc.warmup_steps, 0), ("train.num_threads", tc.num_threads, 0),
+                        ("train.weight_decay", tc.weight_decay, 0), ("train.grad_clip", tc.grad_clip, 0),
+                        ("loss.hybrid_lambda", cfg.loss.hybrid_lambda, 0), ("sample.eta", cfg.sample.eta, 0)]:
+        if not v >= lo or v == float("inf"):
+            raise ConfigError(f"{path}: must be a finite number >= {lo}, got {v}")
+    for path, v in [("train.lr", tc.lr), ("model.sigma_data", cfg.model.sigma_data), ("loss.gamma", cfg.loss.gamma),
+                    ("process.beta_min", pc.beta_min), ("process.beta_max", pc.beta_max),
+                    ("process.sigma_min", pc.sigma_min), ("process.sigma_max", pc.sigma_max)]:
+        if not 0 < v < float("inf"):
+            raise ConfigError(f"{path}: must be a finite number > 0, got {v}")
+    if cfg.data.limit is not None and cfg.data.limit < 1:
+        raise ConfigError(f"data.limit: must be >= 1 or null, got {cfg.data.limit}")
+    if not pc.sigma_min < pc.sigma_max:
+        raise ConfigError(f"process.sigma_min ({pc.sigma_min}) must be < process.sigma_max ({pc.sigma_max})")
+    if not pc.beta_min < pc.beta_max:
+        raise ConfigError(f"process.beta_min ({pc.beta_min}) must be < process.beta_max ({pc.beta_max})")
+    if tc.batch_size % tc.accumulate:
+        raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by train.accumulate "
+                          f"({tc.accumulate})")
+    if not 0 <= tc.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {tc.ema_decay}")
+    if not 0 <= tc.cond_drop < 1:
+        raise ConfigError(f"train.cond_drop: must be in [0, 1), got {tc.cond_drop}")
+    _validate_backbone(cfg.model)
     if cfg.loss.kind == "hybrid" and cfg.process.name != "ddpm":
         raise ConfigError("loss.kind: 'hybrid' needs process.name 'ddpm' (a discrete variational bound)")
     if cfg.loss.kind == "hybrid" and not cfg.model.params.get("learned_variance", False):
         raise ConfigError("loss.kind: 'hybrid' needs model.params.learned_variance: true")
+
+
+def _validate_backbone(mc: ModelConfig) -> None:
+    """model.params against the backbone's own config dataclass: key paths, leaf types, its range checks."""
+    from .nn import BACKBONES
+    config_cls = BACKBONES[mc.backbone][0]
+    try:
+        from_dict(config_cls, mc.params, "model.params")
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model.params ({mc.backbone}): {e}") from None
 
 
 PROCESS_NAMES = ("ddpm", "vp", "subvp", "ve", "edm", "flow")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .checks import check_batch, check_matches_module
 from .parameterization import PREDICTIONS, edm_scalings, target, to_x0
 from .processes import EDM, VE, DiscreteVP, GaussianProcess, expand_like
 
@@ -117,7 +118,11 @@ class ModelDenoiser(nn.Module):
 
     def forward_with_variance(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor | None]:
         """x0_hat and, for a learned-variance head, the interpolation fraction in [0, 1] (Nichol & Dhariwal, eq. 15)."""
+        check_batch("x", x, min_dims=2)
+        check_matches_module("x", x, self.backbone)
         sigma = sigma_batch(sigma, x)
+        if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
+            raise ValueError(f"sigma must be finite and >= 0, got {sigma.tolist()[:8]}")
         p = self.process
         t, a, xt = self.process_state(x, sigma)
         s = a * expand_like(sigma, x)  # exact for sigma on the grid; the requested level otherwise

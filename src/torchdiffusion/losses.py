@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_batch, check_per_sample
 from .denoiser import ModelDenoiser
 from .parameterization import edm_scalings
 from .processes import DiscreteVP, GaussianProcess, expand_like
@@ -81,7 +82,12 @@ def diffusion_loss(model: ModelDenoiser, x0: Tensor, *, weighting: str = "unifor
                    eps: Tensor | None = None, generator: torch.Generator | None = None, t_sampling: str = "uniform",
                    gamma: float = 5.0, **cond: Any) -> Tensor:
     """Per-sample denoising loss (B,): w(t)/r(t) * mean ||raw_hat - raw_target||^2 (Ho et al. 2020, eq. 14)."""
+    check_batch("x0", x0, min_dims=2)
     B = x0.shape[0]
+    if t is not None:
+        check_per_sample("t", t, B)
+    if eps is not None:
+        check_per_sample("eps", eps, B, shape=tuple(x0.shape[1:]))
     if t is None:
         t = sample_t(model.process, B, generator=generator, method=t_sampling).to(x0.device)
     if eps is None:

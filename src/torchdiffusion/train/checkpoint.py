@@ -127,6 +127,44 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Te
     return tensors, meta
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors by name from a foreign weights file: safetensors, or a torch.save file read with weights_only=True.
+
+    Pickled code (a class, a function, anything but tensors and plain containers) is refused, never run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) == 8 and 0 < int.from_bytes(head, "little") < path.stat().st_size:  # safetensors header length
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError):
+            pass
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many kinds on foreign bytes
+        text = str(e)
+        if "Weights only load failed" in text:
+            what = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln.upper()), "")
+            raise CheckpointError(f"{path}: refused to load; the file holds pickled objects other than tensors, "
+                                  f"which could run code ({what or 'not weights only'}). Convert it to safetensors "
+                                  f"where it was made.") from None
+        raise CheckpointError(f"{path} is neither a safetensors file nor a readable torch.save file "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a mapping of names to tensors, got {type(obj).__name__}")
+    return obj
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     d = Path(run_dir) / "checkpoints"

@@ -61,7 +61,10 @@ class Trainer:
                               f"use a batch size divisible by {tc.accumulate * self.dist.world}")
         self.local = self.micro // self.dist.world
         torch.manual_seed(tc.seed)
-        self.data, self.labels = load_dataset(cfg.data.name, **cfg.data.options)
+        try:
+            self.data, self.labels = load_dataset(cfg.data.name, **cfg.data.options)
+        except TypeError as e:  # an option the loader does not take
+            raise ConfigError(f"data.options {cfg.data.options} do not fit dataset {cfg.data.name!r}: {e}") from None
         if cfg.data.limit:
             self.data, self.labels = self.data[: cfg.data.limit], self.labels[: cfg.data.limit]
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)

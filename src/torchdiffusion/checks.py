@@ -1,0 +1,42 @@
+"""Argument checks for the public API boundaries: one line each, a message naming the argument and what it got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def describe(x: Any) -> str:
+    """'float32 tensor of shape (2, 3) on cpu', or the type name of a non-tensor."""
+    if isinstance(x, Tensor):
+        return f"{str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)} on {x.device}"
+    return type(x).__name__
+
+
+def check_batch(name: str, x: Any, *, min_dims: int = 1) -> Tensor:
+    """x must be a floating-point tensor (batch, ...) with at least min_dims dims and at least one row."""
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < min_dims or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty floating-point tensor (batch, ...) with at least {min_dims} "
+                         f"dims, got {describe(x)}")
+    return x
+
+
+def check_matches_module(name: str, x: Tensor, module: torch.nn.Module) -> None:
+    """x must live on the device and have the dtype of the module's weights (when it has any)."""
+    p = next(module.parameters(), None)
+    if p is None:
+        return
+    if x.device != p.device:
+        raise ValueError(f"{name} is on {x.device} but the model is on {p.device}; move one of them (x.to(...))")
+    if x.dtype != p.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"{name} is {describe(x)} but the model's weights are {p.dtype}; cast it (x.to({p.dtype}))")
+
+
+def check_per_sample(name: str, v: Any, batch: int, *, shape: tuple[int, ...] | None = None) -> None:
+    """v must be a tensor of shape (batch,) (or (batch, *shape) when shape is given)."""
+    want = (batch, *(shape or ()))
+    if not isinstance(v, Tensor) or tuple(v.shape) != want:
+        raise ValueError(f"{name} must be a tensor of shape {want}, got {describe(v)}")
