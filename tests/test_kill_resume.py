@@ -49,9 +49,10 @@ def start(run_dir: Path, steps: int, pause: float = WRITE_PAUSE) -> multiprocess
     return p
 
 
-def temporary_files(run_dir: Path) -> list[Path]:
+def temporary_files(run_dir: Path, pid: int) -> list[Path]:
+    """Checkpoints process pid is writing now (earlier kills leave theirs until the next save prunes them)."""
     d = run_dir / "checkpoints"
-    return list(d.glob(".ckpt-*.tmp-*")) if d.is_dir() else []
+    return list(d.glob(f".ckpt-*.tmp-{pid}")) if d.is_dir() else []
 
 
 def last_logged_step(run_dir: Path) -> int:
@@ -80,9 +81,9 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
         p = start(run, steps)
         mid_write = i % 3 == 0  # every third kill waits for a checkpoint being written
         deadline = time.monotonic() + (60 if mid_write else rng.uniform(0.2, 1.5))
-        while p.is_alive() and time.monotonic() < deadline and not (mid_write and temporary_files(run)):
+        while p.is_alive() and time.monotonic() < deadline and not (mid_write and temporary_files(run, p.pid)):
             time.sleep(0.002)
-        in_write = bool(temporary_files(run))
+        in_write = bool(temporary_files(run, p.pid))
         if not p.is_alive():
             break  # the run finished before this kill
         os.kill(p.pid, signal.SIGKILL)
@@ -103,6 +104,7 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
     assert meta["step"] == steps and a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    print(f"kill test: {counts}")
     return counts
 
 

@@ -40,3 +40,18 @@ def check_per_sample(name: str, v: Any, batch: int, *, shape: tuple[int, ...] | 
     want = (batch, *(shape or ()))
     if not isinstance(v, Tensor) or tuple(v.shape) != want:
         raise ValueError(f"{name} must be a tensor of shape {want}, got {describe(v)}")
+
+
+def check_backbone_input(owner: str, x: Tensor, shape: str, ndim: int, channels: int,
+                         class_labels: Tensor | None = None, num_classes: int = 0) -> None:
+    """A backbone's x (B, channels, ...) of ndim dims, and class labels (B,) integers in [0, num_classes]."""
+    if x.ndim != ndim or x.shape[1] != channels or 0 in x.shape:
+        raise ValueError(f"{owner} takes x of shape {shape} with {channels} at dim 1, got {describe(x)}")
+    if class_labels is not None and num_classes > 0:
+        if (not isinstance(class_labels, Tensor) or class_labels.shape != (x.shape[0],)
+                or class_labels.is_floating_point() or class_labels.dtype == torch.bool):
+            raise ValueError(f"class_labels must be an integer tensor of shape ({x.shape[0]},), "
+                             f"got {describe(class_labels)}")
+        if bool((class_labels < 0).any()) or bool((class_labels > num_classes).any()):
+            raise ValueError(f"class_labels must be in [0, {num_classes}] ({num_classes} = null label), got values "
+                             f"in [{int(class_labels.min())}, {int(class_labels.max())}]")

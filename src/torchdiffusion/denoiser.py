@@ -87,6 +87,7 @@ class ModelDenoiser(nn.Module):
 
     def raw(self, xt: Tensor, t: Tensor, **cond: Any) -> Tensor:
         """Backbone output for the process state x_t at time t (B,); what the loss regresses."""
+        check_matches_module("x", xt, self.backbone)
         if self.prediction == "edm":
             # EDM scalings act on the VE state x = x_t / alpha
             _, _, c_in, c_noise = edm_scalings(self.process.sigma_ve(t), self.sigma_data)
@@ -119,7 +120,6 @@ class ModelDenoiser(nn.Module):
     def forward_with_variance(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor | None]:
         """x0_hat and, for a learned-variance head, the interpolation fraction in [0, 1] (Nichol & Dhariwal, eq. 15)."""
         check_batch("x", x, min_dims=2)
-        check_matches_module("x", x, self.backbone)
         sigma = sigma_batch(sigma, x)
         if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
             raise ValueError(f"sigma must be finite and >= 0, got {sigma.tolist()[:8]}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_backbone_input
+
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
@@ -71,6 +73,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """x (B, dim), noise_level (B,), class_labels (B,) long or None (= null label) -> (B, dim * out_mult)."""
+        check_backbone_input("MLP", x, "(B, dim)", 2, self.config.dim, class_labels, self.config.num_classes)
         emb = self.embed(noise_level)  # (B, hidden)
         if self.label_embed is not None:
             if class_labels is None:

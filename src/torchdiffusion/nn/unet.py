@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_backbone_input
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
@@ -233,6 +234,7 @@ class UNet(nn.Module):
                 context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         """x (B, C, H, W), noise_level (B,), class_labels (B,) long, context (B, L, D), context_mask (B, L) bool."""
         c = self.config
+        check_backbone_input("UNet", x, "(B, C, H, W)", 4, c.in_channels, class_labels, c.num_classes)
         emb = self.embed(noise_level)  # (B, 4 * base_channels)
         if self.label_embed is not None:
             if class_labels is None:  # no labels: the null label, i.e. the unconditional model
