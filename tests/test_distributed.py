@@ -110,3 +110,25 @@ def test_fsdp_trains_with_two_processes_and_resumes(cfg_path, one_process, tmp_p
     for k in w1:
         if k.startswith(("model.", "ema.")):
             torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=CFG["train"]["lr"], msg=k)
+
+
+def test_rank_slices_of_a_micro_batch_reassemble_the_one_process_batch(tmp_path):
+    """What makes 2 processes equal 1: rank r's labels after dropout, t and noise are rows [r b, (r + 1) b) of
+    the ones 1 process draws for the whole micro-batch, so the per-item losses are the same items' losses."""
+    c = load_config(None, [f"{k}={json.dumps(v)}" for k, v in [
+        ("data", CFG["data"]), ("process", CFG["process"]), ("train", {**CFG["train"], "cond_drop": 0.5}),
+        ("model", {**CFG["model"], "params": {**CFG["model"]["params"], "num_classes": 10}})]])
+    t = Trainer(c, tmp_path, progress=False, quiet=True)
+    x0, labels, idx = t.next_batch(8)
+    state = t.noise_gen.get_state()
+    whole = t.condition(labels, idx)
+    assert (whole["class_labels"] == 10).any()  # some labels were dropped to null
+    full = t.loss(x0, labels, **whole).detach()
+    parts = []
+    for rank in range(2):
+        t.noise_gen.set_state(state)
+        mine = slice(4 * rank, 4 * rank + 4)
+        cond = t.condition(labels, idx, mine)
+        assert torch.equal(cond["class_labels"], whole["class_labels"][mine])
+        parts.append(t.loss(x0, labels, mine, **cond).detach())
+    torch.testing.assert_close(torch.cat(parts), full, rtol=1e-6, atol=1e-7)
