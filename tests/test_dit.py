@@ -284,6 +284,8 @@ def test_bad_inputs_are_named():
         m(x, t, context=torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="without context"):
         m(x, t, context_mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"class_labels must be in \[0, 3\]"):
+        tiny_dit(in_channels=3, num_classes=3)(x, t, class_labels=torch.tensor([0, 4]))
     mc = tiny_dit(in_channels=3, context_dim=4)
     with pytest.raises(ValueError, match=r"context must have shape \(2, L, 4\)"):
         mc(x, t, context=torch.randn(2, 3, 5))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_backbone_input
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
@@ -256,6 +257,7 @@ class DiT(nn.Module):
         expected = (c.in_channels, c.image_size, c.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"DiT expects x of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        check_backbone_input("DiT", x, "(B, C, H, W)", 4, c.in_channels, class_labels, c.num_classes)  # labels
         B = x.shape[0]
         if noise_level.shape != (B,):
             raise ValueError(f"noise_level must have shape ({B},), got {tuple(noise_level.shape)}")
