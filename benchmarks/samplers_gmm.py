@@ -12,13 +12,16 @@ DEIS) is scored against the exact map to its own last sigma. Two settings:
         scheduler's own sigma, and k-diffusion on Karras / exponential grids over the table's range.
 
 Ours run through `sample()` on their default grid (Karras rho = 7, or log-uniform for the multistep exponential
-integrators) and, for the best two at each NFE (the best one at NFE 50), on a grid from `calibrate_grid` fitted on
-different start noise than the scored one. In the `ddpm` setting four of ours also run on the peers' own grid (the
-table respaced with trailing spacing), which separates the effect of the grid from that of the solver. A second
+integrators and iPNDM, stopping at the default tail max(sigma_min, grids.default_tail(nfe, sigma_data)) before the
+final step to 0, with the mixture's own std as sigma_data) and, for the best two at each NFE (the best one at NFE
+50), on a grid from `calibrate_grid` fitted on different start noise than the scored one. In the `ddpm` setting four
+of ours also run on the peers' own grid (the table respaced with trailing spacing), which separates the effect of
+the grid from that of the solver, and two on the default grid of a discrete-time model (the same rule, moved to the
+nearest table levels). A second
 table times the sampler itself: seconds per step with a near-free denoiser (x * 0.5) at batch 1 and 4096 (x of
 shape (B, 3, 16, 16), float32, 2 threads), ours against diffusers schedulers of the same order.
 
-    nice -n 19 .venv/bin/python benchmarks/samplers_gmm.py [--quick] [--plot outputs/samplers_gmm.png]
+    nice -n 19 .venv/bin/python benchmarks/samplers_gmm.py [--quick | --no-calibrate] [--plot outputs/samplers_gmm.png]
 
 k-diffusion 0.1.1.post1 is needed for its peers (pip install --no-deps k-diffusion==0.1.1.post1); its package
 __init__ imports torchvision, so k_diffusion/sampling.py is loaded from its file with a two-function stand-in for
@@ -42,7 +45,7 @@ import torch
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.denoiser import CountingDenoiser
 from torchdiffusion.processes import DiscreteVP
-from torchdiffusion.sampling import METHODS, calibrate_grid, grids, sample
+from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_tail, sample
 from torchdiffusion.schedules import make_betas
 
 NFES = (5, 10, 20, 50)
@@ -248,6 +251,13 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
                 grid = grids.discrete_sigmas(p, METHODS[name].steps_for(nfe), "trailing")
                 out = sample(gmm, x, method=name, nfe=nfe, grid=grid)
                 results[f"ours {name} (table grid, trailing)"][nfe] = error(out, ref_at(0.0))
+        for name in ("ipndm", "unipc"):  # a discrete-time model's default: the rule's grid at the table's levels
+            m = METHODS[name]
+            results[f"ours {name} (table grid, default tail)"] = {}
+            for nfe in NFES:
+                rule = default_grid(gmm, m.steps_for(nfe), smin, smax, m.grid, resolve_tail(gmm, m, nfe, None))
+                out = sample(gmm, x, method=name, nfe=nfe, grid=grids.nearest_in_table(rule, p.sigmas_ve))
+                results[f"ours {name} (table grid, default tail)"][nfe] = error(out, ref_at(0.0))
     for name, (run, _) in peers.items():
         results[name] = {}
         for nfe in NFES:
@@ -411,6 +421,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer points, no calibration, fewer timing repeats")
     ap.add_argument("--plot", default="outputs/samplers_gmm.png")
     ap.add_argument("--points", type=int, default=1000)
+    ap.add_argument("--no-calibrate", action="store_true", help="skip grid calibration (all points, all repeats)")
     ap.add_argument("--iters", type=int, default=20, help="compass-search sweeps of calibrate_grid")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -420,7 +431,8 @@ def main() -> None:
         print("# k-diffusion not installed: its peers are skipped", file=sys.stderr)
     all_results, summaries = {}, {}
     for setting in ("edm", "ddpm"):
-        all_results[setting] = accuracy(setting, gmm, K, 200 if a.quick else a.points, not a.quick, a.iters)
+        all_results[setting] = accuracy(setting, gmm, K, 200 if a.quick else a.points,
+                                         not (a.quick or a.no_calibrate), a.iters)
         summaries[setting] = print_accuracy(setting, all_results[setting])
     ratios = print_overhead(overhead(2 if a.quick else 5))
     plot(all_results, a.plot)
@@ -428,7 +440,7 @@ def main() -> None:
     for setting, s in summaries.items():
         for n in (10, 20):
             r, c = s[n]["ours"][0] / s[n]["peer"][0], s[n]["calibrated"][0] / s[n]["peer"][0]
-            cal = "calibration skipped (--quick)" if a.quick else \
+            cal = "calibration skipped" if a.quick or a.no_calibrate else \
                 f"calibrated {c:.2f}x (goal <= 0.5: {'met' if c <= 0.5 else 'not met'})"
             print(f"- {setting}, NFE {n}: default grid {r:.2f}x best peer (goal <= 0.8: "
                   f"{'met' if r <= 0.8 else 'not met'}), {cal}")

@@ -8,7 +8,7 @@ import torch
 
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.denoiser import CountingDenoiser
-from torchdiffusion.sampling import METHODS, calibrate_grid, grids, sample
+from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_tail, sample
 from torchdiffusion.sampling.adaptive import B4, B5, A, C
 from torchdiffusion.sampling.lms import lms_coefficients
 
@@ -233,3 +233,104 @@ def test_sample_checks_a_given_grid_against_the_budget(gmm):
             sample(gmm, x, method=method, nfe=0)
     # one call is always enough: the step from sigma_max straight to 0 lands on D
     assert torch.equal(sample(gmm, x, method="heun", nfe=1, sigma_min=0.002, sigma_max=80.0), gmm(x, 80.0))
+
+
+# ---------------------------------------------------------------- grid tail
+
+
+class Recording:
+    """Records the noise levels a denoiser is asked at; other attributes (sigma_data) pass through."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.sigmas = denoiser, []
+
+    def __call__(self, x, sigma):
+        self.sigmas.append(float(sigma[0]))
+        return self.denoiser(x, sigma)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["denoiser"], name)
+
+
+def test_default_tail_is_a_fraction_of_sigma_data_that_falls_with_the_budget():
+    tails = [grids.default_tail(n, 0.5) for n in range(1, 200)]
+    assert all(a >= b for a, b in zip(tails, tails[1:]))
+    assert grids.default_tail(5, 0.5) == grids.default_tail(20, 0.5) == pytest.approx(0.02)
+    assert grids.default_tail(40, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
+    with pytest.raises(ValueError):
+        grids.default_tail(0, 0.5)
+
+
+@pytest.mark.parametrize("nfe", [1, 2, 5, 10, 20, 50])
+@pytest.mark.parametrize("name", ODE_FIXED)
+def test_default_grid_with_its_tail_fits_the_budget_decreases_and_ends_in_0(gmm, name, nfe):
+    m = METHODS[name]
+    smin, smax = 0.002, 80.0
+    steps = m.steps_for(nfe)
+    if steps < 1:
+        return
+    last = resolve_tail(gmm, m, nfe, None)
+    assert last == grids.default_tail(nfe, gmm.sigma_data)
+    sigmas = default_grid(gmm, steps, smin, smax, m.grid, last)
+    assert sigmas[0] == pytest.approx(smax) and sigmas[-1] == 0 and (sigmas.diff() < 0).all()
+    assert m.calls(sigmas) <= nfe
+    if steps > 1:
+        assert sigmas[-2] == pytest.approx(max(smin, last))
+    counted = CountingDenoiser(gmm)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * smax
+    out = sample(counted, x, method=name, nfe=nfe, sigma_min=smin, sigma_max=smax)
+    assert counted.calls <= nfe and torch.isfinite(out).all()
+
+
+def test_the_tail_option_is_honoured_and_explicit(gmm):
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    kw = dict(method="euler", nfe=10, sigma_min=0.002, sigma_max=80.0)
+    for tail, last in [(None, grids.default_tail(10, gmm.sigma_data)), (0.3, 0.3), (0.0, 0.002), (1e-4, 0.002)]:
+        D = Recording(gmm)
+        sample(D, x, tail=tail, **kw)
+        assert len(D.sigmas) == 10 and D.sigmas[0] == pytest.approx(80.0) and D.sigmas[-1] == pytest.approx(last)
+    # without a sigma_data there is no rule: the grid ends at sigma_min, as do stochastic methods' default grids
+    D = Recording(lambda x, s: gmm(x, s))
+    sample(D, x, **kw)
+    assert D.sigmas[-1] == pytest.approx(0.002)
+    D = Recording(gmm)
+    sample(D, x, method="euler_ancestral", nfe=10, sigma_min=0.002, sigma_max=80.0, generator=torch.Generator())
+    assert D.sigmas[-1] == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="not both"):
+        sample(gmm, x, method="euler", grid=grids.karras(5, 0.002, 80.0), tail=0.1)
+    with pytest.raises(ValueError, match="below sigma_max"):
+        sample(gmm, x, tail=100.0, **kw)
+
+
+def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
+    from torchdiffusion.processes import DiscreteVP
+    from torchdiffusion.schedules import make_betas
+
+    p = DiscreteVP(make_betas("linear", 1000))
+
+    class Discrete:  # a discrete-time model: D is only trained at the table's levels
+        process, discrete, sigma_data = p, True, 0.5
+        sigma_min, sigma_max = float(p.sigmas_ve[0]), float(p.sigmas_ve[-1])
+
+        def __call__(self, x, sigma):
+            assert torch.isin(sigma.double(), p.sigmas_ve.double()).all()
+            return gmm(x, sigma)
+
+    model = Discrete()
+    for nfe in (5, 10, 20, 50):
+        sigmas = default_grid(model, METHODS["ipndm"].steps_for(nfe), model.sigma_min, model.sigma_max, "exponential",
+                              grids.default_tail(nfe, 0.5))
+        assert torch.isin(sigmas[:-1], p.sigmas_ve.double()).all() and sigmas[-1] == 0 and (sigmas.diff() < 0).all()
+        x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * model.sigma_max
+        counted = CountingDenoiser(model)
+        sample(counted, x, method="ipndm", nfe=nfe)
+        assert counted.calls <= nfe
+    # stochastic and Karras-family methods (DDIM, LMS: better on it) keep the trailing respacing of the table
+    trailing = grids.discrete_sigmas(p, 10, "trailing")
+    assert torch.equal(default_grid(model, 10, model.sigma_min, model.sigma_max), trailing)
+    for name in ("ddim", "lms", "euler_ancestral"):
+        assert resolve_tail(model, METHODS[name], 10, None) is None
+        D = Recording(model)
+        sample(D, x, method=name, nfe=10, generator=torch.Generator())
+        assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), trailing[:-1])
+    assert resolve_tail(model, METHODS["ddim"], 10, 0.5) == 0.5  # an explicit tail is always honoured

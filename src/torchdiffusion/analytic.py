@@ -89,6 +89,11 @@ class GaussianMixture:
                      zip(self.weights, self.means, self.variances))
         return second - torch.outer(m, m)
 
+    @property
+    def sigma_data(self) -> float:
+        """The data's overall std, sqrt(trace(covariance) / d), as a trained model's `sigma_data` (default grid tail)."""
+        return math.sqrt(float(torch.diagonal(self.covariance()).mean()))
+
 
 def ring_mixture(k: int = 8, dim: int = 2, radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
     """k equal-weight components on a circle in the first two coordinates (a standard 2-D test target)."""

@@ -37,9 +37,10 @@ class Method:
         count follows its tolerances (sample() caps it with max_nfe = nfe).
     final_evals: calls of a last step that ends at sigma = 0, where it differs (Heun's last step is Euler's: 1).
     cost: (evals_per_step, final_evals) for the given options, where options change them (corrector steps).
-    grid: the default grid for continuous-time denoisers: "karras" (rho = 7, Karras et al. 2022, eq. 5) or
-        "exponential" (uniform in log-SNR) for the multistep exponential integrators, whose extrapolation weights
-        depend on the step ratios h_(i-1) / h_i; those are all 1 on this grid (Lu et al. 2022b, Sec. 4).
+    grid: the default grid family: "karras" (rho = 7, Karras et al. 2022, eq. 5) or "exponential" (uniform in
+        log-SNR) for the multistep exponential integrators, whose extrapolation weights depend on the step ratios
+        h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
+        best with a grid tail (docs/samplers.md, "Grid tail").
     """
 
     fn: Callable[..., Tensor]
@@ -89,7 +90,7 @@ METHODS: dict[str, Method] = {
     "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential"),
     "unipc": Method(sample_unipc, "ODE", 3, 1, grid="exponential"),
     "lms": Method(sample_lms, "ODE", 4, 1),
-    "ipndm": Method(sample_ipndm, "ODE", 2, 1),
+    "ipndm": Method(sample_ipndm, "ODE", 2, 1, grid="exponential"),
     # stochastic
     "ddpm": Method(sample_ddpm, "SDE", 1, 1),
     "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
@@ -105,22 +106,57 @@ METHODS: dict[str, Method] = {
 GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential}
 
 
-def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras") -> Tensor:
-    """A DDPM table respaced with trailing spacing for discrete-time models, else the named grid (`GRIDS`)."""
-    process = getattr(denoiser, "process", None)
-    if isinstance(process, DiscreteVP) and getattr(denoiser, "discrete", False):
-        return grids.discrete_sigmas(process, min(steps, process.T), "trailing")
-    return GRIDS[grid](steps, sigma_min, sigma_max)
+def is_discrete(denoiser: Any) -> bool:
+    """A model trained on the integer steps of a DDPM table (it is only asked at the table's levels)."""
+    return isinstance(getattr(denoiser, "process", None), DiscreteVP) and bool(getattr(denoiser, "discrete", False))
+
+
+def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras",
+                 tail: float | None = None) -> Tensor:
+    """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0.
+
+    A discrete-time DDPM model gets its own table: respaced with trailing spacing when tail is None, else the named
+    grid moved to the nearest table levels (`grids.nearest_in_table`).
+    """
+    last = sigma_min if tail is None else max(sigma_min, tail)
+    if is_discrete(denoiser):
+        process = denoiser.process
+        if tail is None:
+            return grids.discrete_sigmas(process, min(steps, process.T), "trailing")
+        return grids.nearest_in_table(GRIDS[grid](steps, last, sigma_max), process.sigmas_ve)
+    return GRIDS[grid](steps, last, sigma_max)
+
+
+def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) -> float | None:
+    """The default grid's last nonzero sigma before clamping to sigma_min: `tail` if given, else the rule
+    `grids.default_tail(nfe, denoiser.sigma_data)` for a deterministic fixed-step method and a denoiser with a
+    `sigma_data`, except Karras-family methods on a discrete-time model, which keep the trailing table (None)."""
+    if tail is not None:
+        if not tail >= 0:
+            raise ValueError(f"tail must be a noise level >= 0, got {tail}")
+        return float(tail)
+    sigma_data = getattr(denoiser, "sigma_data", None)
+    if method.kind != "ODE" or method.evals_per_step is None or sigma_data is None:
+        return None
+    if is_discrete(denoiser) and method.grid != "exponential":
+        return None
+    return grids.default_tail(nfe, float(sigma_data))
 
 
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
-           sigma_max: float | None = None, grid: Tensor | None = None, generator: Generators = None,
-           callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> Tensor:
+           sigma_max: float | None = None, grid: Tensor | None = None, tail: float | None = None,
+           generator: Generators = None, callback: Callable[[dict[str, Any]], None] | None = None,
+           **options: Any) -> Tensor:
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
     step) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
     nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
+    sigma_min is the lowest noise level the denoiser is valid for (default: its `sigma_min`, else 0.002); the default
+    grid may stop above it, at its "tail" max(sigma_min, tail), before its final step to 0. tail=None picks
+    `grids.default_tail(nfe, denoiser.sigma_data)` for deterministic fixed-step methods when the denoiser has a
+    `sigma_data` (sigma_min otherwise, and for stochastic methods; a discrete-time model keeps its trailing table for
+    Karras-family methods); tail=0 ends the grid at sigma_min; a float sets it.
     generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
     makes every sample independent of the batch it is drawn in (see common.noise_like).
     """
@@ -134,16 +170,23 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
         raise ValueError(f"nfe must be >= 1, got {nfe}")
     s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
     s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
+    if grid is not None and tail is not None:
+        raise ValueError("give either a grid or a tail (the last nonzero sigma of the default grid), not both")
+    last = None if grid is not None else resolve_tail(denoiser, m, 50 if nfe is None else nfe, tail)
+    if last is not None and last >= s_max:
+        if tail is not None:
+            raise ValueError(f"the grid's tail {last} must lie below sigma_max={s_max}")
+        last = None  # the rule does not apply to a range this short
     if m.evals_per_step is None:
         options.setdefault("max_nfe", 50 if nfe is None else nfe)
         if grid is None:
-            grid = torch.tensor([s_max, s_min, 0.0], dtype=torch.float64)
+            grid = torch.tensor([s_max, s_min if last is None else max(s_min, last), 0.0], dtype=torch.float64)
     elif grid is None:
         nfe = 50 if nfe is None else nfe
         steps = m.steps_for(nfe, options)
         if steps < 1:
             raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
-        grid = default_grid(denoiser, steps, s_min, s_max, m.grid)
+        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
@@ -151,7 +194,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
 
 from .calibrate import calibrate_grid  # noqa: E402  (uses METHODS)
 
-__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "sample", "sample_ald", "sample_ddim",
-           "sample_ddpm", "sample_dopri5", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "resolve_tail", "sample", "sample_ald",
+           "sample_ddim", "sample_ddpm", "sample_dopri5", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
            "sample_dpmpp_2s", "sample_dpmpp_3m", "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral",
            "sample_euler_maruyama", "sample_heun", "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]

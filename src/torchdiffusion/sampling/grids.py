@@ -34,6 +34,32 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
     return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
 
 
+def default_tail(nfe: int, sigma_data: float, f_max: float = 0.04, knee: float = 20.0) -> float:
+    """The last nonzero sigma of a default grid for a budget of nfe calls: sigma_data f_max min(1, (knee / nfe)^3).
+
+    Every deterministic sampler ends with a step to 0 that lands on (or extrapolates to) D(x, sigma_last); steps
+    spent below a few hundredths of the data scale buy little at small budgets, so with few calls the grid stops
+    there, and as nfe grows the tail falls fast (as nfe^-3) back towards sigma_min, so that fine data scales are
+    resolved at large budgets. f_max and knee were selected on held-out Gaussian mixtures (docs/samplers.md,
+    "Grid tail"); callers clamp the result to [sigma_min, sigma_max).
+    """
+    if nfe < 1 or sigma_data <= 0:
+        raise ValueError(f"need nfe >= 1 and sigma_data > 0, got nfe={nfe}, sigma_data={sigma_data}")
+    return sigma_data * f_max * min(1.0, (knee / nfe) ** 3)
+
+
+def nearest_in_table(sigmas: Tensor, table: Tensor) -> Tensor:
+    """Each nonzero sigma moved to the table entry nearest in log sigma, repeats dropped (decreasing, final 0 kept).
+
+    This is how k-diffusion's discrete schedules respace a DDPM table at chosen noise levels: a model trained on
+    integer steps is then only asked at its own levels.
+    """
+    nz = sigmas[sigmas > 0]
+    log_t = table.double().log()
+    idx = (nz.double().log()[:, None] - log_t[None, :]).abs().argmin(dim=1).unique_consecutive()
+    return append_zero(table.double()[idx])
+
+
 def uniform_t(process: GaussianProcess, n: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """n times uniform in the process's t from t_max to t_min, mapped to sigma_ve (Song et al. 2021)."""
     t = torch.linspace(process.t_max if t_max is None else t_max,
