@@ -6,7 +6,7 @@ exact flow map, 200 starts) relative to the same methods without a tail. Mixture
 of 1-3 % of the data scale) checks the cost where the data has much finer structure. None of them is the
 benchmark's `mixture()` (benchmarks/samplers_gmm.py).
 
-    nice -n 19 .venv/bin/python benchmarks/grid_tail_heldout.py    # a few minutes on two cores
+    nice -n 19 .venv/bin/python benchmarks/grid_tail_heldout.py    # about 15 minutes on two shared cores
 """
 
 from __future__ import annotations
