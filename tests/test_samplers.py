@@ -334,3 +334,20 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
         sample(D, x, method=name, nfe=10, generator=torch.Generator())
         assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), trailing[:-1])
     assert resolve_tail(model, METHODS["ddim"], 10, 0.5) == 0.5  # an explicit tail is always honoured
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("nfe", [10, 20])
+def test_discrete_default_grid_spends_the_whole_budget(schedule, nfe):
+    """Snapping to a table never merges two steps, even where the table is sparse (the cosine table's top)."""
+    from torchdiffusion.denoiser import CountingDenoiser, ModelDenoiser
+    from torchdiffusion.nn import MLP, MLPConfig
+    from torchdiffusion.processes import DiscreteVP
+    from torchdiffusion.sampling import sample
+    from torchdiffusion.schedules import make_betas
+
+    model = ModelDenoiser(MLP(MLPConfig(dim=2)), DiscreteVP(make_betas(schedule, 1000)))
+    d = CountingDenoiser(model)
+    with torch.no_grad():
+        sample(d, torch.randn(3, 2) * model.sigma_max, method="unipc", nfe=nfe)
+    assert d.calls == nfe

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -123,7 +125,14 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
         process = denoiser.process
         if tail is None:
             return grids.discrete_sigmas(process, min(steps, process.T), "trailing")
-        return grids.nearest_in_table(GRIDS[grid](steps, last, sigma_max), process.sigmas_ve)
+        table = process.sigmas_ve
+        gap, step = math.log(float(table[-1]) / float(table[-2])), math.log(sigma_max / last) / max(steps - 1, 1)
+        if steps > 2 and sigma_max >= float(table[-1]) and gap > step and float(table[-2]) > last:
+            # a table's top level can be far above the next (cosine: 20291 vs 642); spacing the grid from there
+            # would spend steps between levels that do not exist, so the grid starts at the second level
+            rest = GRIDS[grid](steps - 1, last, float(table[-2]))
+            return grids.nearest_in_table(torch.cat([torch.tensor([sigma_max], dtype=rest.dtype), rest]), table)
+        return grids.nearest_in_table(GRIDS[grid](steps, last, sigma_max), table)
     return GRIDS[grid](steps, last, sigma_max)
 
 

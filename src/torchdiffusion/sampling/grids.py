@@ -49,15 +49,22 @@ def default_tail(nfe: int, sigma_data: float, f_max: float = 0.04, knee: float =
 
 
 def nearest_in_table(sigmas: Tensor, table: Tensor) -> Tensor:
-    """Each nonzero sigma moved to the table entry nearest in log sigma, repeats dropped (decreasing, final 0 kept).
+    """Each nonzero sigma moved to the table entry nearest in log sigma (decreasing, final 0 kept).
 
     This is how k-diffusion's discrete schedules respace a DDPM table at chosen noise levels: a model trained on
-    integer steps is then only asked at its own levels.
+    integer steps is then only asked at its own levels. Where two sigmas would share a level (the table is sparse at
+    its ends), the lower one takes the next level down, so the grid keeps its number of steps and the budget is spent.
     """
     nz = sigmas[sigmas > 0]
     log_t = table.double().log()
-    idx = (nz.double().log()[:, None] - log_t[None, :]).abs().argmin(dim=1).unique_consecutive()
-    return append_zero(table.double()[idx])
+    nearest = (nz.double().log()[:, None] - log_t[None, :]).abs().argmin(dim=1).tolist()
+    idx: list[int] = []
+    for j in nearest:  # table ascending in sigma: strictly decreasing indices, as long as levels remain
+        j = min(j, idx[-1] - 1) if idx else j
+        if j < 0:
+            break
+        idx.append(j)
+    return append_zero(table.double()[torch.tensor(idx, dtype=torch.long)])
 
 
 def uniform_t(process: GaussianProcess, n: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
