@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   torchdiffusion train configs/toy2d.yaml --set train.lr=1e-3 --set model.prediction=v
   torchdiffusion sample runs/mnist --sampler ddim --steps 50 --num 64 --grid grid.png --npz samples.npz
   torchdiffusion demo
+  torchdiffusion eval runs/fmnist --num 1000 --samplers ddim,dpmpp_2m --nfe 5,10,20,50 --out outputs/eval
+  torchdiffusion train-features fashion_mnist --epochs 3
 """
 
 
@@ -55,6 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="train a small MNIST model on this CPU and write outputs/demo/samples.png")
     dm.add_argument("--minutes", type=float, default=5.5, help="training time budget")
     dm.add_argument("--out", default="outputs/demo")
+
+    ev = sub.add_parser("eval", help="score a run: FID/KID/precision-recall/IS per sampler x NFE, bits/dim, plots",
+                        description="Sample a run for every (sampler, NFE) with fixed seeds, score the samples "
+                                    "against held-out data (images: feature-net FID, KID, precision/recall, IS; "
+                                    "2-D toys: sliced Wasserstein, MMD), measure bits/dim by the ELBO and the ODE, "
+                                    "and write OUT/report.json and PNG plots. See docs/eval.md.")
+    ev.add_argument("run", help="run directory or checkpoint file")
+    ev.add_argument("--num", type=int, default=1000, help="samples per (sampler, NFE)")
+    ev.add_argument("--samplers", default="ddim,dpmpp_2m", help="comma-separated sampler names")
+    ev.add_argument("--nfe", default="5,10,20,50", help="comma-separated denoiser-call budgets per sample")
+    ev.add_argument("--metrics", default=None, help="images: fid,kid,pr,is,bpd; 2-D toys: swd,mmd,bpd (default all)")
+    ev.add_argument("--features", default=None, metavar="FILE_OR_DATASET",
+                    help="pytorch-fid Inception weights (.pth), a feature-net file (.safetensors) or a dataset "
+                         "name for its cached feature net (default: the run's dataset)")
+    ev.add_argument("--feature-epochs", type=int, default=2, help="epochs of a feature net trained if none cached")
+    ev.add_argument("--bpd-num", type=int, default=100, help="held-out items for bits/dim")
+    ev.add_argument("--elbo-steps", type=int, default=100, help="strata of the variational bound per item")
+    ev.add_argument("--ode-tol", type=float, default=1e-5, help="rtol = atol of the likelihood ODE solve")
+    ev.add_argument("--cond", default="auto", choices=["auto", "null", "uniform"],
+                    help="class-conditional runs: null label, balanced labels, or auto (null if trained with it)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--out", default=None, help="output directory (default RUN/eval)")
+    ev.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tf = sub.add_parser("train-features", help="train and cache the feature classifier used by eval's metrics",
+                        description="Train the small classifier whose features FID/KID/PR use and whose logits IS "
+                                    "uses; saved to the cache ($TORCHDIFFUSION_CACHE or ~/.cache/torchdiffusion) "
+                                    "where eval finds it, or to --out. The last line is JSON with the test accuracy.")
+    tf.add_argument("dataset", help="image dataset name (fashion_mnist, mnist, digits, ...)")
+    tf.add_argument("--epochs", type=int, default=2)
+    tf.add_argument("--seed", type=int, default=0)
+    tf.add_argument("--out", default=None, metavar="FILE.safetensors", help="write here instead of the cache")
     return ap
 
 
@@ -178,6 +215,16 @@ def cmd_demo(a: argparse.Namespace) -> dict[str, Any]:
             "nfe": nfe, "sample_seconds": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"]}
 
 
+def cmd_eval(a: argparse.Namespace) -> dict[str, Any]:
+    from .evaluate import eval_command
+    return eval_command(a)
+
+
+def cmd_train_features(a: argparse.Namespace) -> dict[str, Any]:
+    from .evaluate import train_features_command
+    return train_features_command(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DatasetNotFoundError
@@ -186,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     a = _parser().parse_args(argv)
     try:
-        commands = {"train": cmd_train, "train-classifier": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
+        commands = {"train": cmd_train, "train-classifier": cmd_train, "sample": cmd_sample, "demo": cmd_demo,
+                    "eval": cmd_eval, "train-features": cmd_train_features}
         result = commands[a.command](a)
     except (ConfigError, CheckpointError, DatasetNotFoundError, TrainingDivergedError, ValueError, OSError) as e:
         print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)

@@ -80,24 +80,49 @@ def accuracy(net: FeatureNet, x: Tensor, y: Tensor) -> float:
 
 
 def cache_dir() -> Path:
+    """Where trained feature networks are cached: $TORCHDIFFUSION_CACHE, else ~/.cache/torchdiffusion."""
     return Path(os.environ.get("TORCHDIFFUSION_CACHE", Path.home() / ".cache" / "torchdiffusion"))
+
+
+def feature_net_path(dataset: str) -> Path:
+    return cache_dir() / f"features-{dataset}.safetensors"
+
+
+def save_feature_net(net: FeatureNet, path: str | Path, info: dict[str, object] | None = None) -> Path:
+    """Weights in safetensors with the config (and optional JSON-able info, e.g. test accuracy) as metadata; written
+    to a temporary file and renamed, so a reader never sees half a file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    meta = {"config": json.dumps(asdict(net.cfg))}
+    if info:
+        meta["info"] = json.dumps(info)
+    save_file(net.state_dict(), str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_feature_net(path: str | Path) -> tuple[FeatureNet, dict[str, object]]:
+    """(network in eval mode, its saved info ({} for files written without one))."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise ValueError(f"{path}: not a feature network file (no config in its metadata)")
+    net = FeatureNet(FeatureNetConfig(**json.loads(meta["config"])))
+    net.load_state_dict(load_file(str(path)))
+    return net.eval(), json.loads(meta.get("info", "{}"))
 
 
 def load_or_train_feature_net(dataset: str, x: Tensor, y: Tensor, **kwargs: object) -> FeatureNet:
     """The cached feature network of a dataset, trained on (x, y) the first time."""
-    from safetensors.torch import load_file, save_file
-
-    path = cache_dir() / f"features-{dataset}.safetensors"
+    path = feature_net_path(dataset)
     if path.is_file():
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            cfg = FeatureNetConfig(**json.loads(f.metadata()["config"]))
-        net = FeatureNet(cfg)
-        net.load_state_dict(load_file(str(path)))
-        return net.eval()
+        return load_feature_net(path)[0]
     net = train_feature_net(x, y, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(net.state_dict(), str(tmp), metadata={"config": json.dumps(asdict(net.cfg))})
-    os.replace(tmp, path)
+    save_feature_net(net, path)
     return net
