@@ -9,6 +9,7 @@ wrappers guide its x0 and keep the variance fraction of the conditional branch, 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -35,15 +36,15 @@ def check_scale(value: float, name: str, *, allow_negative: bool = False) -> flo
     return v
 
 
-class GuidedDenoiser:
+class GuidedDenoiser(ABC):
     """Base of the wrappers: a Denoiser made from `denoiser`; its other attributes (sigma_min, ...) pass through."""
 
     def __init__(self, denoiser: Any):
         self.denoiser = denoiser
 
+    @abstractmethod
     def evaluate(self, x: Tensor, sigma: Tensor, cond: dict[str, Any], with_variance: bool) -> Output:
         """The guided (x0_hat, variance fraction); sigma has shape (B,), cond holds the caller's extra kwargs."""
-        raise NotImplementedError
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         return self.evaluate(x, sigma_batch(sigma, x), cond, False)[0]
