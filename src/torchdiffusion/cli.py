@@ -180,7 +180,10 @@ def cmd_sample(a: argparse.Namespace) -> dict[str, Any]:
     if x.ndim == 4:
         x = x.clamp(-1, 1)
         if a.grid:
-            written["grid"] = str(save_image_grid(x, a.grid) or a.grid)
+            # all classes in turn (the default of a class-conditional model): one column per class
+            k = int(getattr(model.backbone.config, "num_classes", 0))
+            nrow = k if k and a.class_label in (None, "all") and a.num >= k else None
+            written["grid"] = str(save_image_grid(x, a.grid, nrow=nrow) or a.grid)
         if a.npz:
             Path(a.npz).parent.mkdir(parents=True, exist_ok=True)
             np.savez(a.npz, arr_0=to_uint8_nhwc(x))
