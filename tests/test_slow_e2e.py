@@ -22,10 +22,10 @@ def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
     model, cfg, _ = load_for_sampling(out["checkpoint"])
     x, _ = generate(model, (1, 28, 28), 256, sampler="ddim", steps=50, seed=1)
     xs, ys = load_mnist()
-    clf = train_feature_net(xs, ys, epochs=3)
+    clf = train_feature_net(xs[:4500], ys[:4500], epochs=3)  # the last 500 images check the classifier itself
     with torch.no_grad():
         p = torch.softmax(clf(x.clamp(-1, 1)), 1)
-        p_data = torch.softmax(clf(xs[:256]), 1)
+        held_out_accuracy = (clf(xs[4500:]).argmax(1) == ys[4500:]).double().mean().item()
     confident = (p.max(1).values > 0.9).double().mean().item()
     # an untrained model of the same config: what "not digits" scores under the same classifier
     fresh, _ = build_model(cfg.model, cfg.process)
@@ -34,7 +34,9 @@ def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
         confident_fresh = (torch.softmax(clf(x_fresh.clamp(-1, 1)), 1).max(1).values > 0.9).double().mean().item()
     # measured on the 2-core CI machine: 0.41 of the demo's samples vs about 0.1 for the untrained model
     assert confident > 0.35 and confident > 2 * confident_fresh, (confident, confident_fresh)
-    assert p_data.max(1).values.gt(0.9).double().mean().item() > 0.9
+    # the instrument reads digits it never saw (measured 0.93; its confidence on real digits varies run to run,
+    # 0.83 of them above p = 0.9 in one run, so accuracy is the check)
+    assert held_out_accuracy > 0.85, held_out_accuracy
     # all ten digits appear
     assert len(set(p.argmax(1).tolist())) == 10
 
