@@ -48,6 +48,11 @@ def plot_metric_vs_nfe(rows: list[dict[str, Any]], key: str, path: Path, title: 
     ax.get_xaxis().set_minor_formatter(NullFormatter())
     ax.set_xlabel("NFE (denoiser calls per sample)")
     ax.set_ylabel(PLOT_LABELS.get(key, key))
+    return _finish(plt, fig, ax, path, title)
+
+
+def _finish(plt, fig, ax, path: Path, title: str) -> Path:
+    """Title, grid and legend, then write the figure to path and close it."""
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -83,10 +88,4 @@ def plot_loss_curve(metrics_jsonl: Path, path: Path, title: str = "") -> Path | 
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title)
