@@ -21,7 +21,7 @@ from torchdiffusion.train.trainer import Trainer
 from test_train_cli import TINY
 
 CFG = {**TINY, "train": {**TINY["train"], "ckpt_every": 2, "keep_last": 3}}
-STEPS = 8
+STEPS = 16  # enough that a fast machine cannot finish between the first checkpoint and the kill
 
 
 def torchrun(cfg_path: Path, out: Path, steps: int, *, nproc: int = 2, tag: str = "",
@@ -69,11 +69,13 @@ def test_two_processes_match_one_and_resume_after_a_rank_is_killed(cfg_path, one
     """Rank 1 is SIGKILLed after the first checkpoint; the rerun resumes and ends where 1 process ends."""
     out, tag = tmp_path / "two", uuid.uuid4().hex
     proc = torchrun(cfg_path, out, STEPS, tag=tag)
-    deadline = time.monotonic() + 120
-    while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+    deadline, pid = time.monotonic() + 120, None
+    while pid is None and proc.poll() is None and time.monotonic() < deadline:  # find rank 1 first, then
+        pid = rank_pid(tag, 1)  # watch for the checkpoint closely
         time.sleep(0.05)
-    pid = rank_pid(tag, 1)
     assert pid is not None, proc.communicate()[0]
+    while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
     os.kill(pid, signal.SIGKILL)
     log = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0, log  # torchrun reports the dead worker and stops the other

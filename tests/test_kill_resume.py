@@ -23,11 +23,22 @@ from test_train_cli import TINY
 EVERY = 4
 CFG = {**TINY, "train": {**TINY["train"], "ckpt_every": EVERY, "keep_last": 2, "log_every": 1}}
 WRITE_PAUSE = 0.3  # seconds a checkpoint sits fsynced under its temporary name, so kills can land there
+STEP_PAUSE = 0.02  # seconds after each step, so a kill aimed at step k lands before the run can finish
+STEP = multiprocessing.get_context("fork").Value("i", 0)  # the child's current step, read by the parent
 
 
 def _train(run_dir: str, steps: int, pause: float) -> None:
-    """Child process: train with checkpoint writes slowed down between fsync and rename (test-side patch)."""
+    """Child process: train with checkpoint writes slowed down between fsync and rename and each step reported to
+    the parent through STEP (test-side patches: kills are aimed at steps, not at times a faster machine outruns)."""
     real_fsync = os.fsync
+    real_step = Trainer.train_step
+
+    def reported_step(self: Trainer) -> dict:
+        stats = real_step(self)
+        STEP.value = self.step
+        if pause:
+            time.sleep(STEP_PAUSE)
+        return stats
 
     def slow_fsync(fd: int) -> None:
         real_fsync(fd)
@@ -35,6 +46,7 @@ def _train(run_dir: str, steps: int, pause: float) -> None:
             time.sleep(pause)
 
     ckpt_module.os.fsync = slow_fsync
+    Trainer.train_step = reported_step
     code = 1
     try:
         Trainer(from_dict(RunConfig, CFG), run_dir, progress=False, quiet=True).run(max_steps=steps)
@@ -78,10 +90,16 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
     run, rng = tmp_path / "killed", random.Random(seed)
     counts = {"kills": 0, "mid_write": 0}
     for i in range(kills):
+        ckpts = list_checkpoints(run)
+        resumed = int(ckpts[-1].name[5:13]) if ckpts else 0
+        STEP.value = resumed
         p = start(run, steps)
         mid_write = i % 3 == 0  # every third kill waits for a checkpoint being written
-        deadline = time.monotonic() + (60 if mid_write else rng.uniform(0.2, 1.5))
-        while p.is_alive() and time.monotonic() < deadline and not (mid_write and temporary_files(run, p.pid)):
+        target = rng.randint(resumed + 1, steps - 1)  # the others land during or just after this step
+        deadline = time.monotonic() + 120  # a safety net only: a stuck child fails the test below
+        while p.is_alive() and time.monotonic() < deadline:
+            if temporary_files(run, p.pid) if mid_write else STEP.value >= target:
+                break
             time.sleep(0.002)
         in_write = bool(temporary_files(run, p.pid))
         if not p.is_alive():
