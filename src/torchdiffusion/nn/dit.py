@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_backbone_input
+from .attention import dot_product_attention
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
@@ -120,7 +121,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int, mask: Tensor | No
     L = k.shape[1]
     q, k, v = (t.view(B, -1, num_heads, d // num_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, ., d/nh)
     attn_mask = None if mask is None else mask.view(B, 1, 1, L)
-    a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, N, d/nh)
+    a = dot_product_attention(q, k, v, attn_mask)  # (B, nh, N, d/nh)
     return a.transpose(1, 2).reshape(B, N, d)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_backbone_input
+from .attention import dot_product_attention
 from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
@@ -133,7 +134,7 @@ class Attention(nn.Module):
                 # image tokens are always visible, so a fully masked context never leaves a row without keys
                 keep_img = torch.ones(B, N, dtype=torch.bool, device=x.device)
                 mask = torch.cat([keep_img, context_mask.to(torch.bool)], dim=1)[:, None, None, :]  # (B, 1, 1, N+L)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, N, d)
+        a = dot_product_attention(q, k, v, mask)  # (B, nh, N, d)
         a = self.proj(a.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
         out = x + a.transpose(1, 2).reshape(B, C, H, W)
         return out * self.skip_scale if self.skip_scale != 1.0 else out
