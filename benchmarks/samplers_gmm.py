@@ -45,7 +45,7 @@ import torch
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.denoiser import CountingDenoiser
 from torchdiffusion.processes import DiscreteVP
-from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_tail, sample
+from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_knee, resolve_tail, sample
 from torchdiffusion.schedules import make_betas
 
 NFES = (5, 10, 20, 50)
@@ -255,7 +255,8 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
             m = METHODS[name]
             results[f"ours {name} (table grid, default tail)"] = {}
             for nfe in NFES:
-                rule = default_grid(gmm, m.steps_for(nfe), smin, smax, m.grid, resolve_tail(gmm, m, nfe, None))
+                rule = default_grid(gmm, m.steps_for(nfe), smin, smax, m.grid, resolve_tail(gmm, m, nfe, None),
+                                    resolve_knee(gmm, m))
                 out = sample(gmm, x, method=name, nfe=nfe, grid=grids.nearest_in_table(rule, p.sigmas_ve))
                 results[f"ours {name} (table grid, default tail)"][nfe] = error(out, ref_at(0.0))
     for name, (run, _) in peers.items():

@@ -8,7 +8,7 @@ import torch
 
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.denoiser import CountingDenoiser
-from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_tail, sample
+from torchdiffusion.sampling import METHODS, calibrate_grid, default_grid, grids, resolve_knee, resolve_tail, sample
 from torchdiffusion.sampling.adaptive import B4, B5, A, C
 from torchdiffusion.sampling.lms import lms_coefficients
 
@@ -214,7 +214,7 @@ def test_calibrated_grid_beats_the_default_grid_on_held_out_starts(gmm):
     sigmas, info = calibrate_grid(counted, x_cal, method="dpmpp_2m", nfe=nfe, sigma_min=smin, sigma_max=smax,
                                   generator=torch.Generator().manual_seed(0))
     assert info["denoiser_calls"] == counted.calls > 0 and info["error"] <= info["error_start"]
-    assert sigmas[0] == smax and sigmas[-2] == smin and sigmas[-1] == 0 and (sigmas.diff() < 0).all()
+    assert sigmas[0] == smax and sigmas[-2] >= smin and sigmas[-1] == 0 and (sigmas.diff() < 0).all()
     ref = gmm(flow_map(gmm, x_test, smax, smin), smin)
     err = lambda y: (y - ref).norm(dim=1).mean().item()
     calls = CountingDenoiser(gmm)
@@ -259,6 +259,39 @@ def test_default_tail_is_a_fraction_of_sigma_data_that_falls_with_the_budget():
     assert grids.default_tail(40, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
     with pytest.raises(ValueError):
         grids.default_tail(0, 0.5)
+
+
+def test_exponential_grid_with_a_knee_is_uniform_in_log_sigma_over_sigma_plus_knee():
+    smin, smax, knee, n = 0.01, 157.0, 10.0, 12
+    s = grids.exponential(n, smin, smax, knee)
+    assert s[0] == smax and s[-2] == smin and s[-1] == 0 and len(s) == n + 1
+    v = (s[:-1] / (s[:-1] + knee)).log()
+    torch.testing.assert_close(v.diff(), torch.full((n - 1,), float(v.diff()[0]), dtype=torch.float64))
+    steps = (s[:-2] / s[1:-1]).log()  # log-sigma steps: coarse above the knee, log-uniform well below it
+    assert (steps.diff() < 0).all() and steps[0] > 2 * steps[-1]
+    assert float(steps[-1]) == pytest.approx(float(steps[-2]), rel=0.01)
+    # an infinite knee is the log-uniform grid; a far knee approaches it
+    plain = grids.exponential(n, smin, smax)
+    assert torch.equal(grids.exponential(n, smin, smax, math.inf), plain)
+    torch.testing.assert_close(grids.exponential(n, smin, smax, 1e9), plain, rtol=1e-6, atol=0)
+    for bad in [(0, smin, smax, knee), (n, 0.0, smax, knee), (n, smax, smin, knee), (n, smin, smax, 0.0)]:
+        with pytest.raises(ValueError):
+            grids.exponential(*bad)
+
+
+def test_default_exponential_grid_has_its_knee_at_ten_sigma_data(gmm):
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    for name in ("unipc", "dpmpp_2m", "ipndm"):
+        D = Recording(gmm)
+        sample(D, x, method=name, nfe=12, sigma_min=0.002, sigma_max=80.0)
+        want = grids.exponential(12, grids.default_tail(12, gmm.sigma_data), 80.0, 10 * gmm.sigma_data)
+        torch.testing.assert_close(torch.tensor(D.sigmas, dtype=torch.float64), want[:-1], rtol=1e-12, atol=0)
+        assert resolve_knee(gmm, METHODS[name]) == 10 * gmm.sigma_data
+    # no sigma_data, a stochastic method or a Karras-family method: no knee
+    assert resolve_knee(lambda x, s: gmm(x, s), METHODS["unipc"]) is None
+    assert resolve_knee(gmm, METHODS["dpmpp_2m_sde"]) is None and resolve_knee(gmm, METHODS["heun"]) is None
+    with pytest.raises(ValueError, match="exponential grid only"):
+        default_grid(gmm, 5, 0.002, 80.0, "karras", None, 3.0)
 
 
 @pytest.mark.parametrize("nfe", [1, 2, 5, 10, 20, 50])

@@ -114,13 +114,20 @@ def is_discrete(denoiser: Any) -> bool:
 
 
 def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras",
-                 tail: float | None = None) -> Tensor:
-    """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0.
+                 tail: float | None = None, knee: float | None = None) -> Tensor:
+    """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0; `knee` (exponential grid only)
+    coarsens it above that noise level (`grids.exponential`).
 
     A discrete-time DDPM model gets its own table: respaced with trailing spacing when tail is None, else the named
     grid moved to the nearest table levels (`grids.nearest_in_table`).
     """
     last = sigma_min if tail is None else max(sigma_min, tail)
+    if knee is not None:
+        if grid != "exponential":
+            raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
+        named = partial(grids.exponential, knee=knee)
+    else:
+        named = GRIDS[grid]
     if is_discrete(denoiser):
         process = denoiser.process
         if tail is None:
@@ -130,10 +137,10 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
         if steps > 2 and sigma_max >= float(table[-1]) and gap > step and float(table[-2]) > last:
             # a table's top level can be far above the next (cosine: 20291 vs 642); spacing the grid from there
             # would spend steps between levels that do not exist, so the grid starts at the second level
-            rest = GRIDS[grid](steps - 1, last, float(table[-2]))
+            rest = named(steps - 1, last, float(table[-2]))
             return grids.nearest_in_table(torch.cat([torch.tensor([sigma_max], dtype=rest.dtype), rest]), table)
-        return grids.nearest_in_table(GRIDS[grid](steps, last, sigma_max), table)
-    return GRIDS[grid](steps, last, sigma_max)
+        return grids.nearest_in_table(named(steps, last, sigma_max), table)
+    return named(steps, last, sigma_max)
 
 
 def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) -> float | None:
@@ -152,6 +159,18 @@ def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) ->
     return grids.default_tail(nfe, float(sigma_data))
 
 
+GRID_KNEE = 10.0  # the default exponential grid's knee in units of sigma_data (docs/samplers.md, "Grid knee")
+
+
+def resolve_knee(denoiser: Any, method: Method) -> float | None:
+    """The default grid's knee: GRID_KNEE * denoiser.sigma_data for a deterministic fixed-step method on the
+    exponential grid when the denoiser has a `sigma_data`, else None (plain log-uniform)."""
+    sigma_data = getattr(denoiser, "sigma_data", None)
+    if method.kind != "ODE" or method.evals_per_step is None or method.grid != "exponential" or sigma_data is None:
+        return None
+    return GRID_KNEE * float(sigma_data)
+
+
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
            sigma_max: float | None = None, grid: Tensor | None = None, tail: float | None = None,
            generator: Generators = None, callback: Callable[[dict[str, Any]], None] | None = None,
@@ -166,6 +185,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     `grids.default_tail(nfe, denoiser.sigma_data)` for deterministic fixed-step methods when the denoiser has a
     `sigma_data` (sigma_min otherwise, and for stochastic methods; a discrete-time model keeps its trailing table for
     Karras-family methods); tail=0 ends the grid at sigma_min; a float sets it.
+    The exponential grid of those methods also coarsens above a knee at GRID_KNEE sigma_data (`resolve_knee`).
     generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
     makes every sample independent of the batch it is drawn in (see common.noise_like).
     """
@@ -195,7 +215,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
         steps = m.steps_for(nfe, options)
         if steps < 1:
             raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
-        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last)
+        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last, resolve_knee(denoiser, m))
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
@@ -203,7 +223,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
 
 from .calibrate import calibrate_grid  # noqa: E402  (uses METHODS)
 
-__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "resolve_tail", "sample", "sample_ald",
+__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "resolve_knee", "resolve_tail", "sample", "sample_ald",
            "sample_ddim", "sample_ddpm", "sample_dopri5", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
            "sample_dpmpp_2s", "sample_dpmpp_3m", "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral",
            "sample_euler_maruyama", "sample_heun", "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..denoiser import CountingDenoiser
-from . import METHODS, grids
+from . import METHODS, default_grid, grids, resolve_knee, resolve_tail  # imported by the package after these
 from .adaptive import sample_dopri5
 
 Tensor = torch.Tensor
@@ -41,7 +41,8 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
                    iters: int = 20, generator: torch.Generator | None = None, reference: Tensor | None = None,
                    **options: Any) -> tuple[Tensor, dict[str, Any]]:
     """(grid, info): the grid for `method` at `nfe` calls that minimises the mean error on x_cal (starts at sigma_max)
-    against the exact flow map, from the best of Karras rho = 7, exponential and Karras rho = 3 grids.
+    against the exact flow map, from the best of the method's default grid (`sample`'s, tail and knee included),
+    Karras rho = 7, exponential and Karras rho = 3 grids; the search keeps the start's last nonzero sigma.
 
     `iters` bounds the compass-search sweeps; `generator` shuffles the coordinate order of each sweep; `reference`
     (the exact map of x_cal to sigma = 0) skips the reference solve. info: denoiser_calls (all calls spent, reference
@@ -61,12 +62,15 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
         out = m.fn(D, x_cal, grid, **options)
         return float((out - reference).reshape(len(x_cal), -1).norm(dim=1).mean())
 
-    starts = {"karras_rho7": grids.karras(steps, sigma_min, sigma_max),
+    starts = {"default": default_grid(denoiser, steps, sigma_min, sigma_max, m.grid,
+                                      resolve_tail(denoiser, m, nfe, None), resolve_knee(denoiser, m)),
+              "karras_rho7": grids.karras(steps, sigma_min, sigma_max),
               "exponential": grids.exponential(steps, sigma_min, sigma_max),
               "karras_rho3": grids.karras(steps, sigma_min, sigma_max, rho=3.0)}
     errs = {name: error(g) for name, g in starts.items()}
     start = min(errs, key=errs.get)
     best_grid, best = starts[start], errs[start]
+    low = float(best_grid[-2])  # the default grid may stop above sigma_min (its tail)
     theta, delta, sweep = logits_from_grid(best_grid), 0.5, 0
     for sweep in range(1, iters + 1 if steps > 2 else 1):
         improved = False
@@ -74,7 +78,7 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
             for sign in (1.0, -1.0):
                 trial = theta.clone()
                 trial[j] += sign * delta
-                g = grid_from_logits(trial, sigma_min, sigma_max)
+                g = grid_from_logits(trial, low, sigma_max)
                 e = error(g)
                 if e < best:
                     theta, best, best_grid, improved = trial, e, g, True

@@ -23,9 +23,24 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tens
     return append_zero((hi + ramp * (lo - hi)) ** rho)
 
 
-def exponential(n: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """Uniform in log sigma, i.e. uniform in log-SNR for VE coordinates."""
-    return append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
+def exponential(n: int, sigma_min: float, sigma_max: float, knee: float = math.inf) -> Tensor:
+    """Uniform in v = log(sigma / (sigma + knee)): uniform in log sigma (log-SNR in VE coordinates) well below knee,
+    coarsening above it, where v ~ -knee / sigma; knee = inf is exactly log-uniform.
+
+    Exponential integrators are exact while D(x, sigma) is constant in sigma, and D = mu + Sigma (x - mu) / sigma^2
+    + O(sigma^-4) far above the data scale, so steps there can grow; knee = 10 sigma_data was selected on held-out
+    Gaussian mixtures (docs/samplers.md, "Grid knee"). The inverse is closed form: sigma = knee e^v / (1 - e^v).
+    """
+    if n < 1 or not 0 < sigma_min <= sigma_max or not knee > 0:
+        raise ValueError(f"need n >= 1, 0 < sigma_min <= sigma_max and knee > 0, got {n}, {sigma_min}, {sigma_max}, "
+                         f"{knee}")
+    if math.isinf(knee):
+        return append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
+    v = lambda s: math.log(s) - math.log(s + knee)  # noqa: E731
+    e = torch.exp(torch.linspace(v(sigma_max), v(sigma_min), n, dtype=torch.float64))
+    sig = knee * e / (1 - e)
+    sig[0], sig[-1] = sigma_max, sigma_min  # exact endpoints despite rounding
+    return append_zero(sig)
 
 
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> Tensor:
