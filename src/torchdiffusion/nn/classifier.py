@@ -37,11 +37,8 @@ class ClassifierConfig(BackboneConfig):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"ClassifierConfig.channel_mult must be non-empty positive ints, got {self.channel_mult}")
-        for name in ("in_channels", "base_channels", "groups", "image_size", "num_res_blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ClassifierConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 2:
-            raise ValueError(f"ClassifierConfig.num_classes must be >= 2, got {self.num_classes}")
+        self.check_at_least(1, "in_channels", "base_channels", "groups", "image_size", "num_res_blocks")
+        self.check_at_least(2, "num_classes")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ClassifierConfig.dropout must be in [0, 1), got {self.dropout}")
 

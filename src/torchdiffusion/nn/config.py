@@ -27,3 +27,13 @@ class BackboneConfig:
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} for {cls.__name__}; allowed keys: {allowed}")
         return cls(**d)
+
+    def check_at_least(self, low: int, *names: str, optional: bool = False) -> None:
+        """Raise ValueError naming the first field in `names` below `low` (`optional`: None is also allowed)."""
+        for name in names:
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            if value < low:
+                what = f">= {low} or None" if optional else f">= {low}"
+                raise ValueError(f"{type(self).__name__}.{name} must be {what}, got {value}")

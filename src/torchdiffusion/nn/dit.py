@@ -42,14 +42,9 @@ class DiTConfig(BackboneConfig):
     context_dim: int = 0  # > 0: every block cross-attends to context (B, L, context_dim)
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "image_size", "patch_size", "hidden_dim", "depth", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.out_channels is not None and self.out_channels < 1:
-            raise ValueError(f"DiTConfig.out_channels must be >= 1 or None, got {self.out_channels}")
-        for name in ("num_classes", "context_dim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"DiTConfig.{name} must be >= 0, got {getattr(self, name)}")
+        self.check_at_least(1, "in_channels", "image_size", "patch_size", "hidden_dim", "depth", "num_heads")
+        self.check_at_least(1, "out_channels", optional=True)
+        self.check_at_least(0, "num_classes", "context_dim")
         if not self.mlp_ratio > 0:
             raise ValueError(f"DiTConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.image_size % self.patch_size:

@@ -27,11 +27,8 @@ class MLPConfig(BackboneConfig):
     num_classes: int = 0  # > 0 adds a label embedding; label == num_classes is the null label
 
     def __post_init__(self) -> None:
-        for name in ("dim", "hidden", "depth", "emb_dim", "out_mult"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 0:
-            raise ValueError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes}")
+        self.check_at_least(1, "dim", "hidden", "depth", "emb_dim", "out_mult")
+        self.check_at_least(0, "num_classes")
 
 
 class ResidualMLPBlock(nn.Module):

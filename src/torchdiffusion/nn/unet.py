@@ -49,13 +49,9 @@ class UNetConfig(BackboneConfig):
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"UNetConfig.channel_mult must be non-empty positive ints, got {self.channel_mult}")
-        for name in ("in_channels", "base_channels", "num_heads", "groups", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.out_channels is not None and self.out_channels < 1:
-            raise ValueError(f"UNetConfig.out_channels must be >= 1 or None, got {self.out_channels}")
-        if self.num_res_blocks < 0 or self.num_classes < 0 or self.context_dim < 0:
-            raise ValueError("UNetConfig.num_res_blocks, num_classes and context_dim must be >= 0")
+        self.check_at_least(1, "in_channels", "base_channels", "num_heads", "groups", "image_size")
+        self.check_at_least(1, "out_channels", optional=True)
+        self.check_at_least(0, "num_res_blocks", "num_classes", "context_dim")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
         for m in set(self.channel_mult):
