@@ -162,12 +162,72 @@ def _finite(v: Any) -> Any:
     return v
 
 
+def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[str, Tensor], scorer: Scorer,
+                 toy: bool, out: Path) -> list[dict[str, Any]]:
+    """One row per (sampler, NFE): o.num samples drawn, scored and (images) saved as a grid."""
+    from ..data import save_image_grid
+    from ..generate import generate
+
+    rows = []
+    bar = tqdm([(s, n) for s in o.samplers for n in o.nfe], desc="eval", disable=not o.progress, dynamic_ncols=True)
+    for sampler, nfe in bar:
+        bar.set_postfix_str(f"{sampler} nfe={nfe}")
+        m = METHODS[sampler]
+        options = {"eta": 0.0} if sampler == "ddim" else {}
+        steps = nfe if m.evals_per_step is None else m.steps_for(nfe, options)
+        if steps < 1:
+            rows.append({"sampler": sampler, "nfe_requested": nfe, "skipped": f"nfe {nfe} is below one step"})
+            continue
+        t0 = time.perf_counter()
+        x, used = generate(model, shape, o.num, sampler=sampler, steps=steps, seed=o.seed, batch_size=o.batch_size,
+                           cond=cond, **options)
+        t_sample = time.perf_counter() - t0
+        if not toy:
+            x = quantize(x)
+        t0 = time.perf_counter()
+        row = {"sampler": sampler, "nfe_requested": nfe, "nfe_used": used, "steps": steps,
+               "sample_seconds": round(t_sample, 2), **scorer.score(x)}
+        row["metric_seconds"] = round(time.perf_counter() - t0, 2)
+        row["finite_fraction"] = float(torch.isfinite(x).all(dim=tuple(range(1, x.ndim))).double().mean())
+        if not toy:
+            save_image_grid(x[:64], out / f"samples_{sampler}_nfe{nfe}.png")
+        rows.append(row)
+    bar.close()
+    return rows
+
+
+def _bpd_section(model: Any, ref: Any, num_classes: int, toy: bool, o: EvalOptions) -> dict[str, Any]:
+    """ELBO and ODE bits per dimension of the first o.bpd_num reference items (null label for a conditional model)."""
+    m_num = min(o.bpd_num, len(ref.x))
+    x0 = ref.x[:m_num]
+    cond = {"class_labels": torch.full((m_num,), num_classes, dtype=torch.long)} if num_classes else {}
+    units = ("bits per dimension of the continuous density (no dequantization)" if toy else
+             "bits per dimension of 8-bit data (both are upper bounds in expectation)")
+    return {"num": m_num, "data": ref.source,
+            "conditioning": "null label: unconditional p(x)" if num_classes else "unconditional model",
+            "elbo": elbo_bpd(model, x0, cond, toy, o.bpd), "ode": ode_bpd(model, x0, cond, toy, o.bpd),
+            "units": units}
+
+
+def _plots(rows: list[dict[str, Any]], toy: bool, title: str, dataset: str, out: Path, run_dir: Path) -> list[str]:
+    """Metric-vs-NFE plots of the scored rows and the run's training-loss curve; returns the paths written."""
+    from .plots import plot_loss_curve, plot_metric_vs_nfe
+
+    plots = []
+    done = [r for r in rows if "nfe_used" in r]
+    for key in (["swd", "mmd"] if toy else ["fid", "kid", "precision", "recall", "is"]):
+        if done and any(key in r for r in done):
+            plots.append(str(plot_metric_vs_nfe(done, key, out / f"{key}_vs_nfe.png", title)))
+    loss = plot_loss_curve(run_dir / "metrics.jsonl", out / "training_loss.png", f"{dataset} training")
+    if loss is not None:
+        plots.append(str(loss))
+    return plots
+
+
 def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
     """Evaluate a run (directory or checkpoint); writes <out>/report.json and the plots, returns the report."""
     from ..cli import data_shape, load_for_sampling
-    from ..data import save_image_grid
-    from ..generate import generate
-    from .plots import plot_loss_curve, plot_metric_vs_nfe, require_matplotlib
+    from .plots import require_matplotlib
 
     t_start = time.perf_counter()
     if o.plots:
@@ -216,62 +276,18 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
         report["real_data_floor"] = {"what": f"{min(o.num, len(real))} training images scored as if samples",
                                      **floor}
 
-    rows = []
-    grid = [(s, n) for s in o.samplers for n in o.nfe]
-    bar = tqdm(grid, desc="eval", disable=not o.progress, dynamic_ncols=True)
-    for sampler, nfe in bar:
-        bar.set_postfix_str(f"{sampler} nfe={nfe}")
-        m = METHODS[sampler]
-        options = {"eta": 0.0} if sampler == "ddim" else {}
-        steps = nfe if m.evals_per_step is None else m.steps_for(nfe, options)
-        if steps < 1:
-            rows.append({"sampler": sampler, "nfe_requested": nfe, "skipped": f"nfe {nfe} is below one step"})
-            continue
-        t0 = time.perf_counter()
-        x, used = generate(model, shape, o.num, sampler=sampler, steps=steps, seed=o.seed, batch_size=o.batch_size,
-                           cond=cond, **options)
-        t_sample = time.perf_counter() - t0
-        if not toy:
-            x = quantize(x)
-        t0 = time.perf_counter()
-        row = {"sampler": sampler, "nfe_requested": nfe, "nfe_used": used, "steps": steps,
-               "sample_seconds": round(t_sample, 2), **scorer.score(x)}
-        row["metric_seconds"] = round(time.perf_counter() - t0, 2)
-        row["finite_fraction"] = float(torch.isfinite(x).all(dim=tuple(range(1, x.ndim))).double().mean())
-        if not toy:
-            save_image_grid(x[:64], out / f"samples_{sampler}_nfe{nfe}.png")
-        rows.append(row)
-    bar.close()
+    rows = _sample_rows(model, shape, o, cond, scorer, toy, out)
     report["results"] = rows
     seconds["sampling_and_metrics"] = round(sum(r.get("sample_seconds", 0) + r.get("metric_seconds", 0)
                                                 for r in rows), 2)
 
     if "bpd" in metrics:
-        m_num = min(o.bpd_num, len(ref.x))
-        x0 = ref.x[:m_num]
-        bpd_cond = ({"class_labels": torch.full((m_num,), num_classes, dtype=torch.long)} if num_classes else {})
-        report["bpd"] = {"num": m_num, "data": ref.source,
-                         "conditioning": "null label: unconditional p(x)" if num_classes else "unconditional model",
-                         "elbo": elbo_bpd(model, x0, bpd_cond, toy, o.bpd),
-                         "ode": ode_bpd(model, x0, bpd_cond, toy, o.bpd)}
-        if toy:
-            report["bpd"]["units"] = "bits per dimension of the continuous density (no dequantization)"
-        else:
-            report["bpd"]["units"] = "bits per dimension of 8-bit data (both are upper bounds in expectation)"
+        report["bpd"] = _bpd_section(model, ref, num_classes, toy, o)
         seconds["bpd_elbo"] = report["bpd"]["elbo"]["seconds"]
         seconds["bpd_ode"] = report["bpd"]["ode"]["seconds"]
 
-    plots = []
-    if o.plots:
-        keys = ["swd", "mmd"] if toy else ["fid", "kid", "precision", "recall", "is"]
-        done = [r for r in rows if "nfe_used" in r]
-        title = f"{cfg.data.name}, step {meta.get('step')}, N={o.num}"
-        for key in keys:
-            if done and any(key in r for r in done):
-                plots.append(str(plot_metric_vs_nfe(done, key, out / f"{key}_vs_nfe.png", title)))
-        loss = plot_loss_curve(run_dir / "metrics.jsonl", out / "training_loss.png", f"{cfg.data.name} training")
-        if loss is not None:
-            plots.append(str(loss))
+    plots = _plots(rows, toy, f"{cfg.data.name}, step {meta.get('step')}, N={o.num}", cfg.data.name, out, run_dir) \
+        if o.plots else []
     report["plots"] = plots
     seconds["total"] = round(time.perf_counter() - t_start, 2)
     report["seconds"] = seconds
