@@ -152,7 +152,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                                   f"which could run code ({what or 'not weights only'}). Convert it to safetensors "
                                   f"where it was made.") from None
         raise CheckpointError(f"{path} is neither a safetensors file nor a readable torch.save file "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+                              f"({type(e).__name__}: {first_line(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
@@ -160,7 +160,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 

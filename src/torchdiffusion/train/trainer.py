@@ -10,13 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..build import build_model
@@ -26,10 +23,11 @@ from ..data import load_dataset, save_image_grid
 from ..generate import generate
 from ..losses import classifier_loss, diffusion_loss, sample_t
 from ..vlb import ImportanceSampler, hybrid_loss
-from .checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, optimizer_from_flat,
-                         optimizer_to_flat, prune_checkpoints, save_checkpoint)
+from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_checkpoints, load_checkpoint,
+                         optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
 from .distributed import Dist, full_tensors, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
+from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 
 Tensor = torch.Tensor
@@ -198,9 +196,7 @@ class Trainer:
         if self.importance is not None:
             tensors.update({f"importance.{k}": v for k, v in self.importance.state_dict().items()})
         # per-rank host RNG states (torch, numpy, Python); rank 0's also under the 1-process names
-        np_state = np.random.get_state()
-        rngs = self.dist.gather_objects({"python": repr(random.getstate()),
-                                         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]})
+        rngs = self.dist.gather_objects(host_rng_state())
         for r, state in enumerate(self.dist.gather(torch.get_rng_state())):
             tensors[f"rng.torch.{r}" if r else "rng.torch"] = state
         meta = {"config": self.cfg.to_dict(), "backbone_config": self.backbone_cfg.to_dict(),
@@ -231,17 +227,15 @@ class Trainer:
                 self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
                 self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
             except RuntimeError as e:
-                raise CheckpointError(f"checkpoint {path} does not fit this model: {_first_line(e)}") from None
+                raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
             self.noise_gen.set_state(tensors["rng.noise"])
             if self.importance is not None:
                 self.importance.load_state_dict({"losses": tensors["importance.losses"],
                                                  "counts": tensors["importance.counts"]})
             r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
             torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
-            host = meta["rng_ranks"][r - 1] if r else {"python": meta["rng_python"], "numpy": meta["rng_numpy"]}
-            random.setstate(_tuple_state(host["python"]))
-            s = host["numpy"]
-            np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), *s[2:]))
+            set_host_rng_state(meta["rng_ranks"][r - 1] if r else
+                               {"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
             self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
             self.order = self._epoch_order(self.epoch)
             self.resumed_from = path
@@ -256,7 +250,7 @@ class Trainer:
             optimizer_from_flat(self.opt, tensors, meta["optimizer"], self.train_model if self.fsdp else None)
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {self.resumed_from}: optimizer state does not fit this model "
-                                  f"({_first_line(e)})") from None
+                                  f"({first_line(e)})") from None
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
         now = self.cfg.to_dict()
@@ -303,7 +297,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-            _truncate_log(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are replayed
+            truncate_log(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are replayed
             log = open(self.run_dir / "metrics.jsonl", "a")
         t0 = time.monotonic()
         deadline = t0 + 60 * max_minutes if max_minutes else None
@@ -365,41 +359,12 @@ class Trainer:
                                         f"stopped without saving; {kept}.")
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop metrics lines past `step` (a resumed run logs them again), atomically."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    keep = [ln for ln in lines if ln.strip() and _line_step(ln) <= step]
-    if len(keep) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
-
-
-def _line_step(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a torn last line from a killed run
-
-
 def bf16_supported() -> bool:
     """Whether this CPU has native bfloat16 kernels (AVX512-BF16 / AMX), where autocast pays off."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def _tuple_state(s: str) -> Any:
-    """Parse Python's random state from its repr (ints and tuples only; no eval of code)."""
-    import ast
-    return ast.literal_eval(s)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
