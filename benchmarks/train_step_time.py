@@ -100,7 +100,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, (_, model) in runs.items():
         params = sum(p.numel() for p in model.parameters())
-        print(f"| {name} | {params:,} | {mflops(model, name != 'diffusers'):.0f} | {sec[name]:.3f} | "
+        print(f"| {name} | {params:,} | {mflops(model, not name.startswith('diffusers')):.0f} | {sec[name]:.3f} | "
               f"{BATCH / sec[name]:.1f} |")
     print(f"\nthroughput ours / diffusers-48 {sec['diffusers-48'] / sec['ours']:.2f}x, ours / diffusers (width 50) "
           f"{sec['diffusers'] / sec['ours']:.2f}x; "

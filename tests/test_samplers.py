@@ -384,3 +384,26 @@ def test_discrete_default_grid_spends_the_whole_budget(schedule, nfe):
     with torch.no_grad():
         sample(d, torch.randn(3, 2) * model.sigma_max, method="unipc", nfe=nfe)
     assert d.calls == nfe
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_memory_is_flat_in_the_number_of_steps(gmm, name):
+    """The live state-sized tensors stay constant from step to step: history is a bounded window, never a list."""
+    import gc
+    import warnings
+
+    x = torch.randn(13, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    counts = []
+
+    def count(state):
+        i = state["i"]
+        if i >= 4 and i & (i - 1) == 0:  # steps 4, 8, 16, ...: past any multistep warm-up; gc.get_objects is slow
+            with warnings.catch_warnings():  # isinstance on deprecated torch aliases warns
+                warnings.simplefilter("ignore")
+                counts.append(sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == x.shape))
+
+    tol = {"rtol": 1e-9, "atol": 1e-9} if name == "dopri5" else {}
+    sample(gmm, x, method=name, nfe=120, sigma_min=0.002, sigma_max=80.0, callback=count,
+           generator=torch.Generator().manual_seed(1), **tol)
+    assert len(counts) >= 3, counts
+    assert max(counts) - min(counts) <= 1, counts  # a history list would grow 4-fold from step 4 to step 16
