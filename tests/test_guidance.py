@@ -187,6 +187,19 @@ def test_interval_guidance_makes_one_plain_call_outside_and_one_guided_call_insi
     assert torch.equal(plain(x, 10.0), lgm(x, 10.0))
 
 
+def test_a_negative_condition_keeps_the_guidance_interval(lgm):
+    """GuidanceRecipe with a negative and an interval: D_neg + w (D_c - D_neg) inside, the conditional model outside."""
+    from torchdiffusion.conditioning import GuidanceRecipe
+
+    x, y, neg = points(), labels(12, seed=3), labels(12, seed=4)
+    recipe = GuidanceRecipe(cond={"class_labels": y}, negative={"class_labels": neg}, scale=2.5, interval=(0.5, 5.0))
+    guided = recipe.denoiser(lgm, slice(None))
+    for sigma in (0.1, 40.0):
+        assert torch.equal(guided(x, sigma), lgm(x, sigma, class_labels=y)), sigma
+    d_c, d_n = lgm(x, 1.0, class_labels=y), lgm(x, 1.0, class_labels=neg)
+    assert torch.allclose(guided(x, 1.0), d_n + 2.5 * (d_c - d_n), rtol=0, atol=1e-13)
+
+
 # ---------------------------------------------------------------- classifier guidance
 
 

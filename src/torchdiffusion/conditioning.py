@@ -61,7 +61,8 @@ class GuidanceRecipe:
         """The guided denoiser for the samples in `rows`."""
         c = _rows(self.cond, rows) or {}
         if self.negative is not None:
-            d: Any = negative_conditioning(model, c, _rows(self.negative, rows), self.scale, rescale=self.rescale)
+            d: Any = negative_conditioning(model, c, _rows(self.negative, rows), self.scale, rescale=self.rescale,
+                                           interval=self.interval)
         elif self.scale != 1.0 or self.rescale > 0:
             d = classifier_free(model, c, _rows(self.uncond, rows), self.scale, rescale=self.rescale,
                                 interval=self.interval)

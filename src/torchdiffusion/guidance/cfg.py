@@ -76,9 +76,14 @@ def classifier_free(denoiser: Any, cond: Cond, uncond: Cond, scale: float, *, re
 
 
 def negative_conditioning(denoiser: Any, cond: Cond, negative: Cond, scale: float, *, rescale: float = 0.0,
-                          rescale_space: str = "v") -> LinearGuidance:
-    """D_neg + w (D_cond - D_neg): CFG with the unconditional branch replaced by a negative prompt."""
-    return LinearGuidance(denoiser, [cond], [scale], negative, rescale=rescale, rescale_space=rescale_space)
+                          rescale_space: str = "v",
+                          interval: tuple[float, float] | None = None) -> GuidedDenoiser:
+    """D_neg + w (D_cond - D_neg): CFG with the unconditional branch replaced by a negative prompt.
+
+    interval: as in classifier_free, the plain conditional model outside (sigma_lo, sigma_hi].
+    """
+    return classifier_free(denoiser, cond, negative, scale, rescale=rescale, rescale_space=rescale_space,
+                           interval=interval)
 
 
 def composable(denoiser: Any, conds: Sequence[Cond], scales: Sequence[float], uncond: Cond) -> LinearGuidance:
