@@ -254,3 +254,32 @@ def test_text_conditional_training_feeds_caption_states_and_drops_to_the_empty_c
     assert torch.equal(cond["context_mask"][keep], ref["context_mask"][keep])
     loss0 = tr.train_step()["loss"]
     assert math.isfinite(loss0)
+
+
+def test_sample_cli_with_prompts_and_a_negative_prompt(tmp_path, capsys, monkeypatch):
+    """`sample --prompt A --prompt B --negative-prompt N`: prompts are cycled over the samples and encoded, the
+    negative prompt replaces the empty one in the guidance formula, and the same seed gives the same images."""
+    import json
+
+    import numpy as np
+
+    import torchdiffusion.text.context as text_context
+    from torchdiffusion.cli import main
+
+    Trainer(make({**TEXT, "train": {**TEXT["train"], "ckpt_every": 1}}), tmp_path / "run", progress=False,
+            quiet=True).run(max_steps=1)
+    encoded, encode = [], text_context.encode_prompts
+    monkeypatch.setattr(text_context, "encode_prompts", lambda p, *a, **k: encoded.append(list(p)) or encode(p, *a, **k))
+
+    def draw(*flags):
+        npz = tmp_path / "s.npz"
+        assert main(["sample", str(tmp_path / "run"), "--num", "3", "--steps", "3", "--npz", str(npz),
+                     "--guidance-scale", "3", *flags]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["nfe"] == 3
+        return np.load(npz)["arr_0"]
+
+    images = draw("--prompt", "a large red circle", "--prompt", "a blue square", "--negative-prompt", "a triangle")
+    assert encoded == [["a large red circle", "a blue square", "a large red circle"], ["a triangle"] * 3]
+    assert images.shape == (3, 16, 16, 3)
+    assert np.array_equal(images, draw("--prompt", "a large red circle", "--prompt", "a blue square",
+                                       "--negative-prompt", "a triangle"))
