@@ -25,11 +25,13 @@ from torchdiffusion.cli import main
 from torchdiffusion.config import ConfigError, ModelConfig, ProcessConfig, RunConfig, from_dict, load_config, validate
 from torchdiffusion.data import DatasetNotFoundError, load_fashion_mnist
 from torchdiffusion.generate import generate
+from torchdiffusion.likelihood import ode_log_likelihood, vdm_elbo
 from torchdiffusion.losses import diffusion_loss
 from torchdiffusion.sampling import sample
 from torchdiffusion.train.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_weights,
                                              resolve_checkpoint)
 from torchdiffusion.train.trainer import Trainer, TrainingDivergedError
+from torchdiffusion.vlb import full_vlb_bpd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_cli import TINY  # noqa: E402
@@ -125,6 +127,12 @@ def _labelled():
     return m
 
 
+def _ddpm_mlp():
+    m, _ = build_model(ModelConfig(backbone="mlp", params={"dim": 2, "hidden": 8, "depth": 1, "emb_dim": 8}),
+                       ProcessConfig(name="ddpm", T=4))
+    return m
+
+
 def _sigma(v: Any) -> Callable[[], Any]:
     return lambda: tiny_mlp()(torch.zeros(2, 2), v)
 
@@ -174,6 +182,10 @@ CASES: list[tuple[str, Callable[..., Any], type[BaseException], str]] = [
     ("NaN loss 10 steps in a row, `skip`", lambda tmp: _nan_run(tmp, "skip"), TrainingDivergedError, r"10 steps in a row, the last at step 3"),
     ("denoiser x of dtype int64", lambda: tiny_mlp()(torch.zeros(2, 2, dtype=torch.long), 1.0), ValueError, r"x must be a non-empty floating-point tensor"),
     ("denoiser x of dtype float64 (model float32)", lambda: tiny_mlp()(torch.zeros(2, 2, dtype=torch.float64), 1.0), ValueError, r"model's weights are torch\.float32"),
+    ("denoiser x on another device (meta) than the model (cpu)", lambda: tiny_mlp()(torch.zeros(2, 2, device="meta"), 1.0), ValueError, r"x is on meta but the model is on cpu"),
+    ("ODE likelihood of x with a NaN", lambda: ode_log_likelihood(tiny_mlp(), torch.tensor([[0.0, float("nan")]]), sigma_min=0.01, sigma_max=10.0), ValueError, r"x has NaN or infinite entries"),
+    ("variational bound (bpd) of x0 on [0, 255]", lambda: full_vlb_bpd(_ddpm_mlp(), torch.full((2, 2), 255.0)), ValueError, r"x0 must lie in \[-1, 1\] .* got values in \[255, 255\]"),
+    ("VDM bound with the discretized decoder of x0 outside [-1, 1]", lambda: vdm_elbo(tiny_mlp(), torch.full((2, 2), 2.0), sigma_min=0.01, sigma_max=10.0), ValueError, r"x0 must lie in \[-1, 1\]"),
     ("denoiser x without a batch dim", lambda: tiny_mlp()(torch.zeros(2), 1.0), ValueError, r"at least 2 dims"),
     ("denoiser x of shape (2, 3) for an MLP of dim 2", lambda: tiny_mlp()(torch.zeros(2, 3), 1.0), ValueError, r"MLP takes x of shape \(B, dim\) with 2 at dim 1, got float32 tensor of shape \(2, 3\)"),
     ("class label 11 with 10 classes", lambda: _labelled()(torch.zeros(2, 2), 1.0, class_labels=torch.tensor([0, 11])), ValueError, r"class_labels must be in \[0, 10\]"),

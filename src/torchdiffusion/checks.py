@@ -24,6 +24,18 @@ def check_batch(name: str, x: Any, *, min_dims: int = 1) -> Tensor:
     return x
 
 
+def check_data(name: str, x: Any, *, discrete: bool = False) -> Tensor:
+    """x must be a finite float batch of at least 2 dims; `discrete`: also on [-1, 1], as the bin-based decoders of
+    the variational bound assume (uint8 data scaled by x / 127.5 - 1)."""
+    check_batch(name, x, min_dims=2)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} has NaN or infinite entries ({describe(x)})")
+    if discrete and (x.min() < -1 or x.max() > 1):
+        raise ValueError(f"{name} must lie in [-1, 1] (uint8 data scaled by x / 127.5 - 1) for the discretized "
+                         f"decoder, got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+    return x
+
+
 def check_matches_module(name: str, x: Tensor, module: torch.nn.Module) -> None:
     """x must live on the device and have the dtype of the module's weights (when it has any)."""
     p = next(module.parameters(), None)

@@ -120,6 +120,7 @@ class ModelDenoiser(nn.Module):
     def forward_with_variance(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor | None]:
         """x0_hat and, for a learned-variance head, the interpolation fraction in [0, 1] (Nichol & Dhariwal, eq. 15)."""
         check_batch("x", x, min_dims=2)
+        check_matches_module("x", x, self.backbone)  # before sigma is read on x's device
         sigma = sigma_batch(sigma, x)
         if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
             raise ValueError(f"sigma must be finite and >= 0, got {sigma.tolist()[:8]}")

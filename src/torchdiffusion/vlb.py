@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_data
 from .denoiser import ModelDenoiser
 from .processes import DiscreteVP, expand_like
 
@@ -86,6 +87,7 @@ def prior_kl(process: DiscreteVP, x0: Tensor) -> Tensor:
 def full_vlb_bpd(model: ModelDenoiser, x0: Tensor, *, generator: torch.Generator | None = None,
                  clip_denoised: bool = True, **cond: Any) -> dict[str, Tensor]:
     """-ELBO in bits/dim, summing all T terms and the prior (Ho et al. 2020, eq. 5); x0 on the uint8 grid."""
+    check_data("x0", x0, discrete=True)
     process = model.process
     B, D = x0.shape[0], x0[0].numel()
     terms = torch.zeros(B, process.T, dtype=torch.float64)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..checks import check_data
 from ..denoiser import ModelDenoiser
 from ..processes import DiscreteVP
 from ..sampling.common import noise_like
@@ -38,6 +39,7 @@ def stratified_vlb_bpd(model: ModelDenoiser, x0: Tensor, steps: int, *, generato
         raise TypeError("the discrete variational bound needs a DiscreteVP process")
     if not 1 <= steps <= process.T:
         raise ValueError(f"steps must lie in [1, T={process.T}], got {steps}")
+    check_data("x0", x0, discrete=True)
     B, D = x0.shape[0], x0[0].numel()
     edges = [j * process.T // steps for j in range(steps + 1)]
     total = torch.zeros(B, dtype=torch.float64, device=x0.device)
@@ -81,6 +83,7 @@ def vdm_elbo(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max: float, s
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    check_data("x0", x0, discrete=decoder == "discretized")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     d = x0[0].numel()

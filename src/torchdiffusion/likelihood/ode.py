@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import check_data
 from ..sampling.common import batch_sigma
 from ..sampling.dopri import dopri5, rms
 
@@ -72,6 +73,7 @@ def ode_log_likelihood(denoiser: Any, x: Tensor, *, sigma_min: float, sigma_max:
     Integration is Dormand-Prince 5(4) in log sigma on [x, delta log p]. With `return_stats`, also a dict: nfe,
     accepted, rejected, x_end (x at sigma_max), prior_logp (B,), delta_logp and logp_probes (B, P).
     """
+    check_data("x", x)
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     if trace not in TRACES or probe not in PROBES:
