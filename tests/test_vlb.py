@@ -129,3 +129,56 @@ def test_discrete_elbo_weight_sums_to_the_snr_drop():
     w = x0_weight("elbo", p, t) / p.T
     snr = torch.exp(p.logsnr_table)
     assert torch.allclose(w, 0.5 * (snr[:-1] - snr[1:]))
+
+
+class ExactDDPM:
+    """The exact denoiser of a known data law on a DDPM table, shaped like a ModelDenoiser for the bound."""
+
+    def __init__(self, process, denoiser):
+        self.process, self.denoiser = process, denoiser
+
+    def forward_with_variance(self, x, sigma, **cond):
+        return self.denoiser(x.reshape(len(x), -1), sigma).reshape(x.shape), None
+
+
+def test_kl_terms_of_gaussian_data_with_the_exact_denoiser_match_the_closed_form(gen):
+    """x0 ~ N(m, s^2 I): E[L_{t-1}] = d c_t^2 Var(x0 | x_t) / (2 beta-tilde_t) with c_t = sqrt(abar_{t-1}) beta_t /
+    (1 - abar_t) (Ho et al. 2020, eq. 7) and Var(x0 | x_t) = s^2 sigma^2 / (s^2 + sigma^2), sigma^2 = (1-abar)/abar."""
+    p = DiscreteVP(make_betas("linear", 100))
+    m, s, d, n = 0.3, 0.5, 2, 200_000
+    exact = lambda x, sigma: m + s**2 / (s**2 + sigma.reshape(-1, 1) ** 2) * (x - m)  # noqa: E731
+    model = ExactDDPM(p, exact)
+    betas = make_betas("linear", 100).double()
+    abar = torch.cumprod(1 - betas, 0)
+    for k in (1, 10, 50, 99):
+        x0 = m + s * torch.randn(n, d, generator=gen, dtype=torch.float64)
+        t = torch.full((n,), k)
+        xt = p.marginal(x0, t.double(), torch.randn(n, d, generator=gen, dtype=torch.float64))
+        kl = vlb_terms(model, x0, t, xt)
+        c = abar[k - 1].sqrt() * betas[k] / (1 - abar[k])
+        beta_tilde = (1 - abar[k - 1]) / (1 - abar[k]) * betas[k]
+        sigma2 = (1 - abar[k]) / abar[k]
+        closed = d * c**2 * (s**2 * sigma2 / (s**2 + sigma2)) / (2 * beta_tilde)
+        se = kl.std() / math.sqrt(n)
+        assert abs(kl.mean() - closed) < 4 * se, (k, kl.mean().item(), closed.item())
+
+
+def test_discrete_bound_with_the_exact_denoiser_is_the_entropy_plus_the_decoder_closed_form(gen):
+    """Data uniform on three uint8 levels, exact denoiser: the bound's mean is >= H = log2 3 bits (cross-entropy >=
+    entropy); the KL terms and the prior carry H (x_1 determines x0), and L_0 is the discretized decoder's closed
+    form at the exact mean: -log2 P(|z| < 1/255) inside, -log2 P(z < 1/255) at the edges, z ~ N(0, beta-tilde_1)."""
+    from torchdiffusion.analytic import GaussianMixture
+
+    levels = torch.tensor([0.0, 128.0, 255.0], dtype=torch.float64) / 127.5 - 1
+    points = GaussianMixture(torch.ones(3), levels[:, None], 1e-10)  # point masses: its denoiser is exact
+    p = DiscreteVP(make_betas("cosine", 1000))
+    x0 = levels.repeat(400)[:, None, None, None]  # (1200, 1, 1, 1): every level equally often
+    out = full_vlb_bpd(ExactDDPM(p, points), x0, generator=gen)
+    bpd, l0 = out["bpd"], out["terms_bpd"][:, 0]
+    se = bpd.std().item() / math.sqrt(len(bpd))
+    h = math.log2(3)
+    assert bpd.mean().item() >= h - 3 * se
+    assert (bpd - l0).mean().item() == pytest.approx(h, abs=max(3 * se, 0.01))
+    u = (1 / 255) / math.sqrt(2 * p.posterior_log_variance_clipped(torch.tensor([0])).exp().item())
+    inside, edge = -math.log2(math.erf(u)), -math.log2(0.5 * (1 + math.erf(u)))
+    assert l0.mean().item() == pytest.approx((2 * edge + inside) / 3, rel=1e-6)
