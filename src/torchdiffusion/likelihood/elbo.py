@@ -8,7 +8,8 @@ The continuous bound (Kingma et al. 2021, eq. 11 and 17) in VE coordinates, SNR 
 
 with sigma = e^(-lambda/2); the integral is -1/2 int SNR'(t) ||x0 - x0_hat||^2 dt of eq. 17 after t -> lambda
 (dSNR = e^lambda dlambda), and e^lambda ||x0 - D||^2 = ||eps - eps_hat||^2. It is estimated with lambda stratified
-uniformly on [lambda_min, lambda_max] (importance sampling uniform in log-SNR, weight lambda_max - lambda_min).
+uniformly on [lambda_min, lambda_max] (importance sampling uniform in log-SNR, weight lambda_max - lambda_min), or
+from a piecewise-constant density fitted to the integrand on pilot data (proposal.py), weight 1 / q(lambda).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..processes import DiscreteVP
 from ..sampling.common import noise_like
 from ..vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, vlb_terms
 from .bpd import bits_per_dim
+from .proposal import LogSNRProposal, diffusion_integrand
 
 Tensor = torch.Tensor
 DECODERS = ("discretized", "gaussian")
@@ -54,32 +56,34 @@ def stratified_vlb_bpd(model: ModelDenoiser, x0: Tensor, steps: int, *, generato
 
 
 def vdm_diffusion_loss(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max: float, samples: int = 1,
-                       generator: torch.Generator | None = None, **cond: Any) -> Tensor:
-    """L_inf = 1/2 (lambda_max - lambda_min) E_{lambda ~ U, eps}[e^lambda ||x0 - D(x0 + e^(-lambda/2) eps)||^2] in nats,
-    (B, samples): one unbiased estimate per stratum j of [lambda_min, lambda_max] (Kingma et al. 2021, eq. 17)."""
+                       proposal: LogSNRProposal | None = None, generator: torch.Generator | None = None,
+                       **cond: Any) -> Tensor:
+    """L_inf = int f(lambda) dlambda, f = 1/2 e^lambda E_eps ||x0 - D(x0 + e^(-lambda/2) eps)||^2, in nats, (B, samples):
+    one unbiased estimate f(lambda_j) / q(lambda_j) per stratum j of the proposal's CDF (Kingma et al. 2021, eq. 17);
+    q is uniform on [lambda_min, lambda_max] unless a fitted `proposal` is given (fit_log_snr_proposal)."""
     lam_min, lam_max = -2 * math.log(sigma_max), -2 * math.log(sigma_min)
+    q = LogSNRProposal.uniform(lam_min, lam_max) if proposal is None else proposal
+    q.check_range(lam_min, lam_max)
     out = []
     for j in range(samples):
         u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).to(x0.device)
-        lam = lam_min + (j + u) / samples * (lam_max - lam_min)
-        sigma = torch.exp(-0.5 * lam).to(x0.dtype)
-        eps = noise_like(x0, generator)
-        xs = x0 + sigma.reshape(-1, *[1] * (x0.ndim - 1)) * eps
-        err = (x0 - denoiser(xs, sigma, **cond)).flatten(1).pow(2).sum(1)
-        out.append(0.5 * (lam_max - lam_min) * torch.exp(lam).to(err.dtype) * err)
+        lam, density = q.sample((j + u) / samples)
+        f = diffusion_integrand(denoiser, x0, lam, generator, **cond)
+        out.append(f / density.to(f.dtype))
     return torch.stack(out, 1)
 
 
 def vdm_elbo(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max: float, samples: int = 1,
-             decoder: str = "discretized", bins: int = 256, generator: torch.Generator | None = None,
-             **cond: Any) -> dict[str, Tensor]:
+             decoder: str = "discretized", bins: int = 256, proposal: LogSNRProposal | None = None,
+             generator: torch.Generator | None = None, **cond: Any) -> dict[str, Tensor]:
     """The continuous-time VDM bound (Kingma et al. 2021, eq. 11, 17) for any denoiser, per row: elbo (nats, a lower
     bound on log p(x0)), bpd, and the losses prior, diffusion, recon (nats) and diffusion_se.
 
     prior: KL(N(x0, sigma_max^2 I) || N(0, sigma_max^2 I)) = ||x0||^2 / (2 sigma_max^2). recon at x_min = x0 +
     sigma_min eps: "discretized", -log of N(x_min, sigma_min^2) integrated over x0's bin of the `bins`-level grid on
     [-1, 1] (Ho et al. 2020, eq. 13; bpd is then of the discrete data); "gaussian", E[-log N(x0; x_min, sigma_min^2 I)]
-    = d/2 (1 + log 2 pi sigma_min^2) exactly (continuous data; bpd is -elbo / (d ln 2)).
+    = d/2 (1 + log 2 pi sigma_min^2) exactly (continuous data; bpd is -elbo / (d ln 2)). proposal: the log-SNR
+    importance density of the diffusion loss (default uniform; see fit_log_snr_proposal).
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -90,7 +94,7 @@ def vdm_elbo(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max: float, s
     log_var = torch.full_like(x0, 2 * math.log(sigma_max))
     prior = normal_kl(x0, log_var, torch.zeros_like(x0), log_var).flatten(1).sum(1)
     diff = vdm_diffusion_loss(denoiser, x0, sigma_min=sigma_min, sigma_max=sigma_max, samples=samples,
-                              generator=generator, **cond)
+                              proposal=proposal, generator=generator, **cond)
     if decoder == "discretized":
         x_min = x0 + sigma_min * noise_like(x0, generator)
         log_scale = torch.full_like(x0, math.log(sigma_min))
