@@ -9,36 +9,39 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
-    """The demo's samples are digits: a classifier trained on MNIST is confident on most of them."""
+    """The demo's samples are digits: in the feature space of a classifier trained on MNIST they lie far closer to
+    held-out real digits than an untrained model's samples do, and at least nine of the ten classes make over 2 % of
+    them."""
     from torchdiffusion.build import build_model
     from torchdiffusion.cli import load_for_sampling, main
     from torchdiffusion.data import load_mnist
     from torchdiffusion.generate import generate
-    from torchdiffusion.metrics import train_feature_net
+    from torchdiffusion.metrics import fid_from_features, train_feature_net
 
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "demo" / "samples.png").is_file()
     model, cfg, _ = load_for_sampling(out["checkpoint"])
-    x, _ = generate(model, (1, 28, 28), 256, sampler="ddim", steps=50, seed=1)
+    x, _ = generate(model, (1, 28, 28), 500, sampler="ddim", steps=50, seed=1)
+    fresh, _ = build_model(cfg.model, cfg.process)  # what "not digits" scores with the same instrument
+    x_fresh, _ = generate(fresh, (1, 28, 28), 500, sampler="ddim", steps=50, seed=1)
     xs, ys = load_mnist()
-    clf = train_feature_net(xs[:4500], ys[:4500], epochs=3)  # the last 500 images check the classifier itself
+    torch.manual_seed(0)
+    clf = train_feature_net(xs[:4500], ys[:4500], epochs=3)  # the last 500 images are held out
+    held_out = clf.embed(xs[4500:])
     with torch.no_grad():
-        p = torch.softmax(clf(x.clamp(-1, 1)), 1)
         held_out_accuracy = (clf(xs[4500:]).argmax(1) == ys[4500:]).double().mean().item()
-    confident = (p.max(1).values > 0.9).double().mean().item()
-    # an untrained model of the same config: what "not digits" scores under the same classifier
-    fresh, _ = build_model(cfg.model, cfg.process)
-    x_fresh, _ = generate(fresh, (1, 28, 28), 256, sampler="ddim", steps=50, seed=1)
-    with torch.no_grad():
-        confident_fresh = (torch.softmax(clf(x_fresh.clamp(-1, 1)), 1).max(1).values > 0.9).double().mean().item()
-    # measured on the 2-core CI machine: 0.41 of the demo's samples vs about 0.1 for the untrained model
-    assert confident > 0.35 and confident > 2 * confident_fresh, (confident, confident_fresh)
-    # the instrument reads digits it never saw (measured 0.93; its confidence on real digits varies run to run,
-    # 0.83 of them above p = 0.9 in one run, so accuracy is the check)
-    assert held_out_accuracy > 0.85, held_out_accuracy
-    # all ten digits appear
-    assert len(set(p.argmax(1).tolist())) == 10
+        labels = clf(x.clamp(-1, 1)).argmax(1)
+    fid = fid_from_features(clf.embed(x.clamp(-1, 1)), held_out)
+    fid_fresh = fid_from_features(clf.embed(x_fresh.clamp(-1, 1)), held_out)
+    fid_real = fid_from_features(clf.embed(xs[:500]), held_out)  # the floor: 500 real training digits
+    shares = torch.bincount(labels, minlength=10).double() / len(labels)
+    print(f"demo FID {fid:.2f}, untrained {fid_fresh:.2f}, real {fid_real:.2f}; held-out accuracy "
+          f"{held_out_accuracy:.3f}; class shares {[round(v, 3) for v in shares.tolist()]}")
+    assert held_out_accuracy > 0.85, held_out_accuracy  # the instrument reads digits it never saw
+    assert fid < fid_fresh / 4, (fid, fid_fresh)
+    # at most one digit rare (a 5.5-minute model under-draws the thin 1: 0.4 % in one run), none dominating
+    assert (shares > 0.02).sum() >= 9 and shares.max() < 0.3, shares
 
 
 def test_toy2d_run_matches_the_data_distribution(tmp_path):
