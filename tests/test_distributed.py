@@ -139,3 +139,36 @@ def test_rank_slices_of_a_micro_batch_reassemble_the_one_process_batch(tmp_path)
         assert torch.equal(cond["class_labels"], whole["class_labels"][mine])
         parts.append(t.loss(x0, labels, mine, **cond).detach())
     torch.testing.assert_close(torch.cat(parts), full, rtol=1e-6, atol=1e-7)
+
+
+def test_split_batch_keeps_the_global_batch_and_derives_the_accumulation():
+    from torchdiffusion.config import ConfigError
+    from torchdiffusion.train.distributed import split_batch
+
+    assert split_batch(64, 2, 1) == (2, 32) and split_batch(64, 2, 4) == (2, 8)
+    # micro_batch bounds the per-rank micro-batch: the fewest accumulation steps that fit, on any world size
+    assert split_batch(64, 1, 1, micro_batch=16) == (4, 16)
+    assert split_batch(64, 1, 2, micro_batch=16) == (2, 16)
+    assert split_batch(64, 1, 8, micro_batch=16) == (1, 8)
+    assert split_batch(48, 1, 2, micro_batch=10) == (3, 8)  # 48 = 3 x 2 x 8: 12 per rank would not fit
+    for args, message in [((64, 3, 2, 0), "divisible by 6"), ((64, 1, 3, 16), "multiple of 3"),
+                          ((64, 2, 1, 16), "leave accumulate at 1")]:
+        with pytest.raises(ConfigError, match=message):
+            split_batch(*args)
+
+
+def test_a_derived_accumulation_trains_exactly_like_the_configured_one(tmp_path):
+    """micro_batch 4 with batch 8 on one process is accumulate 2: the same micro-batches, losses and weights."""
+    runs = {}
+    for name, extra in (("configured", {"accumulate": 2}), ("derived", {"accumulate": 1, "micro_batch": 4})):
+        c = load_config(None, [f"{k}={json.dumps(v)}" for k, v in [
+            ("data", CFG["data"]), ("process", CFG["process"]), ("model", CFG["model"]),
+            ("train", {**CFG["train"], **extra})]])
+        t = Trainer(c, tmp_path / name, progress=False, quiet=True)
+        assert (t.accumulate, t.local) == (2, 4)
+        t.run(max_steps=3)
+        runs[name] = (losses(tmp_path / name), load_checkpoint(list_checkpoints(tmp_path / name)[-1])[0])
+    assert runs["configured"][0] == runs["derived"][0]
+    for k, v in runs["configured"][1].items():
+        if k.startswith(("model.", "ema.")):
+            assert torch.equal(v, runs["derived"][1][k]), k

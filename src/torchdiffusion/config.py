@@ -64,6 +64,7 @@ class TrainConfig:
     ema_decay: float = 0.999                     # EMA decay, warmed up as min(decay, (1+n)/(10+n))
     grad_clip: float = 1.0                       # max global grad norm (0 disables)
     accumulate: int = 1                          # micro-batches per optimizer step
+    micro_batch: int = 0                         # > 0: most items per process per micro-step; derives accumulate
     max_steps: int = 10_000
     log_every: int = 50
     sample_every: int = 1000                     # PNG grid of EMA samples every N steps (0 disables)
@@ -225,7 +226,8 @@ def validate(cfg: RunConfig) -> None:
     tc, pc = cfg.train, cfg.process
     # written as not (v >= lo) so that NaN fails too
     for path, v, lo in [("train.batch_size", tc.batch_size, 1), ("train.max_steps", tc.max_steps, 1),
-                        ("train.accumulate", tc.accumulate, 1), ("process.T", pc.T, 1),
+                        ("train.accumulate", tc.accumulate, 1), ("train.micro_batch", tc.micro_batch, 0),
+                        ("process.T", pc.T, 1),
                         ("sample.steps", cfg.sample.steps, 1), ("sample.num", cfg.sample.num, 1),
                         ("train.ckpt_every", tc.ckpt_every, 1), ("train.keep_last", tc.keep_last, 1),
                         ("train.log_every", tc.log_every, 1), ("train.sample_every", tc.sample_every, 0),

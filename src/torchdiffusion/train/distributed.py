@@ -123,3 +123,29 @@ def full_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
         t = t.detach()
         out[name] = t.full_tensor() if hasattr(t, "full_tensor") else t
     return out
+
+
+def split_batch(batch_size: int, accumulate: int, world: int, micro_batch: int = 0) -> tuple[int, int]:
+    """(accumulation steps A, items per rank per micro-step b) with A * world * b = batch_size, the global batch.
+
+    micro_batch = 0 keeps the configured A; micro_batch > 0 derives the fewest A whose per-rank micro-batch fits in
+    micro_batch items, so the same config runs on any number of processes (and memory bounds the micro-batch).
+    """
+    from ..config import ConfigError
+
+    if micro_batch > 0:
+        if accumulate != 1:
+            raise ConfigError(f"train.micro_batch ({micro_batch}) derives train.accumulate; leave accumulate at 1 "
+                              f"(got {accumulate})")
+        fits = [a for a in range(1, batch_size + 1)
+                if batch_size % (a * world) == 0 and batch_size // (a * world) <= micro_batch]
+        if not fits:
+            raise ConfigError(f"train.batch_size {batch_size} does not split evenly over {world} processes; use a "
+                              f"multiple of {world}")
+        accumulate = fits[0]
+    micro = batch_size // accumulate  # the global micro-batch; each rank trains on micro / world of it
+    if batch_size % accumulate or micro % world:
+        raise ConfigError(f"train.batch_size: {batch_size} / train.accumulate {accumulate} = {micro} items per "
+                          f"micro-batch do not split evenly over {world} processes; use a batch size divisible by "
+                          f"{accumulate * world}, or set train.micro_batch to derive the accumulation")
+    return accumulate, micro // world

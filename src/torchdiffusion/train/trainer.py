@@ -25,7 +25,7 @@ from ..losses import classifier_loss, diffusion_loss, sample_t
 from ..vlb import ImportanceSampler, hybrid_loss
 from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_checkpoints, load_checkpoint,
                          optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
-from .distributed import Dist, full_tensors, wrap_backbone
+from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
@@ -52,12 +52,9 @@ class Trainer:
         tc = cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
-        self.micro = tc.batch_size // tc.accumulate  # global micro-batch; each rank trains on micro / world of it
-        if self.micro % self.dist.world:
-            raise ConfigError(f"train.batch_size: {tc.batch_size} / train.accumulate {tc.accumulate} = {self.micro} "
-                              f"items per micro-batch do not split evenly over {self.dist.world} processes; "
-                              f"use a batch size divisible by {tc.accumulate * self.dist.world}")
-        self.local = self.micro // self.dist.world
+        # A micro-steps of `micro` items (the global micro-batch), of which each rank trains on `local`
+        self.accumulate, self.local = split_batch(tc.batch_size, tc.accumulate, self.dist.world, tc.micro_batch)
+        self.micro = self.local * self.dist.world
         torch.manual_seed(tc.seed)
         try:
             self.data, self.labels = load_dataset(cfg.data.name, **cfg.data.options)
@@ -158,13 +155,13 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         mine = slice(self.dist.rank * self.local, (self.dist.rank + 1) * self.local)
         total = 0.0
-        for i in range(tc.accumulate):
+        for i in range(self.accumulate):
             x0, labels, idx = self.next_batch(self.micro)
             cond = self.condition(labels, idx, mine)
-            sync = i == tc.accumulate - 1 or not hasattr(self.net, "no_sync")  # DDP: all-reduce on the last one
+            sync = i == self.accumulate - 1 or not hasattr(self.net, "no_sync")  # DDP: all-reduce on the last one
             with (contextlib.nullcontext() if sync else self.net.no_sync()):
                 with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    loss = self.loss(x0, labels, mine, **cond).float().mean() / tc.accumulate
+                    loss = self.loss(x0, labels, mine, **cond).float().mean() / self.accumulate
                 loss.backward()
             total += float(loss.detach())
         total = self.dist.mean(total)  # the global batch's loss, the same on every rank
