@@ -80,7 +80,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "unipc"                       # the most accurate deterministic method at 20 calls (docs/samplers.md)
+    sampler: str = "ipndm"                       # the most accurate deterministic method at 20 calls (docs/samplers.md)
     steps: int = 20                              # UniPC: 1 call per step, so 20 calls
     num: int = 64
     eta: float = 0.0
