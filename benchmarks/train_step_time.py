@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_vs_diffusers import diffusers_unet  # noqa: E402
+from train_vs_diffusers import diffusers_recipe  # noqa: E402
 
 BATCH = 64
 
@@ -42,29 +42,11 @@ def ours(overrides: list[str], tmp: str) -> tuple[Callable[[], None], torch.nn.M
 
 
 def diffusers(width: int) -> tuple[Callable[[], None], torch.nn.Module]:
-    from diffusers import DDPMScheduler
-    from diffusers.training_utils import EMAModel
-
     from torchdiffusion.data import load_fashion_mnist
 
     x, _ = load_fashion_mnist("train")
-    model = diffusers_unet(width)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-
-    def step() -> None:
-        x0 = x[torch.randint(0, len(x), (BATCH,))]
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (BATCH,))
-        loss = torch.nn.functional.mse_loss(model(sched.add_noise(x0, noise, t), t).sample, noise)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.step(model.parameters())
-
-    return step, model
+    model, _, train_step = diffusers_recipe(width)
+    return lambda: train_step(x[torch.randint(0, len(x), (BATCH,))]), model
 
 
 def mflops(model: torch.nn.Module, ours_model: bool) -> float:

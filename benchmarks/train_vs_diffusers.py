@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -46,32 +47,22 @@ def diffusers_unet(width: int):
                        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=groups)
 
 
-def train_diffusers(minutes: float, out: str, width: int, q: mp.Queue) -> None:
-    """diffusers' train_unconditional recipe: UNet2DModel, DDPMScheduler (linear, 1000), eps MSE, AdamW, EMA."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+def diffusers_recipe(width: int) -> tuple[torch.nn.Module, Any, Callable[[torch.Tensor], None]]:
+    """diffusers' train_unconditional recipe: UNet2DModel, DDPMScheduler (linear, 1000), eps MSE, AdamW with cosine
+    warm-up, EMA; returns (model, ema, step(x0)), one optimizer step on a batch x0."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
-    from torchdiffusion.data import load_fashion_mnist
-
-    x, _ = load_fashion_mnist("train")
     model = diffusers_unet(width)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=500, num_training_steps=100_000)
     ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-    bs, step, pos = 64, 0, 0
-    perm = torch.randperm(len(x))
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 60 * minutes:
-        if pos + bs > len(x):
-            perm, pos = torch.randperm(len(x)), 0
-        x0 = x[perm[pos:pos + bs]]
-        pos += bs
+
+    def step(x0: torch.Tensor) -> None:
         noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (bs,))
+        t = torch.randint(0, 1000, (len(x0),))
         loss = torch.nn.functional.mse_loss(model(sched.add_noise(x0, noise, t), t).sample, noise)
         opt.zero_grad()
         loss.backward()
@@ -79,6 +70,26 @@ def train_diffusers(minutes: float, out: str, width: int, q: mp.Queue) -> None:
         opt.step()
         lr_sched.step()
         ema.step(model.parameters())
+
+    return model, ema, step
+
+
+def train_diffusers(minutes: float, out: str, width: int, q: mp.Queue) -> None:
+    """diffusers_recipe for `minutes` of wall clock, epochs of shuffled batches of 64."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    from torchdiffusion.data import load_fashion_mnist
+
+    x, _ = load_fashion_mnist("train")
+    model, ema, train_step = diffusers_recipe(width)
+    bs, step, pos = 64, 0, 0
+    perm = torch.randperm(len(x))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 * minutes:
+        if pos + bs > len(x):
+            perm, pos = torch.randperm(len(x)), 0
+        train_step(x[perm[pos:pos + bs]])
+        pos += bs
         step += 1
     secs = time.monotonic() - t0
     ema.copy_to(model.parameters())
