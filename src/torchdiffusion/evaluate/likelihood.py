@@ -44,15 +44,16 @@ def elbo_bpd(model: Any, x0: Tensor, cond: dict[str, Tensor], continuous_data: b
     g = torch.Generator().manual_seed(o.seed)
     t0 = time.perf_counter()
     out, proposal = [], None
+    ddpm_bound = isinstance(model.process, DiscreteVP) and getattr(model, "discrete", False) and not continuous_data
     with torch.no_grad():
-        if not (isinstance(model.process, DiscreteVP) and getattr(model, "discrete", False) and not continuous_data):
+        if not ddpm_bound:
             # log-SNR importance density fitted on the first rows (fresh draws keep each estimate unbiased)
             pilot = {k: v[:PILOT_ROWS] for k, v in cond.items()}
             proposal = fit_log_snr_proposal(model, x0[:PILOT_ROWS], sigma_min=model.sigma_min,
                                             sigma_max=model.sigma_max, generator=g, **pilot)
         for i, xb in enumerate(_batches(x0, o.batch_size)):
             c = {k: v[i * o.batch_size:i * o.batch_size + len(xb)] for k, v in cond.items()}
-            if isinstance(model.process, DiscreteVP) and getattr(model, "discrete", False) and not continuous_data:
+            if ddpm_bound:
                 steps = min(o.elbo_steps, model.process.T)
                 out.append(stratified_vlb_bpd(model, xb, steps, generator=g, **c)["bpd"])
                 method = f"stratified DDPM bound, {steps} of T={model.process.T} terms per image"
