@@ -81,7 +81,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     sampler: str = "ipndm"                       # the most accurate deterministic method at 20 calls (docs/samplers.md)
-    steps: int = 20                              # UniPC: 1 call per step, so 20 calls
+    steps: int = 20                              # iPNDM: 1 call per step, so 20 calls
     num: int = 64
     eta: float = 0.0
 

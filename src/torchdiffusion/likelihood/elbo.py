@@ -25,7 +25,7 @@ from ..processes import DiscreteVP
 from ..sampling.common import noise_like
 from ..vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, vlb_terms
 from .bpd import bits_per_dim
-from .proposal import LogSNRProposal, diffusion_integrand
+from .proposal import LogSNRProposal, diffusion_integrand, log_snr_range
 
 Tensor = torch.Tensor
 DECODERS = ("discretized", "gaussian")
@@ -61,7 +61,7 @@ def vdm_diffusion_loss(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max
     """L_inf = int f(lambda) dlambda, f = 1/2 e^lambda E_eps ||x0 - D(x0 + e^(-lambda/2) eps)||^2, in nats, (B, samples):
     one unbiased estimate f(lambda_j) / q(lambda_j) per stratum j of the proposal's CDF (Kingma et al. 2021, eq. 17);
     q is uniform on [lambda_min, lambda_max] unless a fitted `proposal` is given (fit_log_snr_proposal)."""
-    lam_min, lam_max = -2 * math.log(sigma_max), -2 * math.log(sigma_min)
+    lam_min, lam_max = log_snr_range(sigma_min, sigma_max)
     q = LogSNRProposal.uniform(lam_min, lam_max) if proposal is None else proposal
     q.check_range(lam_min, lam_max)
     out = []

@@ -21,6 +21,11 @@ from ..sampling.common import noise_like
 Tensor = torch.Tensor
 
 
+def log_snr_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:
+    """[lambda_min, lambda_max] = [-2 log sigma_max, -2 log sigma_min], log-SNR in VE coordinates (SNR = 1/sigma^2)."""
+    return -2 * math.log(sigma_max), -2 * math.log(sigma_min)
+
+
 @dataclass(frozen=True)
 class LogSNRProposal:
     """q(lambda) = probs[k] / width_k on bin k of `edges` (K + 1 increasing log-SNR values)."""
@@ -74,7 +79,7 @@ def fit_log_snr_proposal(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_m
     and bin: bins * len(x0) denoiser rows), mixed with `floor` of the uniform density."""
     if bins < 1 or not 0 < floor <= 1:
         raise ValueError(f"need bins >= 1 and 0 < floor <= 1, got {bins}, {floor}")
-    lam_min, lam_max = -2 * math.log(sigma_max), -2 * math.log(sigma_min)
+    lam_min, lam_max = log_snr_range(sigma_min, sigma_max)
     edges = torch.linspace(lam_min, lam_max, bins + 1, dtype=torch.float64)
     rms = torch.empty(bins, dtype=torch.float64)
     for k in range(bins):

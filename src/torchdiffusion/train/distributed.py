@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import PARALLEL_MODES
+from ..config import PARALLEL_MODES, ConfigError
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,6 @@ def split_batch(batch_size: int, accumulate: int, world: int, micro_batch: int =
     micro_batch = 0 keeps the configured A; micro_batch > 0 derives the fewest A whose per-rank micro-batch fits in
     micro_batch items, so the same config runs on any number of processes (and memory bounds the micro-batch).
     """
-    from ..config import ConfigError
-
     if micro_batch > 0:
         if accumulate != 1:
             raise ConfigError(f"train.micro_batch ({micro_batch}) derives train.accumulate; leave accumulate at 1 "
