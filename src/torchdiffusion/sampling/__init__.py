@@ -22,7 +22,7 @@ from .lms import sample_ipndm, sample_lms
 from .ode import sample_euler, sample_heun, sample_rk4
 from .sde import sample_ald, sample_euler_maruyama, sample_pc
 from .unipc import sample_unipc
-from .common import Generators
+from .common import MAX_STEP_RATIO, Generators, first_order
 
 Tensor = torch.Tensor
 Cost = Callable[[dict[str, Any]], tuple[int, int]]
@@ -39,6 +39,8 @@ class Method:
         count follows its tolerances (sample() caps it with max_nfe = nfe).
     final_evals: calls of a last step that ends at sigma = 0, where it differs (Heun's last step is Euler's: 1).
     cost: (evals_per_step, final_evals) for the given options, where options change them (corrector steps).
+    long_steps: whether a step with sigma / sigma_next above the option max_ratio (default common.MAX_STEP_RATIO) is
+        taken first order at one call (`common.first_order`: Heun, RK4, DPM-Solver-2/3, EDM's stochastic sampler).
     grid: the default grid family: "karras" (rho = 7, Karras et al. 2022, eq. 5) or "exponential" (uniform in
         log-SNR) for the multistep exponential integrators, whose extrapolation weights depend on the step ratios
         h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
@@ -52,6 +54,7 @@ class Method:
     final_evals: int | None = None
     cost: Cost | None = None
     grid: str = "karras"
+    long_steps: bool = False
 
     def budget(self, options: dict[str, Any]) -> tuple[int, int]:
         """(calls per step, calls of a final step to sigma = 0) under these options."""
@@ -68,9 +71,15 @@ class Method:
 
     def calls(self, sigmas: Tensor, options: dict[str, Any] | None = None) -> int:
         """Denoiser calls of one run over this grid."""
-        per_step, final = self.budget(options or {})
-        n = len(sigmas) - 1
-        return per_step * (n - 1) + (final if float(sigmas[-1]) == 0 else per_step)
+        options = options or {}
+        per_step, final = self.budget(options)
+        s = sigmas.tolist()
+        n = len(s) - 1
+        calls = per_step * (n - 1) + (final if s[-1] == 0 else per_step)
+        if self.long_steps:  # each long step costs 1 call instead of per_step
+            ratio = options.get("max_ratio", MAX_STEP_RATIO)
+            calls -= (per_step - 1) * sum(1 for a, b in zip(s[:-1], s[1:]) if b > 0 and first_order(a, b, ratio))
+        return calls
 
 
 def _single_step_solver(order: int) -> Cost:
@@ -80,13 +89,15 @@ def _single_step_solver(order: int) -> Cost:
 METHODS: dict[str, Method] = {
     # probability-flow ODE
     "euler": Method(sample_euler, "ODE", 1, 1),
-    "heun": Method(sample_heun, "ODE", 2, 2, final_evals=1),
-    "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1),
+    "heun": Method(sample_heun, "ODE", 2, 2, final_evals=1, long_steps=True),
+    "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1, long_steps=True),
     "dopri5": Method(sample_dopri5, "ODE", 5, None),
     "ddim": Method(sample_ddim, "ODE", 1, 1),
     "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1)),
-    "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2)),
-    "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3)),
+    "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2),
+                           long_steps=True),
+    "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3),
+                           long_steps=True),
     "dpmpp_2s": Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1),
     "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1, grid="exponential"),
     "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential"),
@@ -98,7 +109,7 @@ METHODS: dict[str, Method] = {
     "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
     "dpmpp_2s_ancestral": Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1),
     "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1, grid="exponential"),
-    "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1),
+    "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1, long_steps=True),
     "em": Method(sample_euler_maruyama, "SDE", 1, 1),
     "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
     "ald": Method(sample_ald, "SDE", 1, 1, final_evals=1, cost=lambda o: (o.get("n_steps", 1), 1)),
@@ -215,7 +226,13 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
         steps = m.steps_for(nfe, options)
         if steps < 1:
             raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
-        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last, resolve_knee(denoiser, m))
+        knee = resolve_knee(denoiser, m)
+        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last, knee)
+        while m.long_steps:  # long steps cost 1 call: add steps while the grid still fits the budget
+            more = default_grid(denoiser, steps + 1, s_min, s_max, m.grid, last, knee)
+            if len(more) == len(grid) or m.calls(more, options) > nfe:
+                break
+            steps, grid = steps + 1, more
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)

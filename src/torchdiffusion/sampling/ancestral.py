@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, ancestral_split, batch_sigma, check_sigmas, noise_like, report, to_d
+from .common import (MAX_STEP_RATIO, Callback, ancestral_split, batch_sigma, check_sigmas, first_order, noise_like,
+                     report, to_d)
 
 Tensor = torch.Tensor
 
@@ -33,9 +34,11 @@ def sample_euler_ancestral(denoiser: Any, x: Tensor, sigmas: Tensor, *, generato
 @torch.no_grad()
 def sample_edm_stochastic(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                           callback: Callback | None = None, s_churn: float = 40.0, s_tmin: float = 0.05,
-                          s_tmax: float = 50.0, s_noise: float = 1.0, **cond: Any) -> Tensor:
+                          s_tmax: float = 50.0, s_noise: float = 1.0, max_ratio: float = MAX_STEP_RATIO,
+                          **cond: Any) -> Tensor:
     """EDM's stochastic sampler (Karras et al. 2022, Alg. 2): raise sigma to (1 + gamma) sigma with fresh noise, then
-    a Heun step (Euler when sigma_next = 0); gamma = min(S_churn / N, sqrt 2 - 1) inside [S_tmin, S_tmax]."""
+    a Heun step (Euler when sigma_next = 0 or sigma / sigma_next > max_ratio, `common.first_order`);
+    gamma = min(S_churn / N, sqrt 2 - 1) inside [S_tmin, S_tmax]."""
     sigmas = check_sigmas(x, sigmas).tolist()
     n = len(sigmas) - 1
     for i in range(n):
@@ -48,7 +51,7 @@ def sample_edm_stochastic(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator
         report(callback, i, x, s_hat, s_next, x0)
         d = to_d(x, s_hat, x0)
         x_next = x + (s_next - s_hat) * d
-        if s_next > 0:
+        if not first_order(s, s_next, max_ratio):
             d_next = to_d(x_next, s_next, denoiser(x_next, batch_sigma(x, s_next), **cond))
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next

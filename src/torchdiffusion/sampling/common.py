@@ -51,6 +51,17 @@ def check_sigmas(x: Tensor, sigmas: Tensor) -> Tensor:
     return sigmas.double()
 
 
+MAX_STEP_RATIO = 100.0  # sigma / sigma_next above which a sigma-space single-step solver steps first order (below)
+
+
+def first_order(s: float, s_next: float, max_ratio: float) -> bool:
+    """Whether the step s -> s_next is taken as DDIM's first-order step by Heun, RK4 and DPM-Solver-2/3: at sigma = 0,
+    and where s / s_next > max_ratio. Their later stages weigh D at s_next by (s - s_next) / s_next (Heun: half of it),
+    so a step across decades of sigma (a cosine DDPM table's top step, 20291 -> 3.1) multiplies that D's error by
+    thousands, where DDIM's lerp(D, x, s_next / s) keeps it below 1 (docs/samplers.md, "Long steps")."""
+    return s_next == 0 or s > max_ratio * s_next
+
+
 def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_next: float, denoised: Tensor) -> None:
     """Call the user's per-step callback, if any, with the step's state."""
     if callback is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, report
+from .common import MAX_STEP_RATIO, Callback, batch_sigma, check_sigmas, first_order, report
 
 Tensor = torch.Tensor
 
@@ -24,9 +24,9 @@ def _eps(denoiser: Any, x: Tensor, s: float, cond: dict[str, Any]) -> Tensor:
 @torch.no_grad()
 def sample_dpm_solver(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                       callback: Callback | None = None, order: int = 2, r1: float | None = None,
-                      r2: float | None = None, **cond: Any) -> Tensor:
+                      r2: float | None = None, max_ratio: float = MAX_STEP_RATIO, **cond: Any) -> Tensor:
     """DPM-Solver-k (Lu et al. 2022, eq. 3.7 for k = 1, Alg. 1 for k = 2 with r1 = 1/2, Alg. 2 for k = 3 with
-    r1 = 1/3, r2 = 2/3)."""
+    r1 = 1/3, r2 = 2/3); a step with sigma / sigma_next above max_ratio is DPM-Solver-1's (`common.first_order`)."""
     if order not in (1, 2, 3):
         raise ValueError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
     r1 = (0.5 if order == 2 else 1 / 3) if r1 is None else r1
@@ -37,7 +37,7 @@ def sample_dpm_solver(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: to
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
         eps0 = (x - x0) / s
-        if order == 1 or s_next == 0:
+        if order == 1 or first_order(s, s_next, max_ratio):
             x = x - (s - s_next) * eps0
             continue
         h = math.log(s / s_next)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, report, to_d
+from .common import MAX_STEP_RATIO, Callback, batch_sigma, check_sigmas, first_order, report, to_d
 
 Tensor = torch.Tensor
 
@@ -31,15 +31,16 @@ def sample_euler(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
 
 @torch.no_grad()
 def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
-                callback: Callback | None = None, **cond: Any) -> Tensor:
-    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1); the step to sigma = 0 is Euler's."""
+                callback: Callback | None = None, max_ratio: float = MAX_STEP_RATIO, **cond: Any) -> Tensor:
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1); the step to sigma = 0, and one with sigma / sigma_next
+    above max_ratio, is Euler's (`common.first_order`)."""
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
-        if s_next == 0:
-            x = x0
+        if first_order(s, s_next, max_ratio):
+            x = torch.lerp(x0, x, s_next / s)
             continue
         h = s_next - s
         sd = x - x0  # s * d
@@ -51,9 +52,9 @@ def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
 
 @torch.no_grad()
 def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
-               callback: Callback | None = None, **cond: Any) -> Tensor:
+               callback: Callback | None = None, max_ratio: float = MAX_STEP_RATIO, **cond: Any) -> Tensor:
     """Classical 4th-order Runge-Kutta (Kutta 1901; Hairer et al., Solving ODEs I, Table II.1.1) in sigma; the step
-    to sigma = 0 is Euler's."""
+    to sigma = 0, and one with sigma / sigma_next above max_ratio, is Euler's (`common.first_order`)."""
     sigmas = check_sigmas(x, sigmas).tolist()
 
     def f(y: Tensor, s: float) -> Tensor:
@@ -63,8 +64,8 @@ def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, batch_sigma(x, s), **cond)
         report(callback, i, x, s, s_next, x0)
-        if s_next == 0:
-            x = x0
+        if first_order(s, s_next, max_ratio):
+            x = torch.lerp(x0, x, s_next / s)
             continue
         h = s_next - s
         k1 = to_d(x, s, x0)
