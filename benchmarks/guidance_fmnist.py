@@ -11,7 +11,11 @@ of that class, averaged over classes (1 = as diverse as the data). FID against t
         --out runs/fmnist_cond20
     .venv/bin/python -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 8 \\
         --set train.num_threads=1 --out runs/fmnist_clf
-    .venv/bin/python benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf
+    .venv/bin/python benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf \\
+        [--plot docs/img/guidance_fmnist.png]
+
+--plot draws accuracy and diversity against the scale, one line per kind of guidance (the classifier's scale 0 is
+the null-label model, CFG's w = 0).
 """
 
 from __future__ import annotations
@@ -46,6 +50,33 @@ def score(x: torch.Tensor, y: torch.Tensor, net, real_div: torch.Tensor, real_fe
             "fid": fid_from_features(feats, real_feats)}
 
 
+def plot(rows: list[dict], path: str, title: str) -> None:
+    """Accuracy on the requested class and diversity against the guidance scale, one line per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    base = [r for r in rows if r["guidance"] == "cfg" and r["scale"] == 0]  # the null-label model: s = 0
+    for kind in dict.fromkeys(r["guidance"] for r in rows):
+        label = "classifier-free (w)" if kind == "cfg" else f"{kind} (s, null-label model)"
+        pts = sorted([r for r in rows if r["guidance"] == kind] + (base if kind != "cfg" else []),
+                     key=lambda r: r["scale"])
+        for ax, key in zip(axes, ("accuracy", "diversity")):
+            ax.plot([r["scale"] for r in pts], [r[key] for r in pts], "o-", label=label)
+    axes[0].set(xlabel="guidance scale", ylabel="accuracy on the requested class", ylim=(0, 1.02))
+    axes[1].set(xlabel="guidance scale", ylabel="within-class diversity (1 = data)")
+    axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -56,6 +87,9 @@ def main() -> None:
     ap.add_argument("--scales", default="0,1,1.5,2,3,5")
     ap.add_argument("--classifier-scales", default="0,1,2,4,8")
     ap.add_argument("--out", default="outputs/guidance_fmnist.json")
+    ap.add_argument("--plot", default=None, help="PNG of accuracy and diversity against the scale")
+    ap.add_argument("--classifier-sigma-max", type=float, default=None,
+                    help="also run the classifier scales with guidance only for sigma <= this (the recipe's interval)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     xtr, ytr = load_dataset("fashion_mnist")
@@ -82,12 +116,19 @@ def main() -> None:
         run("cfg", w, GuidanceRecipe(cond=cond, uncond=null, scale=w))
     if a.classifier:
         clf, _, _ = load_for_sampling(a.classifier)
-        for s in (float(v) for v in a.classifier_scales.split(",")):
-            # the unconditional model (null label) guided by the classifier alone
-            run("classifier", s, GuidanceRecipe(cond=null, classifier=clf.raw_ve, classifier_labels=y,
-                                                classifier_scale=s))
-    print(f"\nModel {meta['path']} (step {meta['step']}), {a.sampler} at {a.nfe} NFE, {a.per_class} samples per "
-          f"class; readout classifier: the FID feature network.\n")
+        intervals = {"classifier": None}
+        if a.classifier_sigma_max is not None:
+            intervals[f"classifier, sigma <= {a.classifier_sigma_max:g}"] = (0.0, a.classifier_sigma_max)
+        for kind, interval in intervals.items():
+            for s in (float(v) for v in a.classifier_scales.split(",")):
+                # the unconditional model (null label) guided by the classifier alone
+                run(kind, s, GuidanceRecipe(cond=null, classifier=clf.raw_ve, classifier_labels=y,
+                                            classifier_scale=s, interval=interval))
+    title = (f"Model {meta['path']} (step {meta['step']}), {a.sampler} at {a.nfe} NFE, {a.per_class} samples per "
+             f"class; readout classifier: the FID feature network.")
+    print(f"\n{title}\n")
+    if a.plot:
+        plot(rows, a.plot, title)
     print("| guidance | scale | accuracy on requested class | diversity (1 = data) | FID |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -200,6 +200,21 @@ def test_a_negative_condition_keeps_the_guidance_interval(lgm):
     assert torch.allclose(guided(x, 1.0), d_n + 2.5 * (d_c - d_n), rtol=0, atol=1e-13)
 
 
+def test_classifier_guidance_keeps_the_guidance_interval(lgm):
+    """GuidanceRecipe with a classifier and an interval: D + s sigma^2 grad log p inside, the plain model outside."""
+    from torchdiffusion.conditioning import GuidanceRecipe
+
+    x, y = points(), labels(12, seed=5)
+    null = {"class_labels": torch.full((12,), lgm.null_label)}
+    recipe = GuidanceRecipe(cond=null, classifier=lgm.logits, classifier_labels=y, classifier_scale=2.0,
+                            interval=(0.5, 5.0))
+    guided = recipe.denoiser(lgm, slice(None))
+    for sigma in (0.1, 40.0):
+        assert torch.equal(guided(x, sigma), lgm(x, sigma, **null)), sigma
+    inside = classifier_guidance(lgm, classifier_log_prob(lgm.logits, y), 2.0, cond=null)(x, 1.0)
+    assert torch.equal(guided(x, 1.0), inside) and not torch.allclose(inside, lgm(x, 1.0, **null))
+
+
 # ---------------------------------------------------------------- classifier guidance
 
 

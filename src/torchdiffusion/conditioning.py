@@ -13,8 +13,8 @@ from typing import Any, Callable
 import torch
 
 from .denoiser import Conditioned
-from .guidance import (classifier_free, classifier_guidance, classifier_log_prob, negative_conditioning,
-                       thresholded)
+from .guidance import (classifier_free, classifier_guidance, classifier_log_prob, limited_interval,
+                       negative_conditioning, thresholded)
 
 Tensor = torch.Tensor
 Cond = dict[str, Tensor]
@@ -33,7 +33,8 @@ class GuidanceRecipe:
     negative: Cond | None = None                      # replaces uncond in the guidance formula
     scale: float = 1.0                                # w: D_u + w (D_c - D_u)
     rescale: float = 0.0                              # CFG-rescale phi (Lin et al. 2024)
-    interval: tuple[float, float] | None = None       # guide only for sigma in (lo, hi] (Kynkaanniemi et al. 2024)
+    interval: tuple[float, float] | None = None       # guide (CFG and classifier) only for sigma in (lo, hi]
+                                                      # (Kynkaanniemi et al. 2024)
     threshold: str | None = None                      # static | dynamic on x0
     classifier: Callable[[Tensor, Tensor], Tensor] | None = None  # logits_fn(x, sigma) in VE coordinates
     classifier_labels: Tensor | None = None           # (num,) targets of classifier guidance
@@ -70,7 +71,9 @@ class GuidanceRecipe:
             d = Conditioned(model, **c)
         if self.classifier is not None and self.classifier_scale > 0:
             log_prob = classifier_log_prob(self.classifier, self.classifier_labels[rows])
-            d = classifier_guidance(d, log_prob, self.classifier_scale)
+            guided = classifier_guidance(d, log_prob, self.classifier_scale)
+            # the interval bounds both kinds: a classifier's shift s sigma^2 grad log p of x0 grows with sigma^2
+            d = guided if self.interval is None else limited_interval(guided, d, *self.interval)
         if self.threshold is not None:
             d = thresholded(d, self.threshold)
         return d

@@ -28,7 +28,7 @@ def add_guidance_arguments(sp: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                    help="CFG-rescale against over-saturation (Lin et al. 2024), 0..1")
     g.add_argument("--guidance-interval", default=None, metavar="LO,HI",
-                   help="apply guidance only for sigma in (LO, HI] (Kynkaanniemi et al. 2024)")
+                   help="apply guidance (CFG and classifier) only for sigma in (LO, HI] (Kynkaanniemi et al. 2024)")
     g.add_argument("--threshold", choices=["static", "dynamic"], default=None,
                    help="clip x0 to [-1, 1] (static) or by Imagen's percentile rule (dynamic)")
     g.add_argument("--classifier", default=None, metavar="CKPT",

@@ -189,7 +189,7 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
-    step) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
+    step, and 1 for a step longer than max_ratio, `common.first_order`) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
     nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
     sigma_min is the lowest noise level the denoiser is valid for (default: its `sigma_min`, else 0.002); the default
     grid may stop above it, at its "tail" max(sigma_min, tail), before its final step to 0. tail=None picks
