@@ -224,6 +224,17 @@ def test_calibrated_grid_beats_the_default_grid_on_held_out_starts(gmm):
     assert err(calibrated) < 0.8 * err(default), (err(calibrated), err(default))
 
 
+def test_max_ratio_is_checked(gmm):
+    x = torch.randn(4, 2, dtype=torch.float64) * 80
+    for bad in (1.0, 0.5, float("nan")):
+        with pytest.raises(ValueError, match="max_ratio"):
+            sample(gmm, x, method="heun", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=bad)
+    with pytest.raises(ValueError, match="applies to"):
+        sample(gmm, x, method="ddim", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=10.0)
+    never = sample(gmm, x, method="heun", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=math.inf)
+    assert torch.isfinite(never).all()
+
+
 def test_sample_checks_a_given_grid_against_the_budget(gmm):
     x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="above nfe"):

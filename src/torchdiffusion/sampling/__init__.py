@@ -208,6 +208,11 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     m = METHODS[method]
     if nfe is not None and nfe < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
+    if "max_ratio" in options and not (m.long_steps and float(options["max_ratio"]) > 1):
+        long = sorted(n for n, k in METHODS.items() if k.long_steps)
+        why = "must be a number > 1 (inf: never)" if m.long_steps else f"applies to {long} only"
+        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) {why}, got "
+                         f"{options['max_ratio']!r} for {method}")
     s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
     s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
     if grid is not None and tail is not None:
