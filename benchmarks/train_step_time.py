@@ -3,7 +3,7 @@
 Four trainers, timed in interleaved rounds in one process (so machine noise hits all of them alike), median of
 the rounds:
 
-  ours          configs/fashion_mnist.yaml as shipped (U-Net 32 x (1, 2, 4), bf16 autocast where the CPU has it)
+  ours          configs/fashion_mnist.yaml as shipped (U-Net 16 x (1, 3, 8), bf16 autocast where the CPU has it)
   ours-48       the same recipe on the benchmark's diffusers layout at width 48 (48 x (1, 2, 2))
   diffusers     UNet2DModel of train_vs_diffusers.py at width 50 (2.70M parameters, the nearest to ours), eps-MSE,
                 AdamW, EMA: channel counts off multiples of 16 cost it far more than its 8 % extra FLOPs
