@@ -45,7 +45,8 @@ bench-samplers: $(VENV)/.dev
 bench-guidance: $(VENV)/.dev data
 	$(PY) -m torchdiffusion train fashion_mnist_cond --max-cpu-minutes 20 --set train.num_threads=1 --out runs/fmnist_cond20
 	$(PY) -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 8 --set train.num_threads=1 --out runs/fmnist_clf
-	$(PY) benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf
+	$(PY) benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf --per-class 20 \
+		--scales 0,1,1.5,2,3,4 --classifier-scales 0.5,1,2,4,8 --classifier-sigma-max 10 --plot outputs/guidance_fmnist.png
 	$(PY) -m torchdiffusion train shapes_text --max-cpu-minutes 20 --set train.num_threads=1 --out runs/shapes_text20
 	$(PY) benchmarks/shapes_text.py --model runs/shapes_text20
 

@@ -12,7 +12,8 @@ of that class, averaged over classes (1 = as diverse as the data). FID against t
     .venv/bin/python -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 8 \\
         --set train.num_threads=1 --out runs/fmnist_clf
     .venv/bin/python benchmarks/guidance_fmnist.py --model runs/fmnist_cond20 --classifier runs/fmnist_clf \\
-        [--plot docs/img/guidance_fmnist.png]
+        --per-class 20 --scales 0,1,1.5,2,3,4 --classifier-scales 0.5,1,2,4,8 --classifier-sigma-max 10 \\
+        --plot docs/img/guidance_fmnist.png
 
 --plot draws accuracy and diversity against the scale, one line per kind of guidance (the classifier's scale 0 is
 the null-label model, CFG's w = 0).
