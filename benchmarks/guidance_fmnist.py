@@ -62,8 +62,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     base = [r for r in rows if r["guidance"] == "cfg" and r["scale"] == 0]  # the null-label model: s = 0
     for kind in dict.fromkeys(r["guidance"] for r in rows):
         label = "classifier-free (w)" if kind == "cfg" else f"{kind} (s, null-label model)"
-        pts = sorted([r for r in rows if r["guidance"] == kind] + (base if kind != "cfg" else []),
-                     key=lambda r: r["scale"])
+        own = [r for r in rows if r["guidance"] == kind]
+        zero = base if kind != "cfg" and not any(r["scale"] == 0 for r in own) else []
+        pts = sorted(own + zero, key=lambda r: r["scale"])
         for ax, key in zip(axes, ("accuracy", "diversity")):
             ax.plot([r["scale"] for r in pts], [r[key] for r in pts], "o-", label=label)
     axes[0].set(xlabel="guidance scale", ylabel="accuracy on the requested class", ylim=(0, 1.02))

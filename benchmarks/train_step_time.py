@@ -5,7 +5,7 @@ the rounds:
 
   ours          configs/fashion_mnist.yaml as shipped (U-Net 16 x (1, 3, 8), bf16 autocast where the CPU has it)
   ours-48       the same recipe on the benchmark's diffusers layout at width 48 (48 x (1, 2, 2))
-  diffusers     UNet2DModel of train_vs_diffusers.py at width 50 (2.70M parameters, the nearest to ours), eps-MSE,
+  diffusers     UNet2DModel of train_vs_diffusers.py at width 50 (2.70M parameters), eps-MSE,
                 AdamW, EMA: channel counts off multiples of 16 cost it far more than its 8 % extra FLOPs
   diffusers-48  the same at width 48 (2.50M), train_vs_diffusers.py's default: ours-48 / diffusers-48 is what the
                 implementation buys at equal FLOPs, ours / diffusers-48 the ratio that benchmark measures

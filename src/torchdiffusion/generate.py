@@ -46,11 +46,12 @@ def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: in
 @torch.no_grad()
 def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler: str = "ddim", steps: int = 50,
              seed: int = 0, batch_size: int = 256, progress: bool = False, cond: dict[str, Tensor] | None = None,
-             guidance: GuidanceRecipe | None = None, **options: Any) -> tuple[Tensor, int]:
+             guidance: GuidanceRecipe | None = None, nfe: int | None = None, **options: Any) -> tuple[Tensor, int]:
     """(num samples of the given per-sample shape, denoiser calls per sample).
 
-    cond holds per-sample model kwargs (num, ...) such as class_labels (the plain conditional model);
-    guidance, a GuidanceRecipe with its own per-sample conditions, replaces it.
+    `steps` steps on the sampler's default grid, or, when nfe is given, the budget of `sample` instead (the most
+    steps whose calls fit in nfe). cond holds per-sample model kwargs (num, ...) such as class_labels (the plain
+    conditional model); guidance, a GuidanceRecipe with its own per-sample conditions, replaces it.
     """
     check_shape(shape, num)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -69,9 +70,11 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     x = start_noise(model, shape, num, seed, generators=gens).to(device)
     out, calls = [], 0
     m = METHODS[sampler]
-    if m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
+    if nfe is not None:
+        pass  # the caller's budget
+    elif m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
         nfe = steps
-    else:  # exactly `steps` steps on the default grid
+    else:  # `steps` steps on the default grid (a long step's freed calls never fit another step)
         per_step, final = m.budget(options)
         nfe = per_step * (steps - 1) + final
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):

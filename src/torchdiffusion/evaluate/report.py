@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import (fid_from_features, inception_score, kid, mmd_gaussian, precision_recall,
                        sliced_wasserstein)
-from ..sampling import METHODS
+from ..sampling import METHODS, budget_grid
 from .data import Reference, is_toy, load_featurizer, reference_data
 from .likelihood import BpdOptions, elbo_bpd, ode_bpd
 
@@ -175,11 +175,13 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
         m = METHODS[sampler]
         options = {"eta": 0.0} if sampler == "ddim" else {}
         steps = nfe if m.evals_per_step is None else m.steps_for(nfe, options)
+        if steps >= 1 and m.evals_per_step is not None:  # the grid `sample` runs at this budget
+            steps = len(budget_grid(model, sampler, nfe, options=options)) - 1
         if steps < 1:
             rows.append({"sampler": sampler, "nfe_requested": nfe, "skipped": f"nfe {nfe} is below one step"})
             continue
         t0 = time.perf_counter()
-        x, used = generate(model, shape, o.num, sampler=sampler, steps=steps, seed=o.seed, batch_size=o.batch_size,
+        x, used = generate(model, shape, o.num, sampler=sampler, nfe=nfe, seed=o.seed, batch_size=o.batch_size,
                            cond=cond, **options)
         t_sample = time.perf_counter() - t0
         if not toy:

@@ -93,7 +93,8 @@ METHODS: dict[str, Method] = {
     "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1, long_steps=True),
     "dopri5": Method(sample_dopri5, "ODE", 5, None),
     "ddim": Method(sample_ddim, "ODE", 1, 1),
-    "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1)),
+    "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1),
+                           long_steps=True),  # the rule matters where an `order` option raises it
     "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2),
                            long_steps=True),
     "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3),
@@ -182,6 +183,66 @@ def resolve_knee(denoiser: Any, method: Method) -> float | None:
     return GRID_KNEE * float(sigma_data)
 
 
+def check_max_ratio(method: str, value: Any) -> float:
+    """The option max_ratio as a float > 1 (inf: never first order), for a method that has the long-step rule."""
+    long = sorted(n for n, k in METHODS.items() if k.long_steps)
+    if method not in long:
+        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) applies to {long} only, "
+                         f"not {method}")
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = math.nan
+    if not ratio > 1:
+        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) must be a number > 1 "
+                         f"(inf: never), got {value!r}")
+    return ratio
+
+
+def _range(denoiser: Any, m: Method, nfe: int, sigma_min: float | None, sigma_max: float | None,
+           tail: float | None) -> tuple[float, float, float | None]:
+    """(sigma_min, sigma_max, the default grid's tail or None) from the arguments and the denoiser's attributes."""
+    s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
+    s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
+    last = resolve_tail(denoiser, m, nfe, tail)
+    if last is not None and last >= s_max:
+        if tail is not None:
+            raise ValueError(f"the grid's tail {last} must lie below sigma_max={s_max}")
+        last = None  # the rule does not apply to a range this short
+    return s_min, s_max, last
+
+
+def budget_grid(denoiser: Any, method: str, nfe: int, *, sigma_min: float | None = None,
+                sigma_max: float | None = None, tail: float | None = None,
+                options: dict[str, Any] | None = None) -> Tensor:
+    """The default grid `sample` runs a fixed-step method on: the most steps whose calls fit in nfe.
+
+    Steps are counted by `Method.calls`; for a method with the long-step rule (a step with sigma / sigma_next above
+    max_ratio costs one call) every step count up to nfe is tried, since more steps can remove a long step and cost
+    more. The arguments mean what they mean in `sample`.
+    """
+    m, options = METHODS[method], options or {}
+    if m.evals_per_step is None:
+        raise ValueError(f"{method} is adaptive: it has no fixed-step grid")
+    s_min, s_max, last = _range(denoiser, m, nfe, sigma_min, sigma_max, tail)
+    steps = m.steps_for(nfe, options)
+    if steps < 1:
+        raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
+    knee = resolve_knee(denoiser, m)
+    grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last, knee)
+    if m.long_steps:  # long steps cost 1 call: the most steps that still fit (calls are not monotone in steps)
+        for more_steps in range(steps + 1, nfe + 1):
+            more = default_grid(denoiser, more_steps, s_min, s_max, m.grid, last, knee)
+            if len(more) <= more_steps:  # a table has no more levels to give
+                break
+            calls = m.calls(more, options)
+            if calls <= nfe:
+                grid = more
+            elif calls == m.calls(more, {**options, "max_ratio": math.inf}):
+                break  # over budget with no long step left: finer grids only cost more
+    return grid
+
+
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
            sigma_max: float | None = None, grid: Tensor | None = None, tail: float | None = None,
            generator: Generators = None, callback: Callable[[dict[str, Any]], None] | None = None,
@@ -208,36 +269,18 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     m = METHODS[method]
     if nfe is not None and nfe < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
-    if "max_ratio" in options and not (m.long_steps and float(options["max_ratio"]) > 1):
-        long = sorted(n for n, k in METHODS.items() if k.long_steps)
-        why = "must be a number > 1 (inf: never)" if m.long_steps else f"applies to {long} only"
-        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) {why}, got "
-                         f"{options['max_ratio']!r} for {method}")
-    s_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
-    s_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
+    if "max_ratio" in options:
+        options["max_ratio"] = check_max_ratio(method, options["max_ratio"])
     if grid is not None and tail is not None:
         raise ValueError("give either a grid or a tail (the last nonzero sigma of the default grid), not both")
-    last = None if grid is not None else resolve_tail(denoiser, m, 50 if nfe is None else nfe, tail)
-    if last is not None and last >= s_max:
-        if tail is not None:
-            raise ValueError(f"the grid's tail {last} must lie below sigma_max={s_max}")
-        last = None  # the rule does not apply to a range this short
     if m.evals_per_step is None:
+        s_min, s_max, last = _range(denoiser, m, 50 if nfe is None else nfe, sigma_min, sigma_max, tail)
         options.setdefault("max_nfe", 50 if nfe is None else nfe)
         if grid is None:
             grid = torch.tensor([s_max, s_min if last is None else max(s_min, last), 0.0], dtype=torch.float64)
     elif grid is None:
-        nfe = 50 if nfe is None else nfe
-        steps = m.steps_for(nfe, options)
-        if steps < 1:
-            raise ValueError(f"nfe={nfe} is below one step of {method} ({m.budget(options)[1]} evaluations)")
-        knee = resolve_knee(denoiser, m)
-        grid = default_grid(denoiser, steps, s_min, s_max, m.grid, last, knee)
-        while m.long_steps:  # long steps cost 1 call: add steps while the grid still fits the budget
-            more = default_grid(denoiser, steps + 1, s_min, s_max, m.grid, last, knee)
-            if len(more) == len(grid) or m.calls(more, options) > nfe:
-                break
-            steps, grid = steps + 1, more
+        grid = budget_grid(denoiser, method, 50 if nfe is None else nfe, sigma_min=sigma_min, sigma_max=sigma_max,
+                           tail=tail, options=options)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
     return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
@@ -245,7 +288,8 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
 
 from .calibrate import calibrate_grid  # noqa: E402  (uses METHODS)
 
-__all__ = ["METHODS", "Method", "calibrate_grid", "default_grid", "grids", "resolve_knee", "resolve_tail", "sample", "sample_ald",
-           "sample_ddim", "sample_ddpm", "sample_dopri5", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
-           "sample_dpmpp_2s", "sample_dpmpp_3m", "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral",
-           "sample_euler_maruyama", "sample_heun", "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]
+__all__ = ["METHODS", "Method", "budget_grid", "calibrate_grid", "check_max_ratio", "default_grid", "grids",
+           "resolve_knee", "resolve_tail", "sample", "sample_ald", "sample_ddim", "sample_ddpm", "sample_dopri5",
+           "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
+           "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
+           "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..denoiser import CountingDenoiser
-from . import METHODS, default_grid, grids, resolve_knee, resolve_tail  # imported by the package after these
+from . import METHODS, budget_grid, grids  # imported by the package after these
 from .adaptive import sample_dopri5
 
 Tensor = torch.Tensor
@@ -59,11 +59,12 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
         reference = sample_dopri5(D, x_cal, torch.tensor([sigma_max, sigma_min, 0.0]), rtol=1e-9, atol=1e-9)
 
     def error(grid: Tensor) -> float:
+        if m.calls(grid, options) > nfe:  # a long step moved away (`common.first_order`): over budget
+            return math.inf
         out = m.fn(D, x_cal, grid, **options)
         return float((out - reference).reshape(len(x_cal), -1).norm(dim=1).mean())
 
-    starts = {"default": default_grid(denoiser, steps, sigma_min, sigma_max, m.grid,
-                                      resolve_tail(denoiser, m, nfe, None), resolve_knee(denoiser, m)),
+    starts = {"default": budget_grid(denoiser, method, nfe, sigma_min=sigma_min, sigma_max=sigma_max, options=options),
               "karras_rho7": grids.karras(steps, sigma_min, sigma_max),
               "exponential": grids.exponential(steps, sigma_min, sigma_max),
               "karras_rho3": grids.karras(steps, sigma_min, sigma_max, rho=3.0)}

@@ -55,10 +55,12 @@ MAX_STEP_RATIO = 100.0  # sigma / sigma_next above which a sigma-space single-st
 
 
 def first_order(s: float, s_next: float, max_ratio: float) -> bool:
-    """Whether the step s -> s_next is taken as DDIM's first-order step by Heun, RK4 and DPM-Solver-2/3: at sigma = 0,
-    and where s / s_next > max_ratio. Their later stages weigh D at s_next by (s - s_next) / s_next (Heun: half of it),
-    so a step across decades of sigma (a cosine DDPM table's top step, 20291 -> 3.1) multiplies that D's error by
-    thousands, where DDIM's lerp(D, x, s_next / s) keeps it below 1 (docs/samplers.md, "Long steps")."""
+    """Whether the step s -> s_next is taken as DDIM's first-order step by Heun, RK4, DPM-Solver-2/3 and EDM's
+    stochastic sampler: at sigma = 0, and where s / s_next > max_ratio. Their later stages evaluate D inside or at
+    the end of the step and weigh it by the step's length over that stage's sigma (Heun: D at s_next, times
+    (s / s_next - 1) / 2; DPM-Solver-2: D at sqrt(s s_next), about sqrt(s / s_next)), so a step across decades of
+    sigma (a cosine DDPM table's top step, 20,291 -> 3.8) multiplies that D's error by up to thousands, where DDIM's
+    lerp(D, x, s_next / s) keeps it below 1 (docs/samplers.md, "Long steps")."""
     return s_next == 0 or s > max_ratio * s_next
 
 

@@ -38,7 +38,7 @@ def sample_dpm_solver(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: to
         report(callback, i, x, s, s_next, x0)
         eps0 = (x - x0) / s
         if order == 1 or first_order(s, s_next, max_ratio):
-            x = x - (s - s_next) * eps0
+            x = torch.lerp(x0, x, s_next / s)  # x - (s - s') eps0, without its round-off at a long step
             continue
         h = math.log(s / s_next)
         s1 = s * math.exp(-r1 * h)
