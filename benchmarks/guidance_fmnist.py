@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -129,8 +130,9 @@ def main() -> None:
     title = (f"Model {meta['path']} (step {meta['step']}), {a.sampler} at {a.nfe} NFE, {a.per_class} samples per "
              f"class; readout classifier: the FID feature network.")
     print(f"\n{title}\n")
-    if a.plot:
-        plot(rows, a.plot, title)
+    if a.plot:  # a title that fits the figure: run folder, step, sampler
+        run_name = Path(meta["path"]).parent.parent.name
+        plot(rows, a.plot, f"{run_name} (step {meta['step']}), {a.sampler} {a.nfe} NFE, {a.per_class} samples per class")
     print("| guidance | scale | accuracy on requested class | diversity (1 = data) | FID |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
