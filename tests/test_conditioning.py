@@ -189,7 +189,8 @@ def cond_run(tmp_path_factory):
     ["--class-label", "3", "--guidance-scale", "3", "--guidance-rescale", "0.7", "--threshold", "dynamic"],
     ["--class-label", "1,2", "--negative-class", "0", "--guidance-scale", "2"],
     ["--guidance-scale", "2", "--guidance-interval", "0.5,10"],
-    ["--class-label", "4", "--classifier", "CLF", "--classifier-scale", "2", "--threshold", "static"],
+    ["--class-label", "4", "--classifier", "CLF", "--classifier-scale", "2", "--threshold", "static",
+     "--guidance-interval", "0,10"],
 ])
 def test_sample_cli_guidance_flags(cond_run, flags, capsys):
     import json
@@ -201,6 +202,21 @@ def test_sample_cli_guidance_flags(cond_run, flags, capsys):
     assert main(["sample", str(cond_run / "model"), "--num", "3", "--steps", "3", "--grid", str(grid), *flags]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["nfe"] == 3 and grid.is_file()
+
+
+def test_unbounded_classifier_guidance_on_a_long_sigma_range_warns(cond_run):
+    """On this cosine table (sigma_max far above 100) classifier guidance without an interval warns; with one, not."""
+    import warnings
+
+    from torchdiffusion.cli import main
+
+    base = ["sample", str(cond_run / "model"), "--num", "2", "--steps", "2", "--class-label", "4",
+            "--classifier", str(cond_run / "clf"), "--classifier-scale", "2"]
+    with pytest.warns(UserWarning, match="guidance-interval 0,10"):
+        assert main(base) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main([*base, "--guidance-interval", "0,10"]) == 0
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Any
 
 import torch
@@ -10,6 +11,9 @@ import torch
 from .conditioning import GuidanceRecipe
 
 Tensor = torch.Tensor
+
+
+CLASSIFIER_SIGMA_WARN = 100.0  # a model reaching sigma above this gets a warning for unbounded classifier guidance
 
 
 def add_guidance_arguments(sp: argparse.ArgumentParser) -> None:
@@ -105,6 +109,11 @@ def recipe_from_args(a: argparse.Namespace, model: Any, num: int) -> GuidanceRec
             raise ValueError(f"--classifier {a.classifier}: not a classifier run (loss.kind is {clf_cfg.loss.kind!r})")
         classifier = clf.raw_ve
         labels = cond.get("class_labels", _labels(a.class_label, num, clf.backbone.config.num_classes))
+        sigma_max = float(getattr(model, "sigma_max", 0.0))
+        if a.classifier_scale > 0 and a.guidance_interval is None and sigma_max > CLASSIFIER_SIGMA_WARN:
+            warnings.warn(f"classifier guidance at every sigma up to {sigma_max:g}: its x0 shift s sigma^2 grad log p "
+                          f"grows with sigma^2 and broke every image in the README's Fashion-MNIST run; consider "
+                          f"--guidance-interval 0,10", UserWarning, stacklevel=2)
     return GuidanceRecipe(cond=cond, uncond=uncond, negative=negative, scale=a.guidance_scale,
                           rescale=a.guidance_rescale, interval=_interval(a.guidance_interval), threshold=a.threshold,
                           classifier=classifier, classifier_labels=labels,
