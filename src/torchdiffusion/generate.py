@@ -70,11 +70,9 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     x = start_noise(model, shape, num, seed, generators=gens).to(device)
     out, calls = [], 0
     m = METHODS[sampler]
-    if nfe is not None:
-        pass  # the caller's budget
-    elif m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
+    if nfe is None and m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
         nfe = steps
-    else:  # `steps` steps on the default grid (a long step's freed calls never fit another step)
+    elif nfe is None:  # `steps` steps on the default grid (a long step's freed calls never fit another step)
         per_step, final = m.budget(options)
         nfe = per_step * (steps - 1) + final
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):

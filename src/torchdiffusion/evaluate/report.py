@@ -174,8 +174,11 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
         bar.set_postfix_str(f"{sampler} nfe={nfe}")
         m = METHODS[sampler]
         options = {"eta": 0.0} if sampler == "ddim" else {}
-        steps = nfe if m.evals_per_step is None else m.steps_for(nfe, options)
-        if steps >= 1 and m.evals_per_step is not None:  # the grid `sample` runs at this budget
+        if m.evals_per_step is None:
+            steps = nfe
+        elif m.steps_for(nfe, options) < 1:
+            steps = 0
+        else:  # the grid `sample` runs at this budget
             steps = len(budget_grid(model, sampler, nfe, options=options)) - 1
         if steps < 1:
             rows.append({"sampler": sampler, "nfe_requested": nfe, "skipped": f"nfe {nfe} is below one step"})

@@ -250,8 +250,9 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
-    step, and 1 for a step longer than max_ratio, `common.first_order`) on the method's default grid; a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if
-    nfe is given. An adaptive method uses the grid's endpoints and stops spending at nfe.
+    step, and 1 for a step longer than max_ratio, `common.first_order`) on the method's default grid
+    (`budget_grid`); a given grid (e.g. from calibrate_grid) is used as is and checked against nfe if nfe is given.
+    An adaptive method uses the grid's endpoints and stops spending at nfe.
     sigma_min is the lowest noise level the denoiser is valid for (default: its `sigma_min`, else 0.002); the default
     grid may stop above it, at its "tail" max(sigma_min, tail), before its final step to 0. tail=None picks
     `grids.default_tail(nfe, denoiser.sigma_data)` for deterministic fixed-step methods when the denoiser has a
@@ -274,9 +275,9 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     if grid is not None and tail is not None:
         raise ValueError("give either a grid or a tail (the last nonzero sigma of the default grid), not both")
     if m.evals_per_step is None:
-        s_min, s_max, last = _range(denoiser, m, 50 if nfe is None else nfe, sigma_min, sigma_max, tail)
         options.setdefault("max_nfe", 50 if nfe is None else nfe)
         if grid is None:
+            s_min, s_max, last = _range(denoiser, m, options["max_nfe"], sigma_min, sigma_max, tail)
             grid = torch.tensor([s_max, s_min if last is None else max(s_min, last), 0.0], dtype=torch.float64)
     elif grid is None:
         grid = budget_grid(denoiser, method, 50 if nfe is None else nfe, sigma_min=sigma_min, sigma_max=sigma_max,
