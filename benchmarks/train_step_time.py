@@ -3,8 +3,10 @@
 Four trainers, timed in interleaved rounds in one process (so machine noise hits all of them alike), median of
 the rounds:
 
-  ours          configs/fashion_mnist.yaml as shipped (U-Net 16 x (1, 3, 8), bf16 autocast where the CPU has it)
-  ours-48       the same recipe on the benchmark's diffusers layout at width 48 (48 x (1, 2, 2))
+  ours          configs/fashion_mnist.yaml as shipped (U-Net 16 x (1, 3, 8), narrow upsampling convs, bf16 autocast
+                where the CPU has it)
+  ours-48       the same recipe on the benchmark's diffusers layout at width 48 (48 x (1, 2, 2), upsampling convs
+                keeping the coarse width as UNet2DModel's do)
   diffusers     UNet2DModel of train_vs_diffusers.py at width 50 (2.70M parameters), eps-MSE,
                 AdamW, EMA: channel counts off multiples of 16 cost it far more than its 8 % extra FLOPs
   diffusers-48  the same at width 48 (2.50M), train_vs_diffusers.py's default: ours-48 / diffusers-48 is what the
@@ -66,7 +68,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {"ours": ours([], f"{tmp}/a"),
-                "ours-48": ours(["model.params.base_channels=48", "model.params.channel_mult=[1,2,2]"], f"{tmp}/b"),
+                "ours-48": ours(["model.params.base_channels=48", "model.params.channel_mult=[1,2,2]",
+                                 "model.params.narrow_upsample=false"], f"{tmp}/b"),
                 "diffusers": diffusers(a.diffusers_width), "diffusers-48": diffusers(48)}
         for step, _ in runs.values():  # warm-up
             step()

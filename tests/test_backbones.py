@@ -100,6 +100,26 @@ def test_unet_out_channels_and_learned_variance():
     assert tiny_unet(in_channels=3, out_channels=1, learned_variance=True)(x, t).shape == (2, 2, 8, 8)
 
 
+@pytest.mark.parametrize("size, mult", [(28, (1, 3, 8)), (28, (1, 1, 2, 2)), (8, (1, 2))])
+def test_narrow_upsample_shapes_and_widths(size, mult):
+    m = tiny_unet(channel_mult=mult, image_size=size, narrow_upsample=True, attn_resolutions=())
+    perturb_zero_init(m)
+    assert m(torch.randn(2, 1, size, size), levels(2)).shape == (2, 1, size, size)
+    # the upsample leaving level L (coarse to fine: L = n-1 .. 1) outputs level L-1's width
+    finer = [8 * k for k in reversed(mult[:-1])]
+    assert [u.conv.out_channels for u in m.upsample] == finer
+    assert [u.conv.in_channels for u in m.upsample] == [8 * k for k in reversed(mult[1:])]
+
+
+def test_narrow_upsample_saves_the_counted_parameters():
+    # base 8, mult (1, 2): the one upsample conv 16 -> 16 becomes 16 -> 8, and the first fine up block then eats
+    # 8 + 8 instead of 16 + 8 channels: its norm1 affine (2 per channel), 3x3 conv1 and 1x1 skip shrink by 8 inputs
+    wide, narrow = count_parameters(tiny_unet()), count_parameters(tiny_unet(narrow_upsample=True))
+    upsample = (16 * 16 * 9 + 16) - (16 * 8 * 9 + 8)
+    block = 2 * 8 + 8 * 8 * 9 + 8 * 8
+    assert wide - narrow == upsample + block
+
+
 def test_fresh_unet_output_is_exactly_zero():
     # the final conv is zero-initialised, so the untrained network predicts exactly 0 everywhere
     m = tiny_unet(num_classes=2, context_dim=4)

@@ -38,6 +38,9 @@ class UNetConfig(BackboneConfig):
     dropout: float = 0.0
     groups: int = 32  # GroupNorm groups, reduced to the largest divisor of each channel count
     scale_skip: bool = False  # multiply residual sums by 1/sqrt(2) (NCSN++ / EDM)
+    # True: each upsampling conv already outputs the finer level's width, so it runs at the fine resolution with
+    # fewer output channels and the blocks after it see narrower inputs (fewer FLOPs where pixels are many)
+    narrow_upsample: bool = False
     learned_variance: bool = False  # doubled output: prediction, then v of Nichol & Dhariwal 2021 eq. 15
     num_classes: int = 0  # > 0: label embedding added to the noise embedding; label == num_classes is null
     context_dim: int = 0  # > 0: attention blocks also attend to context (B, L, context_dim)
@@ -162,14 +165,14 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour resize to the skip's exact size, then a 3x3 conv (Ho et al. 2020)."""
+    """Nearest-neighbour resize to the skip's exact size, then a 3x3 conv (Ho et al. 2020); out_ch defaults to ch."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, out_ch: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv = nn.Conv2d(ch, out_ch or ch, 3, padding=1)
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        """x (B, C, h, w) -> (B, C, *size)."""
+        """x (B, C, h, w) -> (B, out_ch, *size)."""
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
@@ -221,8 +224,10 @@ class UNet(nn.Module):
                 blocks.append(block(ch + skip_chs.pop(), mult * ch0, level_res[level]))
                 ch = mult * ch0
             self.up.append(blocks)
-            if level > 0:
-                self.upsample.append(Upsample(ch))  # target size comes from the skip at run time
+            if level > 0:  # target size comes from the skip at run time
+                out = c.channel_mult[level - 1] * ch0 if c.narrow_upsample else ch
+                self.upsample.append(Upsample(ch, out))
+                ch = out
 
         self.norm_out = group_norm(ch, c.groups)
         self.conv_out = zero_(nn.Conv2d(ch, c.total_out_channels, 3, padding=1))
