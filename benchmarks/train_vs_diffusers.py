@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="sampling steps for both")
     ap.add_argument("--diffusers-width", type=int, default=48,
                     help="base width near our parameter count (48: 2.50M vs our 2.28M; 50 gives 2.70M but channel "
-                         "counts off multiples of 16 make oneDNN 38%% slower for 8%% more FLOPs, which would flatter us)")
+                         "counts off multiples of 16 make oneDNN 22-38%% slower per step for 8%% more FLOPs, which would flatter us)")
     ap.add_argument("--out", default="outputs/bench_train")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of our configs/fashion_mnist.yaml (repeatable)")
