@@ -165,11 +165,11 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour resize to the skip's exact size, then a 3x3 conv (Ho et al. 2020); out_ch defaults to ch."""
+    """Nearest-neighbour resize to the skip's exact size, then a 3x3 conv (Ho et al. 2020) from ch to out_ch."""
 
-    def __init__(self, ch: int, out_ch: int | None = None):
+    def __init__(self, ch: int, out_ch: int):
         super().__init__()
-        self.conv = nn.Conv2d(ch, out_ch or ch, 3, padding=1)
+        self.conv = nn.Conv2d(ch, out_ch, 3, padding=1)
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         """x (B, C, h, w) -> (B, out_ch, *size)."""
