@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from torchdiffusion.cli import load_for_sampling
-from torchdiffusion.data import load_fashion_mnist, save_image_grid
+from torchdiffusion.loading import load_run
+from torchdiffusion.data import load_fashion_mnist, save_image_tiles
 from torchdiffusion.generate import generate
 from torchdiffusion.metrics import fid_from_features, load_or_train_feature_net
 from torchdiffusion.nn import count_parameters
@@ -55,10 +55,11 @@ def main() -> None:
     net = load_or_train_feature_net("fashion_mnist", xtr, ytr)
     ref = net.embed(xte)
     for name, r in results.items():
-        model, cfg, meta = load_for_sampling(r["checkpoint"])
+        loaded = load_run(r["checkpoint"])
+        model, cfg, meta = loaded.model, loaded.config, loaded.meta
         x, nfe = generate(model, (1, 28, 28), a.num, sampler=a.sampler, steps=a.steps, seed=0)
         x = x.clamp(-1, 1)
-        save_image_grid(x[:64], out / f"{name}.png")
+        save_image_tiles(x[:64], out / f"{name}.png")
         r.update(params=count_parameters(model.backbone), nfe=nfe, fid=fid_from_features(net.embed(x), ref),
                  images=r["step"] * cfg.train.batch_size)
         r["images_per_cpu_s"] = r["images"] / (60 * a.cpu_minutes)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from torchdiffusion.cli import load_for_sampling
+from torchdiffusion.loading import load_run
 from torchdiffusion.conditioning import GuidanceRecipe
 from torchdiffusion.data import load_dataset
 from torchdiffusion.generate import generate
@@ -101,7 +101,8 @@ def main() -> None:
     with torch.no_grad():
         real_feats = net.embed(xte)
     real_div = diversity(real_feats, yte)
-    model, cfg, meta = load_for_sampling(a.model)
+    loaded = load_run(a.model)
+    model, cfg, meta = loaded.model, loaded.config, loaded.meta
     n = a.per_class * K
     y = torch.arange(n) % K
     cond, null = {"class_labels": y}, {"class_labels": torch.full((n,), K)}
@@ -118,7 +119,8 @@ def main() -> None:
     for w in (float(v) for v in a.scales.split(",")):
         run("cfg", w, GuidanceRecipe(cond=cond, uncond=null, scale=w))
     if a.classifier:
-        clf, _, _ = load_for_sampling(a.classifier)
+        loaded = load_run(a.classifier)
+        clf = loaded.model
         intervals = {"classifier": None}
         if a.classifier_sigma_max is not None:
             intervals[f"classifier, sigma <= {a.classifier_sigma_max:g}"] = (0.0, a.classifier_sigma_max)

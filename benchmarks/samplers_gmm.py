@@ -248,7 +248,7 @@ def accuracy(setting: str, gmm: GaussianMixture, K: types.ModuleType | None, n_p
         for name in ("lms", "ipndm", "unipc", "dpmpp_3m"):
             results[f"ours {name} (table grid, trailing)"] = {}
             for nfe in NFES:
-                grid = grids.discrete_sigmas(p, METHODS[name].steps_for(nfe), "trailing")
+                grid = grids.discrete_sigmas(p.sigmas_ve, METHODS[name].steps_for(nfe), "trailing")
                 out = sample(gmm, x, method=name, nfe=nfe, grid=grid)
                 results[f"ours {name} (table grid, trailing)"][nfe] = error(out, ref_at(0.0))
         for name in ("ipndm", "unipc"):  # a discrete-time model's default: the rule's grid at the table's levels

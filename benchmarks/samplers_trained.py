@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from torchdiffusion.cli import data_shape, load_for_sampling
+from torchdiffusion.loading import load_run
 from torchdiffusion.generate import start_noise
 from torchdiffusion.sampling import METHODS, sample
 
@@ -35,8 +35,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model, cfg, meta = load_for_sampling(a.model)
-    x = start_noise(model, data_shape(cfg), a.num, a.seed)
+    loaded = load_run(a.model)
+    model, cfg, meta = loaded.model, loaded.config, loaded.meta
+    x = start_noise(model, loaded.data_shape, a.num, a.seed)
     nfes = [int(n) for n in a.nfe.split(",")]
     methods = a.methods.split(",") if a.methods else [
         n for n, m in METHODS.items() if m.kind == "ODE" and m.evals_per_step is not None]

@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from torchdiffusion.cli import load_for_sampling
+from torchdiffusion.loading import load_run
 from torchdiffusion.conditioning import GuidanceRecipe
-from torchdiffusion.data import load_shapes, measure_attributes, save_image_grid
+from torchdiffusion.data import load_shapes, measure_attributes, save_image_tiles
 from torchdiffusion.data.shapes import attribute_accuracy
 from torchdiffusion.generate import generate
 from torchdiffusion.text.context import encode_prompts, null_context
@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/shapes_text.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    model, cfg, meta = load_for_sampling(a.model)
+    loaded = load_run(a.model)
+    model, cfg, meta = loaded.model, loaded.config, loaded.meta
     opts = dict(cfg.data.options)
     size = int(opts.get("size", 32))
     rows = []
@@ -55,7 +56,7 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
             if w == max(float(v) for v in a.scales.split(",")):
-                save_image_grid(x[:32].clamp(-1, 1), f"outputs/shapes_text_{split}_w{w:g}.png")
+                save_image_tiles(x[:32].clamp(-1, 1), f"outputs/shapes_text_{split}_w{w:g}.png")
         clean = attribute_accuracy(measure_attributes(ref.images), ref.attributes)
         rows.append({"split": split, "scale": "data", **clean})
     print(f"\nModel {meta['path']} (step {meta['step']}), {a.sampler} at {a.nfe} NFE, {a.num} prompts per split.\n")

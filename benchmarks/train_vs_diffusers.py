@@ -135,8 +135,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
 
-    from torchdiffusion.cli import load_for_sampling
-    from torchdiffusion.data import load_fashion_mnist, save_image_grid
+    from torchdiffusion.loading import load_run
+    from torchdiffusion.data import load_fashion_mnist, save_image_tiles
     from torchdiffusion.generate import generate
     from torchdiffusion.metrics import fid_from_features, load_or_train_feature_net
     from torchdiffusion.metrics.features import accuracy
@@ -159,11 +159,12 @@ def main() -> None:
     feat_acc = accuracy(net, xte, yte)
     ref = net.embed(xte)
 
-    model, cfg, _ = load_for_sampling(results["torchdiffusion"]["checkpoint"])
+    loaded = load_run(results["torchdiffusion"]["checkpoint"])
+    model, cfg = loaded.model, loaded.config
     ours, _ = generate(model, (1, 28, 28), a.num, sampler="ddim", steps=a.steps, seed=0)
     theirs = sample_diffusers(results["diffusers"]["checkpoint"], a.diffusers_width, a.num, a.steps)
-    save_image_grid(ours[:64].clamp(-1, 1), out / "ours.png")
-    save_image_grid(theirs[:64], out / "diffusers.png")
+    save_image_tiles(ours[:64].clamp(-1, 1), out / "ours.png")
+    save_image_tiles(theirs[:64], out / "diffusers.png")
     for who, xs in (("torchdiffusion", ours.clamp(-1, 1)), ("diffusers", theirs)):
         r = results[who]
         r["fid"] = fid_from_features(net.embed(xs), ref)

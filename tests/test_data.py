@@ -16,7 +16,7 @@ from torchdiffusion.data import (
     TOY2D,
     DatasetNotFoundError,
     IDXFormatError,
-    image_grid,
+    image_tiles,
     load_dataset,
     load_digits,
     load_fashion_mnist,
@@ -24,7 +24,7 @@ from torchdiffusion.data import (
     load_mnist,
     load_textures,
     read_idx,
-    save_image_grid,
+    save_image_tiles,
     to_uint8_nhwc,
 )
 from torchdiffusion.data.images import FASHION_MNIST_ENV, FASHION_MNIST_FILES
@@ -237,20 +237,20 @@ def test_to_uint8_nhwc_moves_channels_last():
     np.testing.assert_array_equal(to_uint8_nhwc(x)[1, 2, 3], to_uint8_nhwc(x[:, :, 2:3, 3:4])[1, 0, 0])
 
 
-def test_image_grid_layout():
+def test_image_tiles_layout():
     x = -torch.ones(5, 3, 4, 6)  # black tiles on white padding
-    grid = image_grid(x, nrow=3, padding=2)
+    grid = image_tiles(x, nrow=3, padding=2)
     assert grid.shape == (2 * (4 + 2) + 2, 3 * (6 + 2) + 2, 3) and grid.dtype == np.uint8
     assert (grid[2:6, 2:8] == 0).all() and (grid[:2] == 255).all()
     assert (grid[8:12, 18:24] == 255).all()  # sixth slot is empty
-    assert image_grid(torch.zeros(9, 1, 2, 2)).shape == (3 * 4 + 2, 3 * 4 + 2, 1)
+    assert image_tiles(torch.zeros(9, 1, 2, 2)).shape == (3 * 4 + 2, 3 * 4 + 2, 1)
 
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
-def test_save_image_grid_writes_a_readable_upscaled_png(tmp_path, channels, mode):
+def test_save_image_tiles_writes_a_readable_upscaled_png(tmp_path, channels, mode):
     x = torch.rand(6, channels, 8, 8) * 2 - 1
-    path = save_image_grid(x, tmp_path / "sub" / "grid.png", nrow=3)
-    grid = image_grid(x, nrow=3)  # (22, 32, C)
+    path = save_image_tiles(x, tmp_path / "sub" / "grid.png", nrow=3)
+    grid = image_tiles(x, nrow=3)  # (22, 32, C)
     scale = math.ceil(256 / grid.shape[1])
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == mode

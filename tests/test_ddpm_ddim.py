@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchdiffusion.denoiser import ModelDenoiser
+from torchdiffusion.model_denoiser import ModelDenoiser
 from torchdiffusion.processes import DiscreteVP
 from torchdiffusion.sampling import grids, sample, sample_ddim, sample_ddpm
 from torchdiffusion.schedules import make_betas
@@ -21,7 +21,7 @@ def test_ddpm_ancestral_sampling_reproduces_the_mixture(gmm, gen):
     p = DiscreteVP(make_betas("linear", 1000))
     n = 20_000
     x = torch.randn(n, 2, generator=gen, dtype=torch.float64) / p.alpha(torch.tensor(999.0))
-    out = sample_ddpm(gmm, x, grids.discrete_sigmas(p), generator=gen)
+    out = sample_ddpm(gmm, x, grids.discrete_sigmas(p.sigmas_ve), generator=gen)
     ref, _ = gmm.sample(200_000, generator=gen)
     # moments within a few standard errors
     se = ref.std(0) / math.sqrt(n)
@@ -65,7 +65,7 @@ def test_ddim_eta0_converges_to_the_exact_flow_map_at_order_one(gmm, gen):
 
 def test_ddim_eta1_is_ddpm_with_beta_tilde_and_eta0_is_euler(gmm):
     p = DiscreteVP(make_betas("linear", 1000))
-    s = grids.discrete_sigmas(p, 50, "trailing")
+    s = grids.discrete_sigmas(p.sigmas_ve, 50, "trailing")
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * s[0]
     a = sample_ddim(gmm, x, s, eta=1.0, generator=torch.Generator().manual_seed(3))
     b = sample_ddpm(gmm, x, s, generator=torch.Generator().manual_seed(3))
@@ -116,7 +116,7 @@ def test_ddpm_matches_diffusers_scheduler_step_by_step(gmm, variance):
     for t in sched.timesteps:
         eps = net(x, t.expand(16).double())
         x = sched.step(eps, t, x, generator=g).prev_sample
-    ours = sample_ddpm(model, xT / p.alpha(torch.tensor(T - 1.0)), grids.discrete_sigmas(p), variance=variance,
+    ours = sample_ddpm(model, xT / p.alpha(torch.tensor(T - 1.0)), grids.discrete_sigmas(p.sigmas_ve), variance=variance,
                        generator=torch.Generator().manual_seed(5))
     assert torch.allclose(ours, x, atol=1e-6), (ours - x).abs().max()
 
@@ -140,7 +140,7 @@ def test_ddim_matches_diffusers_scheduler(gmm, spacing, eta):
     x = xT.clone()
     for t in sched.timesteps:
         x = sched.step(net(x, t.expand(16).double()), t, x, eta=eta, generator=g).prev_sample
-    sig = grids.discrete_sigmas(p, n, spacing)
+    sig = grids.discrete_sigmas(p.sigmas_ve, n, spacing)
     assert torch.equal(grids.respaced_timesteps(T, n, spacing), sched.timesteps)
     t0 = float(sched.timesteps[0])
     ours = sample_ddim(model, xT / p.alpha(torch.tensor(t0)), sig, eta=eta, generator=torch.Generator().manual_seed(7))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from torchdiffusion.analytic import GaussianMixture
-from torchdiffusion.denoiser import ModelDenoiser
+from torchdiffusion.model_denoiser import ModelDenoiser
 from torchdiffusion.likelihood import (bits_per_dim, ode_log_likelihood, stratified_vlb_bpd, uniform_dequantize,
                                        vdm_elbo)
 from torchdiffusion.processes import DiscreteVP

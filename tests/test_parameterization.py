@@ -4,24 +4,71 @@ import pytest
 import torch
 from torch import nn
 
-from torchdiffusion.denoiser import ModelDenoiser
-from torchdiffusion.parameterization import edm_scalings, target, to_x0
+from torchdiffusion.model_denoiser import ModelDenoiser
+from torchdiffusion.parameterization import edm_scalings
+from torchdiffusion.predictions import PREDICTIONS
 from torchdiffusion.processes import EDM, VE, DiscreteVP, Flow, SubVP, VPLinear
 from torchdiffusion.schedules import make_betas
 
 PREDS = ["eps", "x0", "v", "score", "velocity"]
 
 
-@pytest.mark.parametrize("pred", PREDS)
-def test_targets_round_trip_for_arbitrary_alpha_sigma(pred, gen):
+PROCESSES = [VPLinear(), SubVP(), VE(0.01, 50.0), EDM(), Flow(), DiscreteVP(make_betas("cosine", 1000))]
+
+
+def random_times(process, n, gen):
+    if process.discrete:
+        return torch.randint(0, process.T, (n,), generator=gen).double()
+    return process.t_min + torch.rand(n, generator=gen, dtype=torch.float64) * (process.t_max - process.t_min) * 0.98
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("pred", PREDS + ["edm"])
+def test_targets_round_trip_through_to_x0(pred, process, gen):
     x0 = torch.randn(64, 3, generator=gen, dtype=torch.float64)
     eps = torch.randn(64, 3, generator=gen, dtype=torch.float64)
-    a = torch.rand(64, 1, generator=gen, dtype=torch.float64) + 0.1
-    s = torch.rand(64, 1, generator=gen, dtype=torch.float64) + 0.1  # not variance preserving
-    da, ds = -torch.rand(64, 1, generator=gen, dtype=torch.float64), torch.rand(64, 1, generator=gen, dtype=torch.float64)
-    xt = a * x0 + s * eps
-    y = target(pred, x0, eps, a, s, da, ds)
-    assert torch.allclose(to_x0(pred, y, xt, a, s, da, ds), x0, atol=1e-12)
+    t = random_times(process, 64, gen)
+    xt = process.marginal(x0, t, eps)
+    p = PREDICTIONS[pred](process)
+    assert torch.allclose(p.to_x0(p.target(x0, eps, xt, t), xt, t), x0, atol=1e-8)
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("pred", PREDS + ["edm"])
+def test_error_factor_is_the_squared_slope_of_x0_in_the_output(pred, process, gen):
+    # r(t) = ||d out||^2 / ||d x0||^2 for a perturbation of the output: measured through to_x0, not by formula
+    t = random_times(process, 16, gen)
+    xt = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    out = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    d = 1e-4 * torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    p = PREDICTIONS[pred](process)
+    dx0 = p.to_x0(out + d, xt, t) - p.to_x0(out, xt, t)
+    assert torch.allclose(p.error_factor(t), d.pow(2).sum(1) / dx0.pow(2).sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("process", [VPLinear(), SubVP(), Flow(), EDM()], ids=lambda p: type(p).__name__)
+def test_velocity_target_is_the_time_derivative_of_the_marginal(process, gen):
+    # u = d/dt (alpha(t) x0 + sigma(t) eps) for fixed x0, eps: a central finite difference of the closed forms
+    x0 = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    eps = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    t = process.t_min + (0.05 + 0.9 * torch.rand(32, generator=gen, dtype=torch.float64)) * (process.t_max - process.t_min)
+    h = 1e-6 * (process.t_max - process.t_min)
+    fd = (process.marginal(x0, t + h, eps) - process.marginal(x0, t - h, eps)) / (2 * h)
+    u = PREDICTIONS["velocity"](process).target(x0, eps, process.marginal(x0, t, eps), t)
+    assert torch.allclose(u, fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("process", [VPLinear(), DiscreteVP(make_betas("linear", 1000))], ids=lambda p: type(p).__name__)
+def test_v_target_is_the_rotation_rate_of_the_vp_state(process, gen):
+    # Salimans & Ho 2022, sec. 4: with alpha = cos(phi), sigma = sin(phi), v = d x_t / d phi = cos(phi) eps - sin(phi) x0
+    x0 = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    eps = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    t = random_times(process, 32, gen)
+    phi = torch.atan2(process.sigma(t), process.alpha(t))[:, None]
+    h = 1e-6
+    fd = ((torch.cos(phi + h) * x0 + torch.sin(phi + h) * eps) - (torch.cos(phi - h) * x0 + torch.sin(phi - h) * eps)) / (2 * h)
+    v = PREDICTIONS["v"](process).target(x0, eps, process.marginal(x0, t, eps), t)
+    assert torch.allclose(v, fd, rtol=1e-6, atol=1e-8)
 
 
 def test_edm_scalings_reconstruct_x0_from_the_F_target(gen):
@@ -59,10 +106,7 @@ class OracleBackbone(nn.Module):
             return (x0 - c_skip[:, None] * x) / c_out[:, None]
         x0 = self.gmm(xin / a, s[:, 0] / a[:, 0])
         eps = (xin - a * x0) / s
-        return target(self.pred, x0, eps, a, s, self.p.d_alpha(t)[:, None], self.p.d_sigma(t)[:, None])
-
-
-PROCESSES = [VPLinear(), SubVP(), VE(0.01, 50.0), EDM(), Flow(), DiscreteVP(make_betas("cosine", 1000))]
+        return PREDICTIONS[self.pred](self.p).target(x0, eps, xin, t)
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)

@@ -230,7 +230,7 @@ def test_max_ratio_is_checked(gmm):
     for bad in (1.0, 0.5, float("nan")):
         with pytest.raises(ValueError, match="max_ratio"):
             sample(gmm, x, method="heun", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=bad)
-    with pytest.raises(ValueError, match="applies to"):
+    with pytest.raises(ValueError, match="unknown option.*max_ratio.*its options are"):
         sample(gmm, x, method="ddim", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=10.0)
     never = sample(gmm, x, method="heun", nfe=10, sigma_min=0.002, sigma_max=80.0, max_ratio=math.inf)
     assert torch.isfinite(never).all()
@@ -354,7 +354,7 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
     p = DiscreteVP(make_betas("linear", 1000))
 
     class Discrete:  # a discrete-time model: D is only trained at the table's levels
-        process, discrete, sigma_data = p, True, 0.5
+        sigma_table, sigma_data = p.sigmas_ve, 0.5  # the denoiser contract: its own table of levels
         sigma_min, sigma_max = float(p.sigmas_ve[0]), float(p.sigmas_ve[-1])
 
         def __call__(self, x, sigma):
@@ -371,7 +371,7 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
         sample(counted, x, method="ipndm", nfe=nfe)
         assert counted.calls <= nfe
     # stochastic and Karras-family methods (DDIM, LMS: better on it) keep the trailing respacing of the table
-    trailing = grids.discrete_sigmas(p, 10, "trailing")
+    trailing = grids.discrete_sigmas(p.sigmas_ve, 10, "trailing")
     assert torch.equal(default_grid(model, 10, model.sigma_min, model.sigma_max), trailing)
     for name in ("ddim", "lms", "euler_ancestral"):
         assert resolve_tail(model, METHODS[name], 10, None) is None
@@ -385,7 +385,8 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
 @pytest.mark.parametrize("nfe", [10, 20])
 def test_discrete_default_grid_spends_the_whole_budget(schedule, nfe):
     """Snapping to a table never merges two steps, even where the table is sparse (the cosine table's top)."""
-    from torchdiffusion.denoiser import CountingDenoiser, ModelDenoiser
+    from torchdiffusion.denoiser import CountingDenoiser
+    from torchdiffusion.model_denoiser import ModelDenoiser
     from torchdiffusion.nn import MLP, MLPConfig
     from torchdiffusion.processes import DiscreteVP
     from torchdiffusion.sampling import sample
@@ -432,7 +433,7 @@ def test_no_ode_method_diverges_on_a_cosine_table_reaching_sigma_20291(gmm):
     p = DiscreteVP(make_betas("cosine", 1000))
 
     class Discrete:
-        process, discrete, sigma_data = p, True, gmm.sigma_data
+        sigma_table, sigma_data = p.sigmas_ve, gmm.sigma_data  # the denoiser contract: its own table
         sigma_min, sigma_max = float(p.sigmas_ve[0]), float(p.sigmas_ve[-1])
 
         def __call__(self, x, sigma):
@@ -473,3 +474,12 @@ def test_a_long_step_is_first_order_at_one_call_and_the_budget_counts_it(gmm, na
         assert torch.allclose(out, ddim, rtol=0, atol=1e-12) == long
         assert counted.calls == (1 if long else per_step)
         assert m.calls(grid, {"max_ratio": max_ratio, **extra}) == (1 if long else per_step) + per_step + final
+
+
+def test_an_unknown_sampler_option_is_refused_naming_the_methods_options(gmm):
+    x = torch.randn(4, 2, dtype=torch.float64) * 80
+    with pytest.raises(ValueError, match=r"unknown option\(s\) etta for sampler 'ddim'; its options are: eta"):
+        sample(gmm, x, method="ddim", nfe=5, etta=0.5)
+    with pytest.raises(ValueError, match="its options are: .*s_churn"):
+        sample(gmm, x, method="edm_stochastic", nfe=5, churn=10)
+    assert METHODS["pc"].options == ("snr", "n_corrector", "form")  # read from the function's signature

@@ -13,7 +13,8 @@ def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
     held-out real digits than an untrained model's samples do, and at least nine of the ten classes make over 2 % of
     them."""
     from torchdiffusion.build import build_model
-    from torchdiffusion.cli import load_for_sampling, main
+    from torchdiffusion.cli import main
+    from torchdiffusion.loading import load_run
     from torchdiffusion.data import load_mnist
     from torchdiffusion.generate import generate
     from torchdiffusion.metrics import fid_from_features, train_feature_net
@@ -21,7 +22,7 @@ def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "demo" / "samples.png").is_file()
-    model, cfg, _ = load_for_sampling(out["checkpoint"])
+    model, cfg = load_run(out["checkpoint"]).model, load_run(out["checkpoint"]).config
     x, _ = generate(model, (1, 28, 28), 500, sampler="ddim", steps=50, seed=1)
     fresh, _ = build_model(cfg.model, cfg.process)  # what "not digits" scores with the same instrument
     x_fresh, _ = generate(fresh, (1, 28, 28), 500, sampler="ddim", steps=50, seed=1)
@@ -46,12 +47,14 @@ def test_demo_trains_digits_a_classifier_recognises(tmp_path, capsys):
 
 def test_toy2d_run_matches_the_data_distribution(tmp_path):
     """A trained 2-D model's samples are close to the data in sliced Wasserstein distance."""
-    from torchdiffusion.cli import load_for_sampling, main
+    from torchdiffusion.cli import main
+    from torchdiffusion.loading import load_run
     from torchdiffusion.data import load_dataset
     from torchdiffusion.generate import generate
 
     assert main(["train", "toy2d", "--out", str(tmp_path / "toy"), "--no-progress"]) == 0
-    model, cfg, _ = load_for_sampling(tmp_path / "toy")
+    run = load_run(tmp_path / "toy")
+    model, cfg = run.model, run.config
     x, _ = generate(model, (2,), 4000, sampler="ddim", steps=100, seed=0)
     data, _ = load_dataset("toy:moons", n=4000, seed=123)
     g = torch.Generator().manual_seed(0)

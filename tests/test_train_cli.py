@@ -82,9 +82,9 @@ def test_cli_train_then_sample_writes_grid_and_npz(tiny_config, tmp_path, capsys
     assert main(["train", str(tiny_config), "--max-steps", "2", "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()
     grid, npz = tmp_path / "g.png", tmp_path / "s.npz"
-    assert main(["sample", str(run), "--num", "5", "--steps", "3", "--grid", str(grid), "--npz", str(npz)]) == 0
+    assert main(["sample", str(run), "--num", "5", "--steps", "3", "--tiles", str(grid), "--npz", str(npz)]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["nfe"] == 3 and out["seconds"] >= 0 and out["grid"] == str(grid) and out["npz"] == str(npz)
+    assert out["nfe"] == 3 and out["seconds"] >= 0 and out["tiles"] == str(grid) and out["npz"] == str(npz)
     arr = np.load(npz)["arr_0"]
     assert arr.dtype == np.uint8 and arr.shape == (5, 8, 8, 1)
     from PIL import Image

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import ModelConfig, ProcessConfig
-from .denoiser import ModelDenoiser
+from .model_denoiser import ModelDenoiser
 from .processes import EDM, VE, DiscreteVP, Flow, GaussianProcess, SubVP, VPLinear
 from .schedules import make_betas
 

@@ -83,7 +83,7 @@ class SampleConfig:
     sampler: str = "ipndm"                       # the most accurate deterministic method at 20 calls (docs/samplers.md)
     steps: int = 20                              # iPNDM: 1 call per step, so 20 calls
     num: int = 64
-    eta: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # the sampler's keyword options, e.g. {eta: 0.5} for ddim
 
 
 @dataclass
@@ -130,6 +130,19 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
     if check in (float, str, dict) and not isinstance(value, check):
         raise ConfigError(f"{path}: expected {check.__name__}, got {value!r}")
     return value
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A run config saved by an earlier version, in today's keys: sample.eta (DDIM's, once its only option) is
+    sample.options.eta when nonzero."""
+    sample = data.get("sample")
+    if isinstance(sample, dict) and "eta" in sample:
+        sample = dict(sample)
+        eta = sample.pop("eta")
+        if eta:
+            sample["options"] = {"eta": eta, **sample.get("options", {})}
+        data = {**data, "sample": sample}
+    return data
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
@@ -202,14 +215,14 @@ def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None
 def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
     from .losses import T_SAMPLINGS, WEIGHTINGS
-    from .parameterization import PREDICTIONS
+    from .predictions import PREDICTIONS
     from .data import DATASETS
-    from .sampling import METHODS
+    from .sampling import METHODS, check_options
     from .schedules import BETA_SCHEDULES
 
     _one_of("process.name", cfg.process.name, PROCESS_NAMES)
     _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
-    _one_of("model.prediction", cfg.model.prediction, PREDICTIONS)
+    _one_of("model.prediction", cfg.model.prediction, list(PREDICTIONS))
     from .nn import BACKBONES
     _one_of("model.backbone", cfg.model.backbone, sorted(BACKBONES))
     _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm", "classifier"))
@@ -233,7 +246,7 @@ def validate(cfg: RunConfig) -> None:
                         ("train.log_every", tc.log_every, 1), ("train.sample_every", tc.sample_every, 0),
                         ("train.warmup_steps", tc.warmup_steps, 0), ("train.num_threads", tc.num_threads, 0),
                         ("train.weight_decay", tc.weight_decay, 0), ("train.grad_clip", tc.grad_clip, 0),
-                        ("loss.hybrid_lambda", cfg.loss.hybrid_lambda, 0), ("sample.eta", cfg.sample.eta, 0)]:
+                        ("loss.hybrid_lambda", cfg.loss.hybrid_lambda, 0)]:
         if not v >= lo or v == float("inf"):
             raise ConfigError(f"{path}: must be a finite number >= {lo}, got {v}")
     for path, v in [("train.lr", tc.lr), ("model.sigma_data", cfg.model.sigma_data), ("loss.gamma", cfg.loss.gamma),
@@ -255,6 +268,10 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= tc.cond_drop < 1:
         raise ConfigError(f"train.cond_drop: must be in [0, 1), got {tc.cond_drop}")
     _validate_backbone(cfg.model)
+    try:
+        check_options(cfg.sample.sampler, cfg.sample.options)
+    except ValueError as e:
+        raise ConfigError(f"sample.options: {e}") from None
     if cfg.loss.kind == "hybrid" and cfg.process.name != "ddpm":
         raise ConfigError("loss.kind: 'hybrid' needs process.name 'ddpm' (a discrete variational bound)")
     if cfg.loss.kind == "hybrid" and not cfg.model.params.get("learned_variance", False):

@@ -9,7 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .conditioning import GuidanceRecipe
-from .denoiser import CountingDenoiser, ModelDenoiser
+from .denoiser import CountingDenoiser
+from .model_denoiser import ModelDenoiser
 from .sampling import METHODS, sample
 
 Tensor = torch.Tensor
@@ -36,8 +37,7 @@ def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: in
     Pass `generators` (from sample_generators) to keep drawing each sample's stream afterwards.
     """
     check_shape(shape, num)
-    p = model.process
-    std = p.prior_std() / float(p.alpha(torch.tensor(p.t_max, dtype=torch.float64)))
+    std = model.process.prior_std_ve()
     gens = generators if generators is not None else sample_generators(seed, num)
     rows = [torch.randn(shape, generator=g, dtype=dtype) for g in gens]
     return torch.stack(rows) * std

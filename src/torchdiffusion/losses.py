@@ -1,7 +1,7 @@
 """Denoising losses: L_simple on any target, with weightings expressed as weights on ||x0_hat - x0||^2.
 
-Every prediction's squared error is a multiple r(t) of the x0 error (eps: SNR; v: (alpha^2+sigma^2)^2/sigma^2;
-edm: 1/c_out^2, ...). A weighting w(t) in x0 space is applied to the raw-target error as w(t) / r(t), so
+Every prediction's squared error is a multiple r(t) of the x0 error (`Prediction.error_factor`: eps: SNR;
+v: (alpha^2+sigma^2)^2/sigma^2; edm: 1/c_out^2, ...). A weighting w(t) in x0 space is applied to the raw-target error as w(t) / r(t), so
 "snr" with eps-prediction is L_simple and min-SNR-gamma means the same thing for every target.
 """
 
@@ -13,32 +13,12 @@ from typing import Any
 import torch
 
 from .checks import check_batch, check_per_sample
-from .denoiser import ModelDenoiser
-from .parameterization import edm_scalings
-from .processes import DiscreteVP, GaussianProcess, expand_like
+from .model_denoiser import ModelDenoiser
+from .processes import GaussianProcess, expand_like
 
 Tensor = torch.Tensor
 WEIGHTINGS = ("uniform", "snr", "min_snr", "elbo", "edm")
 T_SAMPLINGS = ("uniform", "lognormal")
-
-
-def raw_error_factor(model: ModelDenoiser, t: Tensor) -> Tensor:
-    """r(t) with ||raw_hat - raw||^2 = r(t) ||x0_hat - x0||^2 for the model's prediction type, shape (B,)."""
-    p = model.process
-    a, s = p.alpha(t), p.sigma(t)
-    pred = model.prediction
-    if pred == "eps":
-        return a**2 / s**2
-    if pred == "x0":
-        return torch.ones_like(a)
-    if pred == "v":
-        return (a**2 + s**2) ** 2 / s**2
-    if pred == "score":
-        return a**2 / s**4
-    if pred == "velocity":
-        return (a * p.d_sigma(t) - s * p.d_alpha(t)) ** 2 / s**2
-    _, c_out, _, _ = edm_scalings(p.sigma_ve(t), model.sigma_data)
-    return 1 / c_out**2
 
 
 def x0_weight(weighting: str, process: GaussianProcess, t: Tensor, gamma: float = 5.0,
@@ -51,7 +31,7 @@ def x0_weight(weighting: str, process: GaussianProcess, t: Tensor, gamma: float 
     if weighting == "min_snr":
         return snr.clamp(max=gamma)
     if weighting == "elbo":
-        if isinstance(process, DiscreteVP):  # L_{t-1} = (SNR(t-1) - SNR(t)) / 2 ||dx0||^2, summed over T steps
+        if process.discrete:  # L_{t-1} = (SNR(t-1) - SNR(t)) / 2 ||dx0||^2, summed over T steps
             tl = t.long()
             prev = torch.where(tl > 0, torch.exp(process.logsnr_table[(tl - 1).clamp(min=0)]),
                                torch.full_like(snr, float("inf")))
@@ -72,7 +52,7 @@ def sample_t(process: GaussianProcess, n: int, *, generator: torch.Generator | N
         return process.t_of_sigma_ve(sig).clamp(process.t_min, process.t_max)
     if method != "uniform":
         raise ValueError(f"unknown t sampling {method!r}; choose one of {T_SAMPLINGS}")
-    if isinstance(process, DiscreteVP):
+    if process.discrete:
         return torch.randint(0, process.T, (n,), generator=generator).double()
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     return process.t_min + u * (process.t_max - process.t_min)
@@ -99,7 +79,7 @@ def diffusion_loss(model: ModelDenoiser, x0: Tensor, *, weighting: str = "unifor
     err = (out - model.training_target(x0, eps, xt, t)).pow(2).flatten(1).mean(1)
     if weighting == "uniform":
         return err
-    w = x0_weight(weighting, model.process, t, gamma, model.sigma_data) / raw_error_factor(model, t)
+    w = x0_weight(weighting, model.process, t, gamma, model.sigma_data) / model.parameterization.error_factor(t)
     return w.to(err.dtype) * err
 
 
@@ -129,5 +109,5 @@ def bits_per_dim(nats: Tensor, num_dims: int) -> Tensor:
     return nats / (num_dims * math.log(2))
 
 
-__all__ = ["WEIGHTINGS", "bits_per_dim", "diffusion_loss", "edm_loss", "expand_like", "raw_error_factor",
+__all__ = ["WEIGHTINGS", "bits_per_dim", "diffusion_loss", "edm_loss", "expand_like",
            "sample_t", "x0_weight"]

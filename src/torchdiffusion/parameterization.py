@@ -1,4 +1,5 @@
-"""Prediction targets and exact conversions between them, for x_t = alpha x0 + sigma eps.
+"""Prediction targets and exact conversions between them, for x_t = alpha x0 + sigma eps (the formulas;
+`predictions` binds them to a process, one class per prediction type).
 
 All functions take alpha, sigma (and for flow velocity their time derivatives) already broadcast
 against x_t; nothing here knows which process produced them.
@@ -6,13 +7,9 @@ against x_t; nothing here knows which process produced them.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 Tensor = torch.Tensor
-Prediction = Literal["eps", "x0", "v", "score", "velocity"]
-PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "score", "velocity", "edm")
 
 
 def eps_from_x0(xt: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
@@ -54,38 +51,6 @@ def x0_from_velocity(xt: Tensor, u: Tensor, alpha: Tensor, sigma: Tensor,
                      d_alpha: Tensor, d_sigma: Tensor) -> Tensor:
     """Solve [alpha sigma; alpha' sigma'] [x0; eps] = [x_t; u] for x0."""
     return (d_sigma * xt - sigma * u) / (alpha * d_sigma - sigma * d_alpha)
-
-
-def target(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor,
-           d_alpha: Tensor | None = None, d_sigma: Tensor | None = None) -> Tensor:
-    """The regression target of a prediction type, from the clean sample and the noise."""
-    if prediction == "eps":
-        return eps
-    if prediction == "x0":
-        return x0
-    if prediction == "v":
-        return v_from_x0_eps(x0, eps, alpha, sigma)
-    if prediction == "score":
-        return score_from_eps(eps, sigma)
-    if prediction == "velocity":
-        return velocity_from_x0_eps(x0, eps, d_alpha, d_sigma)
-    raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
-
-
-def to_x0(prediction: str, out: Tensor, xt: Tensor, alpha: Tensor, sigma: Tensor,
-          d_alpha: Tensor | None = None, d_sigma: Tensor | None = None) -> Tensor:
-    """Convert a network output of the given type to the x0 estimate (the one place this happens)."""
-    if prediction == "eps":
-        return x0_from_eps(xt, out, alpha, sigma)
-    if prediction == "x0":
-        return out
-    if prediction == "v":
-        return x0_from_v(xt, out, alpha, sigma)
-    if prediction == "score":
-        return x0_from_score(xt, out, alpha, sigma)
-    if prediction == "velocity":
-        return x0_from_velocity(xt, out, alpha, sigma, d_alpha, d_sigma)
-    raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
 
 
 def edm_scalings(sigma: Tensor, sigma_data: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:

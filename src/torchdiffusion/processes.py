@@ -32,6 +32,7 @@ class GaussianProcess(ABC):
 
     t_min: float = 0.0
     t_max: float = 1.0
+    discrete: bool = False  # trained on a table of integer steps (DiscreteVP), not on continuous t
 
     @abstractmethod
     def alpha(self, t: Tensor) -> Tensor: ...
@@ -94,6 +95,10 @@ class GaussianProcess(ABC):
     def prior_std(self) -> float:
         """Std of the prior N(0, sigma(t_max)^2 I) that stands in for q(x_{t_max})."""
         return float(self.sigma(_t(self.t_max)))
+
+    def prior_std_ve(self) -> float:
+        """Std of the prior in VE coordinates x = x_{t_max} / alpha(t_max): where samplers start at sigma_ve_max."""
+        return self.prior_std() / float(self.alpha(_t(self.t_max)))
 
     def prior_sample(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
@@ -245,6 +250,8 @@ class DiscreteVP(GaussianProcess):
     Integer t index the table (0-based, like diffusers); fractional t interpolate lambda linearly, which
     makes the chain a continuous process with the same f, g formulas as every other.
     """
+
+    discrete = True
 
     def __init__(self, betas: Tensor):
         betas = betas.double()

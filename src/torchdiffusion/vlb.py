@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .checks import check_data
-from .denoiser import ModelDenoiser
+from .model_denoiser import ModelDenoiser
 from .processes import DiscreteVP, expand_like
 
 Tensor = torch.Tensor
@@ -56,7 +56,7 @@ def vlb_terms(model: ModelDenoiser, x0: Tensor, t: Tensor, xt: Tensor, *, detach
               clip_denoised: bool = False, fixed: str = "beta_tilde", **cond: Any) -> Tensor:
     """L_{t-1} = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0 and L_0 = -log p(x0|x1) at t = 0, in nats, (B,)."""
     process = model.process
-    if not isinstance(process, DiscreteVP):
+    if not process.discrete:
         raise TypeError("the discrete variational bound needs a DiscreteVP process")
     t = t.long()
     sig = process.sigmas_ve[t].to(x0.dtype)

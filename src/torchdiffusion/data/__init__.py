@@ -1,4 +1,4 @@
-"""Offline datasets by name, and image-grid helpers.
+"""Offline datasets by name, and helpers that tile images into one PNG.
 
 `load_dataset(name, **kwargs) -> (data, labels)`: images are (N, C, H, W) float32 in [-1, 1], toy
 sets (n, 2) float32 with sigma_data = 1; labels are int64 (N,). Nothing is ever downloaded.
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .grid import image_grid, save_image_grid, to_uint8_nhwc
+from .tiles import image_tiles, save_image_tiles, to_uint8_nhwc
 from .images import (
     DatasetNotFoundError,
     IDXFormatError,
@@ -77,7 +77,7 @@ __all__ = [
     "DatasetNotFoundError",
     "IDXFormatError",
     "fashion_mnist_dir",
-    "image_grid",
+    "image_tiles",
     "load_captions",
     "load_dataset",
     "load_digits",
@@ -89,6 +89,6 @@ __all__ = [
     "load_textures",
     "measure_attributes",
     "read_idx",
-    "save_image_grid",
+    "save_image_tiles",
     "to_uint8_nhwc",
 ]

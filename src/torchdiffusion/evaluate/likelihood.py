@@ -11,7 +11,6 @@ import torch
 
 from ..likelihood import (bits_per_dim, fit_log_snr_proposal, gaussian_prior_log_prob, ode_log_likelihood,
                           stratified_vlb_bpd, uniform_dequantize, vdm_elbo)
-from ..processes import DiscreteVP
 
 Tensor = torch.Tensor
 PILOT_ROWS = 16  # rows whose integrand fits the continuous bound's log-SNR proposal (32 bins: 512 denoiser rows)
@@ -44,7 +43,7 @@ def elbo_bpd(model: Any, x0: Tensor, cond: dict[str, Tensor], continuous_data: b
     g = torch.Generator().manual_seed(o.seed)
     t0 = time.perf_counter()
     out, proposal = [], None
-    ddpm_bound = isinstance(model.process, DiscreteVP) and getattr(model, "discrete", False) and not continuous_data
+    ddpm_bound = model.sigma_table is not None and not continuous_data
     with torch.no_grad():
         if not ddpm_bound:
             # log-SNR importance density fitted on the first rows (fresh draws keep each estimate unbiased)

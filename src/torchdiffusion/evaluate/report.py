@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
+from ..loading import load_run
 from ..metrics import (fid_from_features, inception_score, kid, mmd_gaussian, precision_recall,
                        sliced_wasserstein)
 from ..sampling import METHODS, budget_grid
@@ -41,6 +43,7 @@ class EvalOptions:
     batch_size: int = 250
     cond: str = "auto"                 # class-conditional runs: null label, uniform labels, or auto (null if trained)
     raw_weights: bool = False
+    device: str = "auto"               # auto | cpu | cuda[:N]
     plots: bool = True
     progress: bool = False
     bpd: BpdOptions = field(default_factory=BpdOptions)
@@ -165,7 +168,7 @@ def _finite(v: Any) -> Any:
 def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[str, Tensor], scorer: Scorer,
                  toy: bool, out: Path) -> list[dict[str, Any]]:
     """One row per (sampler, NFE): o.num samples drawn, scored and (images) saved as a grid."""
-    from ..data import save_image_grid
+    from ..data import save_image_tiles
     from ..generate import generate
 
     rows = []
@@ -173,7 +176,7 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
     for sampler, nfe in bar:
         bar.set_postfix_str(f"{sampler} nfe={nfe}")
         m = METHODS[sampler]
-        options = {"eta": 0.0} if sampler == "ddim" else {}
+        options: dict[str, Any] = {}
         if m.evals_per_step is None:
             steps = nfe
         elif m.steps_for(nfe, options) < 1:
@@ -195,7 +198,7 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
         row["metric_seconds"] = round(time.perf_counter() - t0, 2)
         row["finite_fraction"] = float(torch.isfinite(x).all(dim=tuple(range(1, x.ndim))).double().mean())
         if not toy:
-            save_image_grid(x[:64], out / f"samples_{sampler}_nfe{nfe}.png")
+            save_image_tiles(x[:64], out / f"samples_{sampler}_nfe{nfe}.png")
         rows.append(row)
     bar.close()
     return rows
@@ -231,14 +234,13 @@ def _plots(rows: list[dict[str, Any]], toy: bool, title: str, dataset: str, out:
 
 def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
     """Evaluate a run (directory or checkpoint); writes <out>/report.json and the plots, returns the report."""
-    from ..cli import data_shape, load_for_sampling
     from .plots import require_matplotlib
 
     t_start = time.perf_counter()
     if o.plots:
         require_matplotlib()  # fail before the expensive part
-    model, cfg, meta = load_for_sampling(run, o.raw_weights)
-    shape = data_shape(cfg)
+    loaded = load_run(run, raw_weights=o.raw_weights, device=resolve_device(o.device))
+    model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
     metrics = validate(o, toy)
     run_dir = Path(run) if Path(run).is_dir() else Path(meta["path"]).parent.parent

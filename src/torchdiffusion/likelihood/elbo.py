@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from ..checks import check_data
-from ..denoiser import ModelDenoiser
-from ..processes import DiscreteVP
+from ..model_denoiser import ModelDenoiser
 from ..sampling.common import noise_like
 from ..vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, vlb_terms
 from .bpd import bits_per_dim
@@ -37,7 +36,7 @@ def stratified_vlb_bpd(model: ModelDenoiser, x0: Tensor, steps: int, *, generato
     contiguous strata of n_j terms, one t uniform in each per sample, weighted n_j (stratified sampling, Cochran 1977,
     ch. 5); steps = T is the full sum. x0 on the uint8 grid; returns bpd and prior_bpd, (B,)."""
     process = model.process
-    if not isinstance(process, DiscreteVP):
+    if not process.discrete:
         raise TypeError("the discrete variational bound needs a DiscreteVP process")
     if not 1 <= steps <= process.T:
         raise ValueError(f"steps must lie in [1, T={process.T}], got {steps}")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..checks import check_data
-from ..sampling.common import batch_sigma
+from ..denoiser import sigma_batch
 from ..sampling.dopri import dopri5, rms
 
 Tensor = torch.Tensor
@@ -48,7 +48,7 @@ def flow_and_divergence(denoiser: Any, x: Tensor, sigma: float, vs: Tensor, exac
     per probe v (Hutchinson's unbiased estimate, one column each); one forward pass and one VJP per vector."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        D = denoiser(xg, batch_sigma(xg, sigma), **cond)
+        D = denoiser(xg, sigma_batch(sigma, xg), **cond)
         vjps = [torch.autograd.grad(D, xg, v, retain_graph=i + 1 < len(vs))[0] for i, v in enumerate(vs)]
     vjv = torch.stack([(g * v).flatten(1).sum(1) for g, v in zip(vjps, vs)], 1)  # (B, P): v^T (dD/dx) v
     if exact:

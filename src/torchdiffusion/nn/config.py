@@ -28,6 +28,12 @@ class BackboneConfig:
             raise ValueError(f"unknown key(s) {unknown} for {cls.__name__}; allowed keys: {allowed}")
         return cls(**d)
 
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of its data without the batch dimension: (C, H, W) for the image backbones (which all have
+        in_channels and image_size); a vector backbone overrides it."""
+        return (int(self.in_channels), int(self.image_size), int(self.image_size))  # type: ignore[attr-defined]
+
     def check_at_least(self, low: int, *names: str, optional: bool = False) -> None:
         """Raise ValueError naming the first field in `names` below `low` (`optional`: None is also allowed)."""
         for name in names:

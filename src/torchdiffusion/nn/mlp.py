@@ -30,6 +30,11 @@ class MLPConfig(BackboneConfig):
         self.check_at_least(1, "dim", "hidden", "depth", "emb_dim", "out_mult")
         self.check_at_least(0, "num_classes")
 
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the data: (dim,)."""
+        return (int(self.dim),)
+
 
 class ResidualMLPBlock(nn.Module):
     """h + Linear(SiLU(Linear(LN(h) * (1 + scale) + shift))), scale/shift from the noise embedding (AdaLN)."""

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, report
+from ..denoiser import sigma_batch
+from .common import Callback, check_sigmas, report
 from .dopri import B4, B5, A, C, dopri5  # noqa: F401  (the tableau, re-exported)
 from .dpmpp import sample_dpmpp_2m
 
@@ -33,7 +34,7 @@ def sample_dopri5(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.
     def f(tt: float, y: Tensor) -> Tensor:  # dx/dt = x - D(x, e^t)
         nonlocal calls
         calls += 1
-        return y - denoiser(y, batch_sigma(y, math.exp(tt)), **cond)
+        return y - denoiser(y, sigma_batch(math.exp(tt), y), **cond)
 
     def on_step(i: int, tt: float, tt_next: float, y: Tensor, dy: Tensor) -> None:
         report(callback, i, y, math.exp(tt), math.exp(tt_next), y - dy)

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .common import (MAX_STEP_RATIO, Callback, ancestral_split, batch_sigma, check_sigmas, first_order, noise_like,
+from ..denoiser import sigma_batch
+from .common import (MAX_STEP_RATIO, Callback, ancestral_split, check_sigmas, first_order, noise_like,
                      report, to_d)
 
 Tensor = torch.Tensor
@@ -22,7 +23,7 @@ def sample_euler_ancestral(denoiser: Any, x: Tensor, sigmas: Tensor, *, generato
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         s_down, s_up = ancestral_split(s, s_next, eta)
         x = torch.lerp(x0, x, s_down / s)  # Euler to sigma_down: x + (s_down - s)(x - x0) / s
@@ -47,12 +48,12 @@ def sample_edm_stochastic(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator
         s_hat = s * (1 + gamma)
         if gamma > 0:
             x = x + math.sqrt(s_hat**2 - s**2) * s_noise * noise_like(x, generator)
-        x0 = denoiser(x, batch_sigma(x, s_hat), **cond)
+        x0 = denoiser(x, sigma_batch(s_hat, x), **cond)
         report(callback, i, x, s_hat, s_next, x0)
         d = to_d(x, s_hat, x0)
         x_next = x + (s_next - s_hat) * d
         if not first_order(s, s_next, max_ratio):
-            d_next = to_d(x_next, s_next, denoiser(x_next, batch_sigma(x, s_next), **cond))
+            d_next = to_d(x_next, s_next, denoiser(x_next, sigma_batch(s_next, x), **cond))
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
     return x

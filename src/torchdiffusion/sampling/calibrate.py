@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from ..denoiser import CountingDenoiser
-from . import METHODS, budget_grid, grids  # imported by the package after these
+from . import grids
 from .adaptive import sample_dopri5
+from .budget import budget_grid
+from .registry import METHODS
 
 Tensor = torch.Tensor
 

@@ -28,11 +28,6 @@ def noise_like(x: Tensor, generator: Generators) -> Tensor:
     return torch.stack(rows).to(x.device) if rows else torch.empty_like(x)
 
 
-def batch_sigma(x: Tensor, sigma: Tensor | float) -> Tensor:
-    """A scalar noise level broadcast to shape (B,) in x's dtype, the form denoisers receive."""
-    return torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-
-
 def to_d(x: Tensor, sigma: Tensor | float, denoised: Tensor) -> Tensor:
     """Probability-flow ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, eq. 3)."""
     return (x - denoised) / sigma

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, noise_like, report
+from ..denoiser import sigma_batch
+from .common import Callback, check_sigmas, noise_like, report
 
 Tensor = torch.Tensor
 
@@ -24,7 +25,7 @@ def sample_ddim(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         c2 = eta**2 * s_next**2 * (s**2 - s_next**2) / s**2
         x = torch.lerp(x0, x, max(s_next**2 - c2, 0.0) ** 0.5 / s)  # x0 + sqrt(s'^2 - c^2) eps, eps = (x - x0) / s

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, noise_like, report
+from ..denoiser import sigma_batch
+from .common import Callback, check_sigmas, noise_like, report
 
 Tensor = torch.Tensor
 VARIANCES = ("beta_tilde", "beta", "learned")
@@ -34,7 +35,7 @@ def sample_ddpm(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        sig = batch_sigma(x, s)
+        sig = sigma_batch(s, x)
         if variance == "learned":
             x0, frac = denoiser.forward_with_variance(x, sig, **cond)
             if frac is None:

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from .common import MAX_STEP_RATIO, Callback, batch_sigma, check_sigmas, first_order, report
+from ..denoiser import sigma_batch
+from .common import MAX_STEP_RATIO, Callback, check_sigmas, first_order, report
 
 Tensor = torch.Tensor
 
 
 def _eps(denoiser: Any, x: Tensor, s: float, cond: dict[str, Any]) -> Tensor:
-    return (x - denoiser(x, batch_sigma(x, s), **cond)) / s
+    return (x - denoiser(x, sigma_batch(s, x), **cond)) / s
 
 
 @torch.no_grad()
@@ -34,7 +35,7 @@ def sample_dpm_solver(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: to
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         eps0 = (x - x0) / s
         if order == 1 or first_order(s, s_next, max_ratio):

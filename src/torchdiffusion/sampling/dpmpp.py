@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, ancestral_split, batch_sigma, check_sigmas, exp_integrals, noise_like, report
+from ..denoiser import sigma_batch
+from .common import Callback, ancestral_split, check_sigmas, exp_integrals, noise_like, report
 
 Tensor = torch.Tensor
 
@@ -25,7 +26,7 @@ def sample_dpmpp_2s(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         s_down, s_up = ancestral_split(s, s_next, eta)
         if s_down == 0:
@@ -33,7 +34,7 @@ def sample_dpmpp_2s(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
         else:
             s_mid = math.sqrt(s * s_down)  # lambda + h/2
             u = torch.lerp(x0, x, s_mid / s)
-            x0_mid = denoiser(u, batch_sigma(x, s_mid), **cond)  # D_i = (1 - 1/2r) D + 1/2r D_mid = D_mid
+            x0_mid = denoiser(u, sigma_batch(s_mid, x), **cond)  # D_i = (1 - 1/2r) D + 1/2r D_mid = D_mid
             x = torch.lerp(x0_mid, x, s_down / s)
         if s_up > 0:
             x = x + s_up * s_noise * noise_like(x, generator)
@@ -48,7 +49,7 @@ def sample_dpmpp_2m(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
     x0_prev, h_prev = None, 0.0
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
             x = x0
@@ -69,7 +70,7 @@ def sample_dpmpp_3m(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torc
     hist: list[tuple[float, Tensor]] = []  # (lambda, D) of the last two steps, oldest first
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
             x = x0
@@ -109,7 +110,7 @@ def sample_dpmpp_2m_sde(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: 
     x0_prev, h_prev = None, 0.0
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
             x = x0

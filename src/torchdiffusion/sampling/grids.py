@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
-from ..processes import DiscreteVP, GaussianProcess
-
 Tensor = torch.Tensor
+
+
+class TimedProcess(Protocol):
+    """What `uniform_t` needs of a process: its time range and its VE noise level sigma_ve(t)."""
+
+    t_min: float
+    t_max: float
+
+    def sigma_ve(self, t: Tensor) -> Tensor: ...
 
 
 def append_zero(sigmas: Tensor) -> Tensor:
@@ -82,7 +90,7 @@ def nearest_in_table(sigmas: Tensor, table: Tensor) -> Tensor:
     return append_zero(table.double()[torch.tensor(idx, dtype=torch.long)])
 
 
-def uniform_t(process: GaussianProcess, n: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+def uniform_t(process: TimedProcess, n: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """n times uniform in the process's t from t_max to t_min, mapped to sigma_ve (Song et al. 2021)."""
     t = torch.linspace(process.t_max if t_max is None else t_max,
                        process.t_min if t_min is None else t_min, n, dtype=torch.float64)
@@ -109,8 +117,9 @@ def respaced_timesteps(T: int, n: int, spacing: str = "leading", steps_offset: i
     return ts.clamp(0, T - 1).flip(0)
 
 
-def discrete_sigmas(process: DiscreteVP, n: int | None = None, spacing: str = "leading",
-                    steps_offset: int = 0) -> Tensor:
-    """sigma_ve at a respacing of a DDPM table (all T steps when n is None), decreasing, ending in 0."""
-    ts = torch.arange(process.T - 1, -1, -1) if n is None else respaced_timesteps(process.T, n, spacing, steps_offset)
-    return append_zero(process.sigmas_ve[ts])
+def discrete_sigmas(table: Tensor, n: int | None = None, spacing: str = "leading", steps_offset: int = 0) -> Tensor:
+    """The levels of an ascending table of T VE sigmas (a DDPM model's `sigma_table`, `DiscreteVP.sigmas_ve`) at a
+    respacing of its steps (all T when n is None), decreasing, ending in 0."""
+    T = len(table)
+    ts = torch.arange(T - 1, -1, -1) if n is None else respaced_timesteps(T, n, spacing, steps_offset)
+    return append_zero(table[ts])

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, add_scaled, batch_sigma, check_sigmas, report
+from ..denoiser import sigma_batch
+from .common import Callback, add_scaled, check_sigmas, report
 
 Tensor = torch.Tensor
 
@@ -46,7 +47,7 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     ds: list[Tensor] = []  # derivatives at sigmas[i], sigmas[i-1], ... (most recent first)
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         ds = [(x - x0).div_(s)] + ds[:order - 1]
         cs = lms_coefficients(sigmas[i - len(ds) + 1:i + 1][::-1], s, s_next)
@@ -70,7 +71,7 @@ def sample_ipndm(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
     ds: list[Tensor] = []
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         ds = [(x - x0).div_(s)] + ds[:order - 1]
         x = add_scaled(x, [(s_next - s) * b for b in _AB[len(ds) - 1]], ds)

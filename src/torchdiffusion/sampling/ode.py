@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .common import MAX_STEP_RATIO, Callback, batch_sigma, check_sigmas, first_order, report, to_d
+from ..denoiser import sigma_batch
+from .common import MAX_STEP_RATIO, Callback, check_sigmas, first_order, report, to_d
 
 Tensor = torch.Tensor
 
@@ -23,7 +24,7 @@ def sample_euler(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         x = torch.lerp(x0, x, s_next / s)
     return x
@@ -37,7 +38,7 @@ def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if first_order(s, s_next, max_ratio):
             x = torch.lerp(x0, x, s_next / s)
@@ -45,7 +46,7 @@ def sample_heun(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
         h = s_next - s
         sd = x - x0  # s * d
         x_euler = torch.add(x, sd, alpha=h / s)
-        sd_next = x_euler - denoiser(x_euler, batch_sigma(x, s_next), **cond)  # s' * d'
+        sd_next = x_euler - denoiser(x_euler, sigma_batch(s_next, x), **cond)  # s' * d'
         x = torch.add(x, sd, alpha=0.5 * h / s).add_(sd_next, alpha=0.5 * h / s_next)  # x + h (d + d') / 2
     return x
 
@@ -58,11 +59,11 @@ def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     sigmas = check_sigmas(x, sigmas).tolist()
 
     def f(y: Tensor, s: float) -> Tensor:
-        return to_d(y, s, denoiser(y, batch_sigma(y, s), **cond))
+        return to_d(y, s, denoiser(y, sigma_batch(s, y), **cond))
 
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if first_order(s, s_next, max_ratio):
             x = torch.lerp(x0, x, s_next / s)

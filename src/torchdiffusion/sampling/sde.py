@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, batch_sigma, check_sigmas, noise_like, report
+from ..denoiser import sigma_batch
+from .common import Callback, check_sigmas, noise_like, report
 
 Tensor = torch.Tensor
 
@@ -24,7 +25,7 @@ def sample_euler_maruyama(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator
     sigmas = check_sigmas(x, sigmas).tolist()
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
             x = x0
@@ -56,7 +57,7 @@ def sample_pc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gene
     n = len(sigmas) - 1
     for i in range(n):
         s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = denoiser(x, batch_sigma(x, s), **cond)
+        x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
             x = x0
@@ -72,7 +73,7 @@ def sample_pc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gene
         s_after = sigmas[i + 2] if i + 2 <= n else 0.0
         alpha = 1.0 if form == "ve" else (1 + s_after**2) / (1 + s_next**2)
         for _ in range(n_corrector):
-            score = (denoiser(x, batch_sigma(x, s_next), **cond) - x) / s_next**2
+            score = (denoiser(x, sigma_batch(s_next, x), **cond) - x) / s_next**2
             z = noise_like(x, generator)
             eps = 2 * alpha * (snr * _norm(z) / _norm(score)) ** 2
             x = x + eps * score + torch.sqrt(2 * eps) * z
@@ -93,13 +94,13 @@ def sample_ald(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         if s_next == 0:
-            x0 = denoiser(x, batch_sigma(x, s), **cond)
+            x0 = denoiser(x, sigma_batch(s, x), **cond)
             report(callback, i, x, s, s_next, x0)
             x = x0
             continue
         alpha = eps * s_next**2 / s_last**2
         for t in range(n_steps):
-            x0 = denoiser(x, batch_sigma(x, s_next), **cond)
+            x0 = denoiser(x, sigma_batch(s_next, x), **cond)
             if t == 0:
                 report(callback, i, x, s, s_next, x0)
             x = x + (0.5 * alpha / s_next**2) * (x0 - x) + math.sqrt(alpha) * noise_like(x, generator)

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .common import Callback, add_scaled, batch_sigma, check_sigmas, exp_integrals, report
+from ..denoiser import sigma_batch
+from .common import Callback, add_scaled, check_sigmas, exp_integrals, report
 
 Tensor = torch.Tensor
 
@@ -59,7 +60,7 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
     sigmas = check_sigmas(x, sigmas).tolist()
     n = len(sigmas) - 1
     hist: list[tuple[float, Tensor]] = []  # (lambda, D) of earlier grid points, most recent last
-    x0 = denoiser(x, batch_sigma(x, sigmas[0]), **cond)
+    x0 = denoiser(x, sigma_batch(sigmas[0], x), **cond)
     for i in range(n):
         s, s_next = sigmas[i], sigmas[i + 1]
         report(callback, i, x, s, s_next, x0)
@@ -75,7 +76,7 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         if i == n - 1:
             x = x_pred
             break
-        x0_next = denoiser(x_pred, batch_sigma(x, s_next), **cond)
+        x0_next = denoiser(x_pred, sigma_batch(s_next, x), **cond)
         if corrector:
             x = _plus(base, x0, uni_weights(rs + [1.0], h, I), [x0_m for _, x0_m in past] + [x0_next])
         else:

@@ -36,11 +36,13 @@ class Dist:
         return self.world > 1
 
     @classmethod
-    def from_env(cls) -> "Dist":
-        """Join the process group torchrun describes in the environment (world size 1 without torchrun)."""
+    def from_env(cls, device: torch.device = torch.device("cpu")) -> "Dist":
+        """Join the process group torchrun describes in the environment; without torchrun, world size 1 on `device`."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
-            return cls()
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            return cls(device=device)
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
             device = torch.device("cuda", local_rank)

@@ -1,4 +1,4 @@
-"""The training loop: AdamW, EMA, clipping, accumulation, checkpoints with exact resume, logs and grids.
+"""The training loop: AdamW, EMA, clipping, accumulation, checkpoints with exact resume, logs and PNG tiles of samples.
 
 One process or many (torchrun): every rank draws the same global micro-batch of data indices, cond dropout, t and
 noise from shared generators and trains on its slice, so the gradient DDP averages is the 1-process gradient of
@@ -18,8 +18,9 @@ import torch
 
 from ..build import build_model
 from ..config import ConfigError, RunConfig
-from ..denoiser import ModelDenoiser
-from ..data import load_dataset, save_image_grid
+from ..model_denoiser import ModelDenoiser
+from ..devices import bf16_supported, resolve_device
+from ..data import load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import classifier_loss, diffusion_loss, sample_t
 from ..vlb import ImportanceSampler, hybrid_loss
@@ -45,9 +46,11 @@ class TrainingDivergedError(RuntimeError):
 class Trainer:
     """Holds one run's state; `run()` trains until max_steps or the time budget, checkpointing on the way."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False,
+                 device: str | torch.device = "auto"):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        self.dist = Dist.from_env()
+        # under torchrun each rank takes its local GPU (or the CPU); a single process takes `device`
+        self.dist = Dist.from_env(resolve_device(device))
         self.quiet = quiet or not self.dist.is_main  # rank 0 alone logs, writes grids and checkpoints
         tc = cfg.train
         if tc.num_threads:
@@ -77,7 +80,7 @@ class Trainer:
             raise ConfigError("loss.importance_sampling: true is not supported with more than one process "
                               "(each rank would learn its own sampling table); set it to false")
         self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)  # shared by all ranks; drawn on the CPU
-        self.bf16 = tc.precision == "bf16" and bf16_supported()
+        self.bf16 = tc.precision == "bf16" and bf16_supported(self.dist.device)
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
@@ -261,7 +264,7 @@ class Trainer:
             print(f"[torchdiffusion] {msg}", flush=True)
 
     # ---- samples for people to look at
-    def sample_grid(self, path: Path, num: int | None = None) -> Path:
+    def sample_tiles(self, path: Path, num: int | None = None) -> Path:
         sc = self.cfg.sample
         n = num or (min(sc.num, 64) if self.data.ndim == 4 else sc.num)
         cond, nrow = {}, None
@@ -272,9 +275,9 @@ class Trainer:
         if self.captions is not None:  # the first n items' captions, at guidance scale 1
             cond.update(self.captions.rows(torch.arange(n) % len(self.data)))
         x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
-                        seed=self.cfg.train.seed, cond=cond, **({"eta": sc.eta} if sc.sampler == "ddim" else {}))
+                        seed=self.cfg.train.seed, cond=cond, **sc.options)
         if x.ndim == 4:
-            save_image_grid(x.clamp(-1, 1), path, nrow=nrow)
+            save_image_tiles(x.clamp(-1, 1), path, nrow=nrow)
         else:
             save_scatter(x, path, reference=self.data[:n * 4])
         return path
@@ -322,7 +325,7 @@ class Trainer:
                     log.flush()
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 if main and tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
-                    self.sample_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png")
+                    self.sample_tiles(self.run_dir / "samples" / f"step-{self.step:08d}.png")
                 if self.step % tc.ckpt_every == 0:
                     self.save()
         finally:
@@ -356,22 +359,14 @@ class Trainer:
                                         f"stopped without saving; {kept}.")
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU has native bfloat16 kernels (AVX512-BF16 / AMX), where autocast pays off."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
-          max_cpu_minutes: float | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          max_cpu_minutes: float | None = None, progress: bool = True,
+          device: str | torch.device = "auto") -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
 
     Under torchrun every process calls this; the process group is left when it returns.
     """
-    trainer = Trainer(cfg, run_dir, progress=progress)
+    trainer = Trainer(cfg, run_dir, progress=progress, device=device)
     try:
         return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:

@@ -1,4 +1,4 @@
-"""Turn batches of images in [-1, 1] into uint8 arrays and PNG grids for people to look at."""
+"""Turn batches of images in [-1, 1] into uint8 arrays and PNG tiles (a contact sheet) for people to look at."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 Tensor = torch.Tensor
 
-MIN_PNG_WIDTH = 256  # small grids are upscaled (nearest neighbour) to at least this many pixels wide
+MIN_PNG_WIDTH = 256  # small sheets are upscaled (nearest neighbour) to at least this many pixels wide
 
 
 def to_uint8_nhwc(images: Tensor | np.ndarray) -> np.ndarray:
@@ -29,38 +29,38 @@ def to_uint8_nhwc(images: Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 2, 3, 1))
 
 
-def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, padding: int = 2,
+def image_tiles(images: Tensor | np.ndarray, nrow: int | None = None, padding: int = 2,
                pad_value: int = 255) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1], `nrow` per row (default ceil(sqrt N)), into (H', W', C) uint8.
 
-    C must be 1 or 3. `padding` pixels of `pad_value` separate the tiles and frame the grid.
+    C must be 1 or 3. `padding` pixels of `pad_value` separate the tiles and frame the sheet.
     """
     tiles = to_uint8_nhwc(images)
     N, H, W, C = tiles.shape
     if C not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {C}")
     if N == 0:
-        raise ValueError("cannot make a grid of zero images")
+        raise ValueError("cannot tile zero images")
     ncol = max(1, min(nrow if nrow is not None else math.ceil(math.sqrt(N)), N))
     nrows = math.ceil(N / ncol)
-    grid = np.full((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), pad_value, np.uint8)
+    sheet = np.full((nrows * (H + padding) + padding, ncol * (W + padding) + padding, C), pad_value, np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, ncol)
         top, left = padding + r * (H + padding), padding + c * (W + padding)
-        grid[top:top + H, left:left + W] = tile
-    return grid
+        sheet[top:top + H, left:left + W] = tile
+    return sheet
 
 
-def save_image_grid(images: Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> Path:
-    """Write image_grid(images, nrow) as a PNG (grayscale for C = 1, RGB for C = 3), upscaled by an
+def save_image_tiles(images: Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> Path:
+    """Write image_tiles(images, nrow) as a PNG (grayscale for C = 1, RGB for C = 3), upscaled by an
     integer nearest-neighbour factor to at least MIN_PNG_WIDTH pixels wide. Returns the path."""
     from PIL import Image
 
-    grid = image_grid(images, nrow)
-    scale = max(1, math.ceil(MIN_PNG_WIDTH / grid.shape[1]))
-    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    sheet = image_tiles(images, nrow)
+    scale = max(1, math.ceil(MIN_PNG_WIDTH / sheet.shape[1]))
+    sheet = sheet.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # uint8 (H, W) is read as mode "L" and (H, W, 3) as "RGB".
-    Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path, format="PNG")
+    Image.fromarray(sheet[:, :, 0] if sheet.shape[2] == 1 else sheet).save(path, format="PNG")
     return path

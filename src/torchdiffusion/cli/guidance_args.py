@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .conditioning import GuidanceRecipe
+from ..conditioning import GuidanceRecipe
 
 Tensor = torch.Tensor
 
@@ -84,7 +84,7 @@ def recipe_from_args(a: argparse.Namespace, model: Any, num: int) -> GuidanceRec
             raise ValueError("--class-label / --negative-class: this model is not class-conditional "
                              "(num_classes = 0); use --classifier CKPT for classifier guidance")
     if context_dim:
-        from .text.context import encode_prompts, null_context
+        from ..text.context import encode_prompts, null_context
 
         if not a.prompt:
             raise ValueError("this model is text-conditional: give --prompt TEXT")
@@ -102,9 +102,10 @@ def recipe_from_args(a: argparse.Namespace, model: Any, num: int) -> GuidanceRec
                          "context_dim > 0); for an unconditional model use --classifier CKPT")
     classifier, labels = None, None
     if a.classifier is not None:
-        from .cli import load_for_sampling
+        from ..loading import load_run
 
-        clf, clf_cfg, _ = load_for_sampling(a.classifier)
+        loaded = load_run(a.classifier, device=next(model.parameters()).device)
+        clf, clf_cfg = loaded.model, loaded.config
         if clf_cfg.loss.kind != "classifier":
             raise ValueError(f"--classifier {a.classifier}: not a classifier run (loss.kind is {clf_cfg.loss.kind!r})")
         classifier = clf.raw_ve

@@ -1,0 +1,55 @@
+"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features`.
+
+One module per command, each with `add_parser(subparsers)` and `run(args) -> dict`; this module assembles them and
+turns a user's error into one line and exit status 2. The CLI only parses and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import demo, eval, sample, train, train_features
+
+EXAMPLES = """examples:
+  torchdiffusion train mnist --max-minutes 5 --out runs/mnist
+  torchdiffusion train configs/toy2d.yaml --set train.lr=1e-3 --set model.prediction=v
+  torchdiffusion sample runs/mnist --sampler ddim --steps 50 --num 64 --tiles samples.png --npz samples.npz
+  torchdiffusion demo
+  torchdiffusion eval runs/fmnist --num 1000 --samplers ddim,dpmpp_2m --nfe 5,10,20,50 --out outputs/eval
+  torchdiffusion train-features fashion_mnist --epochs 3
+"""
+COMMANDS = (train, sample, demo, eval, train_features)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line: one subparser per command module."""
+    ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, evaluate.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import ConfigError
+    from ..data import DatasetNotFoundError
+    from ..train.checkpoint import CheckpointError
+    from ..train.trainer import TrainingDivergedError
+
+    a = parser().parse_args(argv)
+    try:
+        result = a.handler(a)
+    except (ConfigError, CheckpointError, DatasetNotFoundError, TrainingDivergedError, ValueError, OSError) as e:
+        print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"torchdiffusion {a.command}: interrupted; `train` resumes from the newest checkpoint when rerun",
+              file=sys.stderr)
+        return 130
+    if result and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,47 @@
+"""`torchdiffusion train` and `train-classifier`: train (or resume) a run from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import add_device_argument
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train (or resume) a run from a YAML config",
+                        description="Train a model. An existing run directory is resumed from its newest checkpoint.")
+    _arguments(tr, "mnist, fashion_mnist, fashion_mnist_cond, toy2d, ...")
+    tc = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
+                        description="Train p(y | x_t, t) on noisy data (Dhariwal & Nichol 2021); the config needs "
+                                    "loss.kind: classifier. Use it with `sample --classifier RUN --classifier-scale S`.")
+    _arguments(tc, "fashion_mnist_classifier, ...")
+
+
+def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
+    p.add_argument("config", help=f"a YAML file, or the name of a packaged config ({examples})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
+    p.add_argument("--max-cpu-minutes", type=float, default=None,
+                   help="stop (and checkpoint) after this much CPU time of the process, all threads together")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    add_device_argument(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    from ..config import ConfigError, load_config
+    from ..train import train
+
+    cfg = load_config(a.config, a.overrides)
+    if a.command == "train-classifier" and cfg.loss.kind != "classifier":
+        raise ConfigError(f"{a.config}: train-classifier needs loss.kind: classifier (and model.backbone: "
+                          f"classifier), got loss.kind {cfg.loss.kind!r}")
+    out = Path(a.out or Path("runs") / Path(a.config).stem)
+    result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, max_cpu_minutes=a.max_cpu_minutes,
+                   progress=not a.no_progress, device=a.device)
+    return {"run_dir": str(out), **result}

@@ -1,0 +1,56 @@
+"""Loading a trained run for use: a checkpoint file or a run directory -> (denoiser, run config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .build import build_model
+from .config import ConfigError, RunConfig, from_dict, migrate
+from .model_denoiser import ModelDenoiser
+from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class LoadedRun:
+    """A model ready for sampling, the run config it was trained with, and its checkpoint's metadata."""
+
+    model: ModelDenoiser
+    config: RunConfig
+    meta: dict[str, Any]  # the checkpoint's metadata, with "path" (the file read) and "step"
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the model's data, from its backbone config."""
+        return self.model.backbone.config.data_shape
+
+
+def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch.device = "cpu") -> LoadedRun:
+    """The model of a checkpoint file or of a run directory's newest readable checkpoint, in eval mode on `device`,
+    with the EMA weights (or the raw weights), its run config and the checkpoint's metadata."""
+    ckpt = resolve_checkpoint(Path(path))
+    tensors, meta = load_checkpoint(ckpt)
+    try:
+        cfg = from_dict(RunConfig, migrate(meta["config"]))
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{ckpt}: its saved config is not one this version reads ({e})") from None
+    model, _ = build_model(cfg.model, cfg.process)
+    prefix = "model." if raw_weights else "ema."
+    try:
+        model.backbone.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt}: its weights do not fit the model its config describes "
+                              f"({str(e).strip().splitlines()[0]})") from None
+    model.eval().to(device)
+    return LoadedRun(model, cfg, {**meta, "path": str(ckpt)})
+
+
+def load(path: str | Path, *, raw_weights: bool = False,
+         device: str | torch.device = "cpu") -> tuple[ModelDenoiser, RunConfig]:
+    """(denoiser, run config) of a checkpoint file or a run directory (its newest checkpoint), EMA weights by
+    default, ready to sample on `device`: `x = td.sample(model, noise, method="ipndm", nfe=20)`."""
+    run = load_run(path, raw_weights=raw_weights, device=device)
+    return run.model, run.config

@@ -1,0 +1,153 @@
+"""The sampler registry: each method's function, kind, order and cost in denoiser calls, and its options."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import torch
+
+from .adaptive import sample_dopri5
+from .ancestral import sample_edm_stochastic, sample_euler_ancestral
+from .common import MAX_STEP_RATIO, first_order
+from .ddim import sample_ddim
+from .ddpm import sample_ddpm
+from .dpm_solver import sample_dpm_solver
+from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
+from .lms import sample_ipndm, sample_lms
+from .ode import sample_euler, sample_heun, sample_rk4
+from .sde import sample_ald, sample_euler_maruyama, sample_pc
+from .unipc import sample_unipc
+
+Tensor = torch.Tensor
+Cost = Callable[[dict[str, Any]], tuple[int, int]]
+NOT_OPTIONS = ("generator", "callback")  # keyword arguments of every sampler that `sample` itself passes
+
+
+@dataclass(frozen=True)
+class Method:
+    """A sampler with its kind, order and cost in denoiser calls.
+
+    kind: "ODE" (deterministic, converges to the probability-flow map) or "SDE" (stochastic).
+    order: convergence order of the ODE discretisation in the step size; for SDE samplers, the order of the
+        deterministic part of the step (their strong order is lower).
+    evals_per_step: denoiser calls per grid step with default options; None for an adaptive solver, whose step
+        count follows its tolerances (sample() caps it with max_nfe = nfe).
+    final_evals: calls of a last step that ends at sigma = 0, where it differs (Heun's last step is Euler's: 1).
+    cost: (evals_per_step, final_evals) for the given options, where options change them (corrector steps).
+    long_steps: whether a step with sigma / sigma_next above the option max_ratio (default common.MAX_STEP_RATIO) is
+        taken first order at one call (`common.first_order`: Heun, RK4, DPM-Solver-2/3, EDM's stochastic sampler).
+    grid: the default grid family: "karras" (rho = 7, Karras et al. 2022, eq. 5) or "exponential" (uniform in
+        log-SNR) for the multistep exponential integrators, whose extrapolation weights depend on the step ratios
+        h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
+        best with a grid tail (docs/samplers.md, "Grid tail").
+    """
+
+    fn: Callable[..., Tensor]
+    kind: str
+    order: int
+    evals_per_step: int | None
+    final_evals: int | None = None
+    cost: Cost | None = None
+    grid: str = "karras"
+    long_steps: bool = False
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options the method's function takes (eta, order, s_churn, ...), from its signature."""
+        params = inspect.signature(self.fn).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in NOT_OPTIONS)
+
+    def budget(self, options: dict[str, Any]) -> tuple[int, int]:
+        """(calls per step, calls of a final step to sigma = 0) under these options."""
+        if self.evals_per_step is None:
+            raise ValueError("an adaptive method has no fixed cost per step")
+        if self.cost is not None:
+            return self.cost(options)
+        return self.evals_per_step, self.evals_per_step if self.final_evals is None else self.final_evals
+
+    def steps_for(self, nfe: int, options: dict[str, Any] | None = None) -> int:
+        """The most steps of a grid ending in 0 whose calls, (steps - 1) * per_step + final, fit in nfe (0 if none)."""
+        per_step, final = self.budget(options or {})
+        return 0 if nfe < final else (nfe - final) // per_step + 1
+
+    def calls(self, sigmas: Tensor, options: dict[str, Any] | None = None) -> int:
+        """Denoiser calls of one run over this grid."""
+        options = options or {}
+        per_step, final = self.budget(options)
+        s = sigmas.tolist()
+        n = len(s) - 1
+        calls = per_step * (n - 1) + (final if s[-1] == 0 else per_step)
+        if self.long_steps:  # each long step costs 1 call instead of per_step
+            ratio = options.get("max_ratio", MAX_STEP_RATIO)
+            calls -= (per_step - 1) * sum(1 for a, b in zip(s[:-1], s[1:]) if b > 0 and first_order(a, b, ratio))
+        return calls
+
+
+def _single_step_solver(order: int) -> Cost:
+    return lambda o: (o.get("order", order), 1)
+
+
+METHODS: dict[str, Method] = {
+    # probability-flow ODE
+    "euler": Method(sample_euler, "ODE", 1, 1),
+    "heun": Method(sample_heun, "ODE", 2, 2, final_evals=1, long_steps=True),
+    "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1, long_steps=True),
+    "dopri5": Method(sample_dopri5, "ODE", 5, None),
+    "ddim": Method(sample_ddim, "ODE", 1, 1),
+    "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1),
+                           long_steps=True),  # the rule matters where an `order` option raises it
+    "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2),
+                           long_steps=True),
+    "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3),
+                           long_steps=True),
+    "dpmpp_2s": Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1),
+    "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1, grid="exponential"),
+    "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential"),
+    "unipc": Method(sample_unipc, "ODE", 3, 1, grid="exponential"),
+    "lms": Method(sample_lms, "ODE", 4, 1),
+    "ipndm": Method(sample_ipndm, "ODE", 2, 1, grid="exponential"),
+    # stochastic
+    "ddpm": Method(sample_ddpm, "SDE", 1, 1),
+    "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
+    "dpmpp_2s_ancestral": Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1),
+    "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1, grid="exponential"),
+    "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1, long_steps=True),
+    "em": Method(sample_euler_maruyama, "SDE", 1, 1),
+    "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
+    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=1, cost=lambda o: (o.get("n_steps", 1), 1)),
+}
+
+
+def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a `sample` call checked against the method's own: an unknown name is an error naming the
+    method's options (a typo such as etta=0.5 would otherwise be dropped silently); max_ratio is converted."""
+    if method not in METHODS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(METHODS)}")
+    known = METHODS[method].options
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {method!r}; its options are: "
+                         f"{', '.join(known) or 'none'}")
+    if "max_ratio" in options:
+        options = {**options, "max_ratio": check_max_ratio(method, options["max_ratio"])}
+    return options
+
+
+def check_max_ratio(method: str, value: Any) -> float:
+    """The option max_ratio as a float > 1 (inf: never first order), for a method that has the long-step rule."""
+    long = sorted(n for n, k in METHODS.items() if k.long_steps)
+    if method not in long:
+        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) applies to {long} only, "
+                         f"not {method}")
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = math.nan
+    if not ratio > 1:
+        raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) must be a number > 1 "
+                         f"(inf: never), got {value!r}")
+    return ratio
