@@ -32,7 +32,7 @@ test: $(VENV)/.dev data
 test-slow: $(VENV)/.dev data
 	$(PY) -m pytest -q -m slow
 
-# Benchmarks (long; run them on a quiet machine). Figures go to README.md and docs/.
+# Benchmarks (long; run them on a quiet machine). Figures go to docs/benchmarks.md.
 bench: $(VENV)/.dev data
 	$(PY) benchmarks/train_vs_diffusers.py --minutes 15 --num 2000
 

@@ -113,7 +113,7 @@ def recipe_from_args(a: argparse.Namespace, model: Any, num: int) -> GuidanceRec
         sigma_max = float(getattr(model, "sigma_max", 0.0))
         if a.classifier_scale > 0 and a.guidance_interval is None and sigma_max > CLASSIFIER_SIGMA_WARN:
             warnings.warn(f"classifier guidance at every sigma up to {sigma_max:g}: its x0 shift s sigma^2 grad log p "
-                          f"grows with sigma^2 and broke every image in the README's Fashion-MNIST run; consider "
+                          f"grows with sigma^2 and broke every image in the Fashion-MNIST guidance benchmark (docs/benchmarks.md); consider "
                           f"--guidance-interval 0,10", UserWarning, stacklevel=2)
     return GuidanceRecipe(cond=cond, uncond=uncond, negative=negative, scale=a.guidance_scale,
                           rescale=a.guidance_rescale, interval=_interval(a.guidance_interval), threshold=a.threshold,
