@@ -242,7 +242,7 @@ def test_build_backbone_registry():
     assert count_parameters(m) == sum(p.numel() for p in m.parameters()) > 0
     m, cfg = build_backbone("unet", UNetConfig(base_channels=8, channel_mult=(1,), groups=4, image_size=8))
     assert isinstance(m, UNet)
-    with pytest.raises(ValueError, match="known backbones.*mlp.*unet"):
+    with pytest.raises(ValueError, match="unknown backbone .transformer.; choose one of .*mlp"):
         build_backbone("transformer", {})
     with pytest.raises(ValueError, match="bogus"):
         build_backbone("unet", {"bogus": 1})

@@ -31,7 +31,7 @@ from torchdiffusion.sampling import sample
 from torchdiffusion.train.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_weights,
                                              resolve_checkpoint)
 from torchdiffusion.train.trainer import Trainer, TrainingDivergedError
-from torchdiffusion.vlb import full_vlb_bpd
+from torchdiffusion.likelihood.vlb import full_vlb_bpd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_cli import TINY  # noqa: E402

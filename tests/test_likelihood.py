@@ -13,7 +13,7 @@ from torchdiffusion.likelihood import (bits_per_dim, ode_log_likelihood, stratif
                                        vdm_elbo)
 from torchdiffusion.processes import DiscreteVP
 from torchdiffusion.schedules import make_betas
-from torchdiffusion.vlb import full_vlb_bpd, standard_normal_cdf
+from torchdiffusion.likelihood.vlb import full_vlb_bpd, standard_normal_cdf
 
 
 def mixture_3d() -> GaussianMixture:

@@ -6,7 +6,7 @@ from torch import nn
 
 from torchdiffusion.model_denoiser import ModelDenoiser
 from torchdiffusion.parameterization import edm_scalings
-from torchdiffusion.predictions import PREDICTIONS
+from torchdiffusion.registry import PREDICTIONS
 from torchdiffusion.processes import EDM, VE, DiscreteVP, Flow, SubVP, VPLinear
 from torchdiffusion.schedules import make_betas
 

@@ -10,8 +10,8 @@ from torchdiffusion.model_denoiser import ModelDenoiser
 from torchdiffusion.losses import diffusion_loss, x0_weight
 from torchdiffusion.processes import EDM, DiscreteVP, Flow, VPLinear
 from torchdiffusion.schedules import make_betas
-from torchdiffusion.vlb import (ImportanceSampler, discretized_gaussian_log_likelihood, full_vlb_bpd, hybrid_loss,
-                                normal_kl, vlb_terms)
+from torchdiffusion.losses import ImportanceSampler, hybrid_loss
+from torchdiffusion.likelihood.vlb import discretized_gaussian_log_likelihood, full_vlb_bpd, normal_kl, vlb_terms
 
 
 def test_normal_kl_matches_monte_carlo(gen):
@@ -47,7 +47,7 @@ def test_vlb_kl_terms_match_monte_carlo(gen):
     xt = p.marginal(x0, t.double(), torch.randn(x0.shape, generator=gen, dtype=torch.float64))
     kl = vlb_terms(model, x0, t, xt).item()
     # Monte Carlo: E_q[log q - log p] with q the true posterior and p the model's Gaussian
-    from torchdiffusion.vlb import model_log_variance
+    from torchdiffusion.likelihood.vlb import model_log_variance
     mean_q, var_q = p.posterior(x0, xt, t)
     x0_hat, frac = model.forward_with_variance(xt / p.alpha(t.double()), p.sigmas_ve[t])
     mean_p, _ = p.posterior(x0_hat, xt, t)

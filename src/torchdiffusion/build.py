@@ -1,4 +1,4 @@
-"""From a run config to objects: the one place process and model names are looked up."""
+"""From a run config to objects, through the one registry of names (`torchdiffusion.registry`)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,13 @@ from typing import Any
 
 from .config import ModelConfig, ProcessConfig
 from .model_denoiser import ModelDenoiser
-from .processes import EDM, VE, DiscreteVP, Flow, GaussianProcess, SubVP, VPLinear
-from .schedules import make_betas
+from .processes import GaussianProcess
+from .registry import PROCESSES
 
 
 def build_process(cfg: ProcessConfig) -> GaussianProcess:
-    """The forward process named by cfg.name."""
-    if cfg.name == "ddpm":
-        return DiscreteVP(make_betas(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr))
-    if cfg.name == "vp":
-        return VPLinear(cfg.beta_min, cfg.beta_max)
-    if cfg.name == "subvp":
-        return SubVP(cfg.beta_min, cfg.beta_max)
-    if cfg.name == "ve":
-        return VE(cfg.sigma_min, cfg.sigma_max)
-    if cfg.name == "edm":
-        return EDM(cfg.sigma_min, cfg.sigma_max)
-    if cfg.name == "flow":
-        return Flow()
-    raise ValueError(f"unknown process {cfg.name!r}; choose ddpm, vp, subvp, ve, edm or flow")
+    """The forward process named by cfg.name, built from the section's parameters."""
+    return PROCESSES.lookup(cfg.name).from_config(cfg)
 
 
 def build_model(model_cfg: ModelConfig, process_cfg: ProcessConfig) -> tuple[ModelDenoiser, Any]:

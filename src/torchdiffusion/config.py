@@ -20,14 +20,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"                          # a name from torchdiffusion.data.DATASETS
+    name: str = "mnist"                          # a name from torchdiffusion.registry.DATASETS
     limit: int | None = None                     # keep only the first N items
     options: dict[str, Any] = field(default_factory=dict)  # loader keyword arguments (e.g. size for textures)
 
 
 @dataclass
 class ProcessConfig:
-    name: str = "ddpm"                           # ddpm | vp | subvp | ve | edm | flow
+    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow
     schedule: str = "cosine"                     # beta schedule of ddpm (linear, scaled_linear, cosine, sigmoid, logsnr_linear)
     T: int = 1000                                # number of discrete steps of ddpm
     zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
@@ -39,15 +39,15 @@ class ProcessConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "unet"                       # unet | mlp | dit (torchdiffusion.nn.BACKBONES)
-    prediction: str = "eps"                      # eps | x0 | v | score | velocity | edm
+    backbone: str = "unet"                       # registry.BACKBONES: unet | mlp | dit | classifier
+    prediction: str = "eps"                      # registry.PREDICTIONS: eps | x0 | v | score | velocity | edm
     sigma_data: float = 0.5                      # data std assumed by edm preconditioning
     params: dict[str, Any] = field(default_factory=dict)  # the backbone's own config (UNetConfig / MLPConfig)
 
 
 @dataclass
 class LossConfig:
-    kind: str = "simple"                         # simple | hybrid | edm | classifier (noisy p(y | x_t))
+    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t))
     weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
     t_sampling: str = "uniform"                  # uniform | lognormal
     gamma: float = 5.0                           # min-SNR-gamma
@@ -215,17 +215,15 @@ def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None
 def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
     from .losses import T_SAMPLINGS, WEIGHTINGS
-    from .predictions import PREDICTIONS
-    from .data import DATASETS
-    from .sampling import METHODS, check_options
+    from .registry import BACKBONES, DATASETS, LOSSES, PREDICTIONS, PROCESSES, SAMPLERS
+    from .sampling import check_options
     from .schedules import BETA_SCHEDULES
 
-    _one_of("process.name", cfg.process.name, PROCESS_NAMES)
+    _one_of("process.name", cfg.process.name, PROCESSES.names())
     _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
-    _one_of("model.prediction", cfg.model.prediction, list(PREDICTIONS))
-    from .nn import BACKBONES
+    _one_of("model.prediction", cfg.model.prediction, PREDICTIONS.names())
     _one_of("model.backbone", cfg.model.backbone, sorted(BACKBONES))
-    _one_of("loss.kind", cfg.loss.kind, ("simple", "hybrid", "edm", "classifier"))
+    _one_of("loss.kind", cfg.loss.kind, LOSSES.names())
     if (cfg.loss.kind == "classifier") != (cfg.model.backbone == "classifier"):
         raise ConfigError(f"loss.kind {cfg.loss.kind!r} and model.backbone {cfg.model.backbone!r} do not go together: "
                           "a noise-conditional classifier needs both set to 'classifier'")
@@ -234,7 +232,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
     _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
-    _one_of("sample.sampler", cfg.sample.sampler, sorted(METHODS))
+    _one_of("sample.sampler", cfg.sample.sampler, sorted(SAMPLERS))
     _one_of("data.name", cfg.data.name, list(DATASETS))
     tc, pc = cfg.train, cfg.process
     # written as not (v >= lo) so that NaN fails too
@@ -280,8 +278,8 @@ def validate(cfg: RunConfig) -> None:
 
 def _validate_backbone(mc: ModelConfig) -> None:
     """model.params against the backbone's own config dataclass: key paths, leaf types, its range checks."""
-    from .nn import BACKBONES
-    config_cls = BACKBONES[mc.backbone][0]
+    from .registry import BACKBONES
+    config_cls = BACKBONES[mc.backbone].config_class
     try:
         from_dict(config_cls, mc.params, "model.params")
     except ConfigError:
@@ -290,6 +288,5 @@ def _validate_backbone(mc: ModelConfig) -> None:
         raise ConfigError(f"model.params ({mc.backbone}): {e}") from None
 
 
-PROCESS_NAMES = ("ddpm", "vp", "subvp", "ve", "edm", "flow")
 NAN_POLICIES = ("skip", "stop")
 PARALLEL_MODES = ("ddp", "fsdp")

@@ -13,8 +13,9 @@ from torch import nn
 
 from .checks import check_batch, check_matches_module
 from .denoiser import sigma_batch
-from .predictions import PREDICTIONS, Prediction
+from .predictions import Prediction
 from .processes import GaussianProcess, expand_like
+from .registry import PREDICTIONS
 
 Tensor = torch.Tensor
 
@@ -29,11 +30,9 @@ class ModelDenoiser(nn.Module):
     def __init__(self, backbone: nn.Module, process: GaussianProcess, prediction: str = "eps", *,
                  sigma_data: float = 0.5, noise_input: str | None = None, learned_variance: bool = False):
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction type {prediction!r}; choose one of {tuple(PREDICTIONS)}")
         self.backbone, self.process, self.prediction = backbone, process, prediction
-        self.parameterization: Prediction = PREDICTIONS[prediction](process, sigma_data=sigma_data,
-                                                                    noise_input=noise_input)
+        self.parameterization: Prediction = PREDICTIONS.lookup(prediction)(process, sigma_data=sigma_data,
+                                                                           noise_input=noise_input)
         self.sigma_data = sigma_data
         self.learned_variance = learned_variance
 

@@ -182,7 +182,3 @@ class EDMPrecond(Prediction):
 
     def error_factor(self, t: Tensor) -> Tensor:
         return 1 / edm_scalings(self.process.sigma_ve(t), self.sigma_data)[1] ** 2
-
-
-PREDICTIONS: dict[str, type[Prediction]] = {c.name: c for c in (EpsPrediction, X0Prediction, VPrediction,
-                                                                 ScorePrediction, VelocityPrediction, EDMPrecond)}

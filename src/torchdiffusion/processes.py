@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
-from .schedules import alphas_cumprod
+from .schedules import alphas_cumprod, make_betas
 
 Tensor = torch.Tensor
 
@@ -33,6 +34,12 @@ class GaussianProcess(ABC):
     t_min: float = 0.0
     t_max: float = 1.0
     discrete: bool = False  # trained on a table of integer steps (DiscreteVP), not on continuous t
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "GaussianProcess":
+        """The process a run config's `process` section describes (a ProcessConfig); the default takes no
+        parameters."""
+        return cls()
 
     @abstractmethod
     def alpha(self, t: Tensor) -> Tensor: ...
@@ -117,6 +124,10 @@ class GaussianProcess(ABC):
 class VPLinear(GaussianProcess):
     """Continuous VP SDE with linear beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021, eq. 11)."""
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "VPLinear":
+        return cls(cfg.beta_min, cfg.beta_max)
+
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
         self.beta_min, self.beta_max, self.t_min, self.t_max = beta_min, beta_max, t_min, 1.0
 
@@ -175,6 +186,10 @@ class SubVP(VPLinear):
 class VE(GaussianProcess):
     """VE SDE / NCSN: alpha = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021, eq. 9)."""
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "VE":
+        return cls(cfg.sigma_min, cfg.sigma_max)
+
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         self.s_min, self.s_max, self.t_min, self.t_max = sigma_min, sigma_max, 0.0, 1.0
         self._log_ratio = math.log(sigma_max / sigma_min)
@@ -197,6 +212,10 @@ class VE(GaussianProcess):
 
 class EDM(GaussianProcess):
     """EDM: alpha = 1, sigma(t) = t, on t in [sigma_min, sigma_max] (Karras et al. 2022, Table 1)."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "EDM":
+        return cls(cfg.sigma_min, cfg.sigma_max)
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5):
         self.t_min, self.t_max, self.sigma_data = sigma_min, sigma_max, sigma_data
@@ -252,6 +271,10 @@ class DiscreteVP(GaussianProcess):
     """
 
     discrete = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "DiscreteVP":
+        return cls(make_betas(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr))
 
     def __init__(self, betas: Tensor):
         betas = betas.double()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -320,3 +321,8 @@ def attribute_accuracy(measured: Tensor, target: Tensor) -> dict[str, float]:
     exact = ((m == t).all(-1) | ~present).all(1) & ((m[..., SHAPE] >= 0) == present).all(1) & ~extra
     result["all"] = exact.float().mean().item()
     return result
+
+
+def load_shapes_captions(**options: Any) -> list[str]:
+    """One caption per item of the "shapes" dataset loaded with the same options (the registry's CAPTIONS entry)."""
+    return load_shapes(**options).captions

@@ -8,7 +8,7 @@ for both axes, so shapes are not stretched; per-axis stds are 1 except for the m
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable
 
 import torch
@@ -92,3 +92,16 @@ TOY2D: dict[str, Callable[..., Tensor]] = {
     "eight_gaussians": sample_eight_gaussians,
     "checkerboard": sample_checkerboard,
 }
+
+
+def load_toy(name: str, n: int = 20000, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(data, labels) of a toy dataset: n points of TOY2D[name] from a generator seeded with `seed`, all labelled 0."""
+    generator = torch.Generator().manual_seed(seed)
+    return TOY2D[name](n, generator=generator), torch.zeros(n, dtype=torch.int64)
+
+
+# the registered loaders (torchdiffusion.registry.DATASETS, as "toy:<name>")
+load_swiss_roll = partial(load_toy, "swiss_roll")
+load_moons = partial(load_toy, "moons")
+load_eight_gaussians = partial(load_toy, "eight_gaussians")
+load_checkerboard = partial(load_toy, "checkerboard")

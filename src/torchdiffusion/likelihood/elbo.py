@@ -22,7 +22,7 @@ import torch
 from ..checks import check_data
 from ..model_denoiser import ModelDenoiser
 from ..sampling.common import noise_like
-from ..vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, vlb_terms
+from .vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, vlb_terms
 from .bpd import bits_per_dim
 from .proposal import LogSNRProposal, diffusion_integrand, log_snr_range
 

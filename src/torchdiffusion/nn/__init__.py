@@ -1,6 +1,6 @@
 """Backbones: networks (x, noise_level, **cond) -> tensor that know nothing of processes or samplers.
 
-`build_backbone` is the one place a backbone is looked up by name; configs are dataclasses with
+`build_backbone` builds one by its registered name (`torchdiffusion.registry.BACKBONES`); configs are dataclasses with
 `to_dict` / `from_dict`, saved beside the weights.
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..registry import BACKBONES
 from .classifier import ClassifierConfig, NoisyClassifier
 from .config import BackboneConfig
 from .dit import DiT, DiTConfig
@@ -18,25 +19,17 @@ from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
 
 __all__ = [
-    "BACKBONES", "BackboneConfig", "ClassifierConfig", "DiT", "DiTConfig", "MLP", "MLPConfig", "NoiseEmbedding",
+    "BackboneConfig", "ClassifierConfig", "DiT", "DiTConfig", "MLP", "MLPConfig", "NoiseEmbedding",
     "NoisyClassifier", "UNet", "UNetConfig",
     "build_backbone", "count_parameters", "timestep_embedding",
 ]
 
-# name -> (config class, module class)
-BACKBONES: dict[str, tuple[type[BackboneConfig], type[nn.Module]]] = {
-    "classifier": (ClassifierConfig, NoisyClassifier),
-    "dit": (DiTConfig, DiT),
-    "mlp": (MLPConfig, MLP),
-    "unet": (UNetConfig, UNet),
-}
-
 
 def build_backbone(name: str, config: dict[str, Any] | BackboneConfig) -> tuple[nn.Module, BackboneConfig]:
-    """Build the backbone registered as name from a config dict (or its config dataclass); returns (module, config)."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {sorted(BACKBONES)}")
-    config_cls, module_cls = BACKBONES[name]
+    """Build the backbone registered as name (`torchdiffusion.registry.BACKBONES`) from a config dict (or its config
+    dataclass); returns (module, config)."""
+    module_cls = BACKBONES.lookup(name)
+    config_cls = module_cls.config_class
     if isinstance(config, BackboneConfig):
         if not isinstance(config, config_cls):
             raise ValueError(f"backbone {name!r} needs a {config_cls.__name__}, got {type(config).__name__}")

@@ -46,6 +46,8 @@ class ClassifierConfig(BackboneConfig):
 class NoisyClassifier(nn.Module):
     """forward(x_t (B, C, H, W), noise_level (B,)) -> logits (B, num_classes)."""
 
+    config_class = ClassifierConfig
+
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = c = config

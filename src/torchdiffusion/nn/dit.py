@@ -211,6 +211,8 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """forward(x (B,C,H,W), noise_level (B,), class_labels=None, context=None, context_mask=None) -> (B, out, H, W)."""
 
+    config_class = DiTConfig
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = c = config

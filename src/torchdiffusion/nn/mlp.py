@@ -58,6 +58,8 @@ class ResidualMLPBlock(nn.Module):
 class MLP(nn.Module):
     """Noise-conditioned residual MLP: (x (B, dim), noise_level (B,), class_labels=None) -> (B, dim * out_mult)."""
 
+    config_class = MLPConfig
+
     def __init__(self, config: MLPConfig):
         super().__init__()
         self.config = config

@@ -179,6 +179,8 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """forward(x (B,C,H,W), noise_level (B,), class_labels=None, context=None, context_mask=None) -> (B, out, H, W)."""
 
+    config_class = UNetConfig
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = c = config

@@ -1,5 +1,6 @@
-"""Samplers as pure functions over a denoiser and a sigma grid (one module per family), their registry
-(`registry.METHODS`), the grid and budget policy, and `sample`, the one entry point (`budget`)."""
+"""Samplers as pure functions over a denoiser and a sigma grid (one module per family, each with its `Method`:
+kind, order, cost), named in `torchdiffusion.registry.SAMPLERS` (here as METHODS), the grid and budget policy, and
+`sample`, the one entry point (`budget`)."""
 
 from . import grids
 from .adaptive import sample_dopri5
@@ -12,7 +13,8 @@ from .dpm_solver import sample_dpm_solver
 from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
 from .lms import sample_ipndm, sample_lms
 from .ode import sample_euler, sample_heun, sample_rk4
-from .registry import METHODS, Method, check_max_ratio, check_options
+from .method import Method, check_max_ratio, check_options
+from ..registry import SAMPLERS as METHODS
 from .sde import sample_ald, sample_euler_maruyama, sample_pc
 from .unipc import sample_unipc
 

@@ -11,6 +11,7 @@ from ..denoiser import sigma_batch
 from .common import Callback, check_sigmas, report
 from .dopri import B4, B5, A, C, dopri5  # noqa: F401  (the tableau, re-exported)
 from .dpmpp import sample_dpmpp_2m
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -61,3 +62,6 @@ def _finish(denoiser: Any, x: Tensor, x0: Tensor, t: float, t_end: float, to_zer
     if to_zero:
         rest = torch.cat([rest, rest.new_zeros(1)])
     return sample_dpmpp_2m(denoiser, x, rest, **cond)
+
+
+DOPRI5 = Method(sample_dopri5, "ODE", 5, None)

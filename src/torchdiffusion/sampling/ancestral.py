@@ -10,6 +10,7 @@ import torch
 from ..denoiser import sigma_batch
 from .common import (MAX_STEP_RATIO, Callback, ancestral_split, check_sigmas, first_order, noise_like,
                      report, to_d)
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -57,3 +58,7 @@ def sample_edm_stochastic(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
     return x
+
+
+EULER_ANCESTRAL = Method(sample_euler_ancestral, "SDE", 1, 1)
+EDM_STOCHASTIC = Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1, long_steps=True)

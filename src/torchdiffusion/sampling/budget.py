@@ -12,7 +12,8 @@ import torch
 from ..denoiser import describe
 from . import grids
 from .common import Generators
-from .registry import METHODS, Method, check_options
+from ..registry import SAMPLERS as METHODS
+from .method import Method, check_options
 
 Tensor = torch.Tensor
 

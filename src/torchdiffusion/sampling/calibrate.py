@@ -18,7 +18,7 @@ from ..denoiser import CountingDenoiser
 from . import grids
 from .adaptive import sample_dopri5
 from .budget import budget_grid
-from .registry import METHODS
+from ..registry import SAMPLERS as METHODS
 
 Tensor = torch.Tensor
 

@@ -8,6 +8,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, check_sigmas, noise_like, report
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -32,3 +33,6 @@ def sample_ddim(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
         if c2 > 0:
             x = x + c2**0.5 * noise_like(x, generator)
     return x
+
+
+DDIM = Method(sample_ddim, "ODE", 1, 1)

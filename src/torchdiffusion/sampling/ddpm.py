@@ -9,6 +9,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, check_sigmas, noise_like, report
+from .method import Method
 
 Tensor = torch.Tensor
 VARIANCES = ("beta_tilde", "beta", "learned")
@@ -56,3 +57,6 @@ def sample_ddpm(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Ge
             std = torch.exp(0.5 * (frac * math.log(large) + (1 - frac) * math.log(small)))
         x = mean + std * noise_like(x, generator)
     return x
+
+
+DDPM = Method(sample_ddpm, "SDE", 1, 1)

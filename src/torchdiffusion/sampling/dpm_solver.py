@@ -8,12 +8,14 @@ A step that ends at sigma = 0 (h infinite) is DPM-Solver-1's, which lands on D(x
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
 
 from ..denoiser import sigma_batch
 from .common import MAX_STEP_RATIO, Callback, check_sigmas, first_order, report
+from .method import Method, single_step_cost
 
 Tensor = torch.Tensor
 
@@ -53,3 +55,9 @@ def sample_dpm_solver(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: to
         D2 = _eps(denoiser, u2, s2, cond) - eps0
         x = x - (s - s_next) * eps0 - ((s - s_next) / h - s_next) / r2 * D2
     return x
+
+
+# the long-step rule matters for DPM-Solver-1 where an `order` option raises its order
+DPM_SOLVER_1 = Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=single_step_cost(1), long_steps=True)
+DPM_SOLVER_2 = Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=single_step_cost(2), long_steps=True)
+DPM_SOLVER_3 = Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=single_step_cost(3), long_steps=True)

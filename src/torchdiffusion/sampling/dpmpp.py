@@ -8,12 +8,14 @@ sigma = 0 (h infinite) is that first-order step, which lands on D(x, sigma). Mul
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, ancestral_split, check_sigmas, exp_integrals, noise_like, report
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -125,3 +127,10 @@ def sample_dpmpp_2m_sde(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: 
             x = x + s_next * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise * noise_like(x, generator)
         x0_prev, h_prev = x0, h
     return x
+
+
+DPMPP_2S = Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1)
+DPMPP_2M = Method(sample_dpmpp_2m, "ODE", 2, 1, grid="exponential")
+DPMPP_3M = Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential")
+DPMPP_2S_ANCESTRAL = Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1)
+DPMPP_2M_SDE = Method(sample_dpmpp_2m_sde, "SDE", 2, 1, grid="exponential")

@@ -9,6 +9,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, add_scaled, check_sigmas, report
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -76,3 +77,7 @@ def sample_ipndm(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         ds = [(x - x0).div_(s)] + ds[:order - 1]
         x = add_scaled(x, [(s_next - s) * b for b in _AB[len(ds) - 1]], ds)
     return x
+
+
+LMS = Method(sample_lms, "ODE", 4, 1)
+IPNDM = Method(sample_ipndm, "ODE", 2, 1, grid="exponential")

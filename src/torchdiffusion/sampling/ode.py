@@ -13,6 +13,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import MAX_STEP_RATIO, Callback, check_sigmas, first_order, report, to_d
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -75,3 +76,8 @@ def sample_rk4(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
         k4 = f(x + h * k3, s_next)
         x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
     return x
+
+
+EULER = Method(sample_euler, "ODE", 1, 1)
+HEUN = Method(sample_heun, "ODE", 2, 2, final_evals=1, long_steps=True)
+RK4 = Method(sample_rk4, "ODE", 4, 4, final_evals=1, long_steps=True)

@@ -13,6 +13,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, check_sigmas, noise_like, report
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -105,3 +106,8 @@ def sample_ald(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
                 report(callback, i, x, s, s_next, x0)
             x = x + (0.5 * alpha / s_next**2) * (x0 - x) + math.sqrt(alpha) * noise_like(x, generator)
     return x
+
+
+EM = Method(sample_euler_maruyama, "SDE", 1, 1)
+PC = Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1))
+ALD = Method(sample_ald, "SDE", 1, 1, final_evals=1, cost=lambda o: (o.get("n_steps", 1), 1))

@@ -16,6 +16,7 @@ import torch
 
 from ..denoiser import sigma_batch
 from .common import Callback, add_scaled, check_sigmas, exp_integrals, report
+from .method import Method
 
 Tensor = torch.Tensor
 
@@ -84,3 +85,6 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         hist = (hist + [(lam, x0)])[-2:]
         x0 = x0_next
     return x
+
+
+UNIPC = Method(sample_unipc, "ODE", 3, 1, grid="exponential")

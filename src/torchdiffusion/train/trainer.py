@@ -22,8 +22,8 @@ from ..model_denoiser import ModelDenoiser
 from ..devices import bf16_supported, resolve_device
 from ..data import load_dataset, save_image_tiles
 from ..generate import generate
-from ..losses import classifier_loss, diffusion_loss, sample_t
-from ..vlb import ImportanceSampler, hybrid_loss
+from ..losses import ImportanceSampler, hybrid_loss, sample_t
+from ..registry import LOSSES
 from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_checkpoints, load_checkpoint,
                          optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
@@ -139,19 +139,14 @@ class Trainer:
     def loss(self, x0: Tensor, labels: Tensor, mine: slice = slice(None), **cond: Tensor) -> Tensor:
         """Per-sample loss of this rank's slice of the global micro-batch x0; t and noise drawn for all of x0."""
         lc, model, dev = self.cfg.loss, self.train_model, self.dist.device
-        if self.importance is not None:  # one process only (checked in __init__)
+        if self.importance is not None:  # L_hybrid draws t from its own table (one process only, checked in __init__)
             return hybrid_loss(model, x0, lam=lc.hybrid_lambda, generator=self.noise_gen,
                                importance=self.importance, **cond)
-        method = {"edm": "lognormal", "hybrid": "uniform", "classifier": "uniform"}.get(lc.kind, lc.t_sampling)
-        t = sample_t(model.process, x0.shape[0], generator=self.noise_gen, method=method)[mine].to(dev)
+        objective = LOSSES.lookup(lc.kind)
+        t = sample_t(model.process, x0.shape[0], generator=self.noise_gen,
+                     method=objective.t_sampling or lc.t_sampling)[mine].to(dev)
         eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)[mine].to(dev)
-        x0 = x0[mine].to(dev)
-        if lc.kind == "classifier":
-            return classifier_loss(model, x0, labels[mine].to(dev), t=t, eps=eps)
-        if lc.kind == "hybrid":
-            return hybrid_loss(model, x0, lam=lc.hybrid_lambda, t=t, eps=eps, **cond)
-        weighting = "edm" if lc.kind == "edm" else lc.weighting
-        return diffusion_loss(model, x0, weighting=weighting, t=t, eps=eps, gamma=lc.gamma, **cond)
+        return objective(model, x0[mine].to(dev), t=t, eps=eps, labels=labels[mine].to(dev), config=lc, **cond)
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train

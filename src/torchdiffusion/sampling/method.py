@@ -1,26 +1,17 @@
-"""The sampler registry: each method's function, kind, order and cost in denoiser calls, and its options."""
+"""What a sampler is besides its function: kind, order, cost in denoiser calls and options (`Method`, defined
+beside each sampler function and named in `torchdiffusion.registry.SAMPLERS`), and the check of a call's options."""
 
 from __future__ import annotations
 
 import inspect
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import torch
 
-from .adaptive import sample_dopri5
-from .ancestral import sample_edm_stochastic, sample_euler_ancestral
+from ..registry import SAMPLERS
 from .common import MAX_STEP_RATIO, first_order
-from .ddim import sample_ddim
-from .ddpm import sample_ddpm
-from .dpm_solver import sample_dpm_solver
-from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
-from .lms import sample_ipndm, sample_lms
-from .ode import sample_euler, sample_heun, sample_rk4
-from .sde import sample_ald, sample_euler_maruyama, sample_pc
-from .unipc import sample_unipc
 
 Tensor = torch.Tensor
 Cost = Callable[[dict[str, Any]], tuple[int, int]]
@@ -87,47 +78,16 @@ class Method:
         return calls
 
 
-def _single_step_solver(order: int) -> Cost:
+def single_step_cost(order: int) -> Cost:
+    """The cost of a single-step solver whose `order` option sets its calls per step (the last step: one)."""
     return lambda o: (o.get("order", order), 1)
-
-
-METHODS: dict[str, Method] = {
-    # probability-flow ODE
-    "euler": Method(sample_euler, "ODE", 1, 1),
-    "heun": Method(sample_heun, "ODE", 2, 2, final_evals=1, long_steps=True),
-    "rk4": Method(sample_rk4, "ODE", 4, 4, final_evals=1, long_steps=True),
-    "dopri5": Method(sample_dopri5, "ODE", 5, None),
-    "ddim": Method(sample_ddim, "ODE", 1, 1),
-    "dpm_solver_1": Method(partial(sample_dpm_solver, order=1), "ODE", 1, 1, cost=_single_step_solver(1),
-                           long_steps=True),  # the rule matters where an `order` option raises it
-    "dpm_solver_2": Method(partial(sample_dpm_solver, order=2), "ODE", 2, 2, 1, cost=_single_step_solver(2),
-                           long_steps=True),
-    "dpm_solver_3": Method(partial(sample_dpm_solver, order=3), "ODE", 3, 3, 1, cost=_single_step_solver(3),
-                           long_steps=True),
-    "dpmpp_2s": Method(sample_dpmpp_2s, "ODE", 2, 2, final_evals=1),
-    "dpmpp_2m": Method(sample_dpmpp_2m, "ODE", 2, 1, grid="exponential"),
-    "dpmpp_3m": Method(sample_dpmpp_3m, "ODE", 3, 1, grid="exponential"),
-    "unipc": Method(sample_unipc, "ODE", 3, 1, grid="exponential"),
-    "lms": Method(sample_lms, "ODE", 4, 1),
-    "ipndm": Method(sample_ipndm, "ODE", 2, 1, grid="exponential"),
-    # stochastic
-    "ddpm": Method(sample_ddpm, "SDE", 1, 1),
-    "euler_ancestral": Method(sample_euler_ancestral, "SDE", 1, 1),
-    "dpmpp_2s_ancestral": Method(partial(sample_dpmpp_2s, eta=1.0), "SDE", 2, 2, final_evals=1),
-    "dpmpp_2m_sde": Method(sample_dpmpp_2m_sde, "SDE", 2, 1, grid="exponential"),
-    "edm_stochastic": Method(sample_edm_stochastic, "SDE", 2, 2, final_evals=1, long_steps=True),
-    "em": Method(sample_euler_maruyama, "SDE", 1, 1),
-    "pc": Method(sample_pc, "SDE", 1, 2, final_evals=1, cost=lambda o: (1 + o.get("n_corrector", 1), 1)),
-    "ald": Method(sample_ald, "SDE", 1, 1, final_evals=1, cost=lambda o: (o.get("n_steps", 1), 1)),
-}
 
 
 def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options of a `sample` call checked against the method's own: an unknown name is an error naming the
     method's options (a typo such as etta=0.5 would otherwise be dropped silently); max_ratio is converted."""
-    if method not in METHODS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(METHODS)}")
-    known = METHODS[method].options
+    SAMPLERS.lookup(method)
+    known = SAMPLERS[method].options
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {method!r}; its options are: "
@@ -139,7 +99,7 @@ def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def check_max_ratio(method: str, value: Any) -> float:
     """The option max_ratio as a float > 1 (inf: never first order), for a method that has the long-step rule."""
-    long = sorted(n for n, k in METHODS.items() if k.long_steps)
+    long = sorted(n for n, k in SAMPLERS.items() if k.long_steps)
     if method not in long:
         raise ValueError(f"max_ratio (sigma / sigma_next above which a step is first order) applies to {long} only, "
                          f"not {method}")

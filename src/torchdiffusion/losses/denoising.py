@@ -7,14 +7,13 @@ v: (alpha^2+sigma^2)^2/sigma^2; edm: 1/c_out^2, ...). A weighting w(t) in x0 spa
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from .checks import check_batch, check_per_sample
-from .model_denoiser import ModelDenoiser
-from .processes import GaussianProcess, expand_like
+from ..checks import check_batch, check_per_sample
+from ..model_denoiser import ModelDenoiser
+from ..processes import GaussianProcess
 
 Tensor = torch.Tensor
 WEIGHTINGS = ("uniform", "snr", "min_snr", "elbo", "edm")
@@ -102,12 +101,3 @@ def classifier_loss(model: ModelDenoiser, x0: Tensor, labels: Tensor, *, generat
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     logits = model.raw(model.process.marginal(x0, t, eps), t)
     return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
-
-
-def bits_per_dim(nats: Tensor, num_dims: int) -> Tensor:
-    """Convert a per-sample negative log-likelihood in nats to bits per dimension."""
-    return nats / (num_dims * math.log(2))
-
-
-__all__ = ["WEIGHTINGS", "bits_per_dim", "diffusion_loss", "edm_loss", "expand_like",
-           "sample_t", "x0_weight"]
