@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration key or value that cannot be used, with its dotted path."""
+from .typed_dict import ConfigError, from_dict
 
 
 @dataclass
@@ -67,7 +65,7 @@ class TrainConfig:
     micro_batch: int = 0                         # > 0: most items per process per micro-step; derives accumulate
     max_steps: int = 10_000
     log_every: int = 50
-    sample_every: int = 1000                     # PNG grid of EMA samples every N steps (0 disables)
+    sample_every: int = 1000                     # PNG tiles of EMA samples every N steps (0 disables)
     ckpt_every: int = 1000
     keep_last: int = 3                           # checkpoints kept
     seed: int = 0
@@ -102,36 +100,6 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-def _coerce(value: Any, typ: Any, path: str) -> Any:
-    """Check (and gently coerce int -> float) a leaf value against its annotated type."""
-    allowed = getattr(typ, "__args__", None)
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if allowed and type(None) in allowed:
-        if value is None:
-            return None
-        typ = next(a for a in allowed if a is not type(None))
-        return _coerce(value, typ, path)
-    origin = getattr(typ, "__origin__", None)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return tuple(_coerce(v, typ.__args__[0], f"{path}[{i}]") for i, v in enumerate(value))
-    check = origin or typ
-    if check is bool and not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
-    if check is int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
-    if check in (float, str, dict) and not isinstance(value, check):
-        raise ConfigError(f"{path}: expected {check.__name__}, got {value!r}")
-    return value
-
-
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A run config saved by an earlier version, in today's keys: sample.eta (DDIM's, once its only option) is
     sample.options.eta when nonzero."""
@@ -143,23 +111,6 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
             sample["options"] = {"eta": eta, **sample.get("options", {})}
         data = {**data, "sample": sample}
     return data
-
-
-def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
-    """Build a config dataclass from a nested dict, rejecting unknown keys by their dotted path."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        p = f"{path}.{key}" if path else key
-        if key not in names:
-            raise ConfigError(f"unknown config key {p!r}; allowed keys here: {', '.join(names)}")
-        typ = hints[key]
-        kwargs[key] = from_dict(typ, value, p) if dataclasses.is_dataclass(typ) else _coerce(value, typ, p)
-    return cls(**kwargs)
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

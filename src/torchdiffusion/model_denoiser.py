@@ -98,7 +98,7 @@ class ModelDenoiser(nn.Module):
         if self.learned_variance:
             out, v = out.chunk(2, dim=1)
             frac = (v + 1) / 2
-        # the requested sigma, exact on the grid: off the grid x0 is read at the level the caller asked for
+        # the requested sigma, exact on a table level: off the table x0 is read at the level the caller asked for
         return self.parameterization.to_x0(out, xt, t, sigma), frac
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:

@@ -1,4 +1,4 @@
-"""`torchdiffusion eval`: score a run over a (sampler, NFE) grid, bits/dim, report.json and plots."""
+"""`torchdiffusion eval`: score a run over every (sampler, NFE) pair, bits/dim, report.json and plots."""
 
 from __future__ import annotations
 

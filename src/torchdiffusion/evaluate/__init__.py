@@ -1,4 +1,4 @@
-"""Evaluation of trained runs: sample metrics over a sampler x NFE grid, bits/dim, report.json and plots, and the
+"""Evaluation of trained runs: sample metrics for every sampler x NFE pair, bits/dim, report.json and plots, and the
 feature classifier the image metrics use."""
 
 from .data import load_featurizer, reference_data, train_features

@@ -1,4 +1,4 @@
-"""`torchdiffusion eval`: sample a run over a (sampler, NFE) grid, score the samples against held-out data, measure
+"""`torchdiffusion eval`: sample a run over every (sampler, NFE) pair, score the samples against held-out data, measure
 bits/dim, and write report.json with PNG plots."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def command_line(run: str | Path, o: EvalOptions, metrics: list[str]) -> str:
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Samples clamped to [-1, 1] and rounded to the 8-bit grid, as if saved to PNG and read back."""
+    """Samples clamped to [-1, 1] and rounded to the 8-bit lattice, as if saved to PNG and read back."""
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
@@ -167,7 +167,7 @@ def _finite(v: Any) -> Any:
 
 def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[str, Tensor], scorer: Scorer,
                  toy: bool, out: Path) -> list[dict[str, Any]]:
-    """One row per (sampler, NFE): o.num samples drawn, scored and (images) saved as a grid."""
+    """One row per (sampler, NFE): o.num samples drawn, scored and (images) saved as PNG tiles."""
     from ..data import save_image_tiles
     from ..generate import generate
 

@@ -29,7 +29,7 @@ def bits_per_dim(logp_nats: Tensor, dims: int, *, dequantization: str = "uniform
 
 
 def uniform_dequantize(x: Tensor, *, bins: int = 256, generator: torch.Generator | None = None) -> Tensor:
-    """x on the grid k / ((bins - 1) / 2) - 1 to x' = 2 (k + u) / bins - 1 in [-1, 1), u ~ U[0, 1)
+    """x on the lattice k / ((bins - 1) / 2) - 1 to x' = 2 (k + u) / bins - 1 in [-1, 1), u ~ U[0, 1)
     (Theis et al. 2016, sec. 3.1)."""
     k = torch.round((x.double() + 1) * (bins - 1) / 2).clamp(0, bins - 1)
     u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)

@@ -34,7 +34,7 @@ def stratified_vlb_bpd(model: ModelDenoiser, x0: Tensor, steps: int, *, generato
                        clip_denoised: bool = True, **cond: Any) -> dict[str, Tensor]:
     """Unbiased estimate of full_vlb_bpd from `steps` of the T terms (Ho et al. 2020, eq. 5): {0..T-1} cut into `steps`
     contiguous strata of n_j terms, one t uniform in each per sample, weighted n_j (stratified sampling, Cochran 1977,
-    ch. 5); steps = T is the full sum. x0 on the uint8 grid; returns bpd and prior_bpd, (B,)."""
+    ch. 5); steps = T is the full sum. x0 on the uint8 lattice; returns bpd and prior_bpd, (B,)."""
     process = model.process
     if not process.discrete:
         raise TypeError("the discrete variational bound needs a DiscreteVP process")
@@ -79,7 +79,7 @@ def vdm_elbo(denoiser: Any, x0: Tensor, *, sigma_min: float, sigma_max: float, s
     bound on log p(x0)), bpd, and the losses prior, diffusion, recon (nats) and diffusion_se.
 
     prior: KL(N(x0, sigma_max^2 I) || N(0, sigma_max^2 I)) = ||x0||^2 / (2 sigma_max^2). recon at x_min = x0 +
-    sigma_min eps: "discretized", -log of N(x_min, sigma_min^2) integrated over x0's bin of the `bins`-level grid on
+    sigma_min eps: "discretized", -log of N(x_min, sigma_min^2) integrated over x0's bin of the `bins`-level lattice on
     [-1, 1] (Ho et al. 2020, eq. 13; bpd is then of the discrete data); "gaussian", E[-log N(x0; x_min, sigma_min^2 I)]
     = d/2 (1 + log 2 pi sigma_min^2) exactly (continuous data; bpd is -elbo / (d ln 2)). proposal: the log-SNR
     importance density of the diffusion loss (default uniform; see fit_log_snr_proposal).

@@ -30,7 +30,7 @@ def standard_normal_cdf(x: Tensor) -> Tensor:
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 256) -> Tensor:
-    """log P(x) of data on a grid of `bins` levels in [-1, 1] under N(mean, e^(2 log_scale)) (Ho et al. 2020, eq. 13)."""
+    """log P(x) of data on a lattice of `bins` levels in [-1, 1] under N(mean, e^(2 log_scale)) (Ho et al. 2020, eq. 13)."""
     half = 1.0 / (bins - 1)
     inv = torch.exp(-log_scale)
     upper = standard_normal_cdf((x - mean + half) * inv)
@@ -87,7 +87,7 @@ def prior_kl(process: DiscreteVP, x0: Tensor) -> Tensor:
 @torch.no_grad()
 def full_vlb_bpd(model: ModelDenoiser, x0: Tensor, *, generator: torch.Generator | None = None,
                  clip_denoised: bool = True, **cond: Any) -> dict[str, Tensor]:
-    """-ELBO in bits/dim, summing all T terms and the prior (Ho et al. 2020, eq. 5); x0 on the uint8 grid."""
+    """-ELBO in bits/dim, summing all T terms and the prior (Ho et al. 2020, eq. 5); x0 on the uint8 lattice."""
     check_data("x0", x0, discrete=True)
     process = model.process
     B, D = x0.shape[0], x0[0].numel()

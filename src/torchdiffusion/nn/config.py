@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from ..typed_dict import from_dict
+
 C = TypeVar("C", bound="BackboneConfig")
 
 
@@ -21,12 +23,9 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        """Build the config from a dict; raises ValueError naming any unknown key and the allowed ones."""
-        allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} for {cls.__name__}; allowed keys: {allowed}")
-        return cls(**d)
+        """Build the config from a dict, strictly (`typed_dict.from_dict`): a ValueError names any unknown key and the
+        allowed ones, or a value of the wrong type."""
+        return from_dict(cls, d)
 
     @property
     def data_shape(self) -> tuple[int, ...]:

@@ -62,7 +62,7 @@ class DiTConfig(BackboneConfig):
         return 2 * out if self.learned_variance else out
 
     @property
-    def grid_size(self) -> int:
+    def patches_per_side(self) -> int:
         """Tokens per side, image_size / patch_size."""
         return self.image_size // self.patch_size
 
@@ -93,13 +93,13 @@ def sincos_1d(pos: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
-def sincos_2d(grid_size: int, dim: int) -> Tensor:
-    """(grid_size^2, dim) fixed position of token n = i * grid_size + j (row i, column j), ViT style.
+def sincos_2d(patches_per_side: int, dim: int) -> Tensor:
+    """(patches_per_side^2, dim) fixed position of token n = i * patches_per_side + j (row i, column j), ViT style.
 
     The first dim/2 channels are sincos_1d of the row i, the last dim/2 of the column j (float32).
     """
-    idx = torch.arange(grid_size)
-    rows, cols = idx.repeat_interleave(grid_size), idx.repeat(grid_size)  # (N,) each, row-major
+    idx = torch.arange(patches_per_side)
+    rows, cols = idx.repeat_interleave(patches_per_side), idx.repeat(patches_per_side)  # (N,) each, row-major
     return torch.cat([sincos_1d(rows, dim // 2), sincos_1d(cols, dim // 2)], dim=1).float()
 
 
@@ -218,7 +218,7 @@ class DiT(nn.Module):
         self.config = c = config
         d = c.hidden_dim
         self.patch_embed = nn.Conv2d(c.in_channels, d, c.patch_size, stride=c.patch_size)
-        self.register_buffer("pos_embed", sincos_2d(c.grid_size, d)[None], persistent=False)  # (1, N, d), fixed
+        self.register_buffer("pos_embed", sincos_2d(c.patches_per_side, d)[None], persistent=False)  # (1, N, d), fixed
         self.embed = NoiseEmbedding(FREQ_DIM, d)
         # one extra row: label == num_classes is the null label (classifier-free guidance, Ho & Salimans 2022)
         self.label_embed = nn.Embedding(c.num_classes + 1, d) if c.num_classes > 0 else None
@@ -284,4 +284,4 @@ class DiT(nn.Module):
         for block in self.blocks:
             h = block(h, cond, context, context_mask)
         out = self.final(h, cond)  # (B, N, p p out)
-        return unpatchify(out, c.patch_size, c.total_out_channels, c.grid_size, c.grid_size)
+        return unpatchify(out, c.patch_size, c.total_out_channels, c.patches_per_side, c.patches_per_side)

@@ -51,7 +51,7 @@ class Trainer:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         # under torchrun each rank takes its local GPU (or the CPU); a single process takes `device`
         self.dist = Dist.from_env(resolve_device(device))
-        self.quiet = quiet or not self.dist.is_main  # rank 0 alone logs, writes grids and checkpoints
+        self.quiet = quiet or not self.dist.is_main  # rank 0 alone logs, writes sample tiles and checkpoints
         tc = cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
