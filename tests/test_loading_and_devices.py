@@ -103,3 +103,11 @@ def test_a_run_config_with_an_unknown_sampler_option_is_refused():
 
     with pytest.raises(ConfigError, match=r"sample.options: unknown option\(s\) etta for sampler 'ddim'"):
         load_config(None, ["sample.sampler=ddim", "sample.options={etta: 0.5}"])
+
+
+def test_a_yaml_config_with_the_old_sample_eta_key_still_loads(tmp_path):
+    p = tmp_path / "old.yaml"
+    p.write_text(yaml.safe_dump({"sample": {"sampler": "ddim", "steps": 3, "eta": 0.5}}))
+    assert load_config(p).sample.options == {"eta": 0.5}
+    p.write_text(yaml.safe_dump({"sample": {"sampler": "ipndm", "eta": 0.0}}))  # the old default: no option
+    assert load_config(p).sample.options == {}

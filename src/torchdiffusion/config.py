@@ -138,7 +138,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         set_path(data, key.strip(), yaml.safe_load(raw))
-    cfg = from_dict(RunConfig, data)
+    cfg = from_dict(RunConfig, migrate(data))
     validate(cfg)
     return cfg
 
