@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .rng import randn
 from .schedules import alphas_cumprod, make_betas
 
 Tensor = torch.Tensor
@@ -110,7 +111,7 @@ class GaussianProcess(ABC):
     def prior_sample(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
         """Draw x_{t_max} from the prior, in the process's own coordinates."""
-        return self.prior_std() * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return self.prior_std() * randn(shape, generator, dtype=dtype, device=device)
 
     @property
     def sigma_ve_min(self) -> float:

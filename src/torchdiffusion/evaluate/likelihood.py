@@ -71,8 +71,7 @@ def ode_bpd(model: Any, x0: Tensor, cond: dict[str, Tensor], continuous_data: bo
     discrete bits/dim), Hutchinson trace with Rademacher probes; toy data exact trace, no dequantization. The prior is
     the process's own x_T distribution in VE coordinates."""
     g = torch.Generator().manual_seed(o.seed + 1)
-    p = model.process
-    prior_std = p.prior_std() / float(p.alpha(torch.tensor(p.t_max, dtype=torch.float64)))
+    prior_std = model.process.prior_std_ve()
     d = x0[0].numel()
     t0 = time.perf_counter()
     out, nfe = [], []

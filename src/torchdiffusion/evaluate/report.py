@@ -207,8 +207,9 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
 def _bpd_section(model: Any, ref: Any, num_classes: int, toy: bool, o: EvalOptions) -> dict[str, Any]:
     """ELBO and ODE bits per dimension of the first o.bpd_num reference items (null label for a conditional model)."""
     m_num = min(o.bpd_num, len(ref.x))
-    x0 = ref.x[:m_num]
-    cond = {"class_labels": torch.full((m_num,), num_classes, dtype=torch.long)} if num_classes else {}
+    device = next(model.parameters()).device
+    x0 = ref.x[:m_num].to(device)
+    cond = {"class_labels": torch.full((m_num,), num_classes, dtype=torch.long, device=device)} if num_classes else {}
     units = ("bits per dimension of the continuous density (no dequantization)" if toy else
              "bits per dimension of 8-bit data (both are upper bounds in expectation)")
     return {"num": m_num, "data": ref.source,

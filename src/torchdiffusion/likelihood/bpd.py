@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ..rng import rand
+
 Tensor = torch.Tensor
 DEQUANTIZATIONS = ("uniform", "none")
 
@@ -32,5 +34,5 @@ def uniform_dequantize(x: Tensor, *, bins: int = 256, generator: torch.Generator
     """x on the lattice k / ((bins - 1) / 2) - 1 to x' = 2 (k + u) / bins - 1 in [-1, 1), u ~ U[0, 1)
     (Theis et al. 2016, sec. 3.1)."""
     k = torch.round((x.double() + 1) * (bins - 1) / 2).clamp(0, bins - 1)
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+    u = rand(x.shape, generator, dtype=torch.float64, device=x.device)
     return (2 * (k + u) / bins - 1).to(x.dtype)

@@ -18,6 +18,7 @@ import torch
 
 from ..checks import check_data
 from ..denoiser import sigma_batch
+from ..rng import randn
 from ..sampling.dopri import dopri5, rms
 
 Tensor = torch.Tensor
@@ -38,7 +39,7 @@ def trace_vectors(x: Tensor, trace: str, probes: int, probe: str, generator: tor
         d = x[0].numel()
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         return eye[:, None, :].expand(d, x.shape[0], d).reshape(d, *x.shape)
-    v = torch.randn((probes, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
+    v = randn((probes, *x.shape), generator, dtype=x.dtype, device=x.device)
     return v.sign() if probe == "rademacher" else v
 
 

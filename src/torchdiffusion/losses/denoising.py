@@ -14,6 +14,7 @@ import torch
 from ..checks import check_batch, check_per_sample
 from ..model_denoiser import ModelDenoiser
 from ..processes import GaussianProcess
+from ..rng import randn
 
 Tensor = torch.Tensor
 WEIGHTINGS = ("uniform", "snr", "min_snr", "elbo", "edm")
@@ -70,7 +71,7 @@ def diffusion_loss(model: ModelDenoiser, x0: Tensor, *, weighting: str = "unifor
     if t is None:
         t = sample_t(model.process, B, generator=generator, method=t_sampling).to(x0.device)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
     xt = model.process.marginal(x0, t, eps)
     out = model.raw(xt, t, **cond)
     if model.learned_variance:
@@ -98,6 +99,6 @@ def classifier_loss(model: ModelDenoiser, x0: Tensor, labels: Tensor, *, generat
     if t is None:
         t = sample_t(model.process, x0.shape[0], generator=generator).to(x0.device)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
     logits = model.raw(model.process.marginal(x0, t, eps), t)
     return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")

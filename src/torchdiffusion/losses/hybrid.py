@@ -9,6 +9,7 @@ import torch
 
 from ..likelihood.vlb import vlb_terms
 from ..model_denoiser import ModelDenoiser
+from ..rng import randn
 from .denoising import diffusion_loss
 
 Tensor = torch.Tensor
@@ -73,7 +74,7 @@ def hybrid_loss(model: ModelDenoiser, x0: Tensor, *, lam: float = 0.001, generat
         t = torch.randint(0, process.T, (B,), generator=generator)
     t, iw = t.to(x0.device), iw.to(x0.device)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
     xt = process.marginal(x0, t.double(), eps)
     simple = diffusion_loss(model, x0, t=t.double(), eps=eps, **cond)
     vlb = vlb_terms(model, x0, t, xt, detach_mean=True, **cond) / x0[0].numel()

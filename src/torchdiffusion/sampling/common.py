@@ -7,6 +7,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..rng import randn
+
 Tensor = torch.Tensor
 Callback = Callable[[dict[str, Any]], None]
 
@@ -21,7 +23,7 @@ def noise_like(x: Tensor, generator: Generators) -> Tensor:
     the batch it is drawn in (drawn on the CPU, then moved to x's device).
     """
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return randn(x.shape, generator, dtype=x.dtype, device=x.device)
     if len(generator) != x.shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]} samples; give one per sample")
     rows = [torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generator]

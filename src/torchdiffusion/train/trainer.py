@@ -140,7 +140,7 @@ class Trainer:
         """Per-sample loss of this rank's slice of the global micro-batch x0; t and noise drawn for all of x0."""
         lc, model, dev = self.cfg.loss, self.train_model, self.dist.device
         if self.importance is not None:  # L_hybrid draws t from its own table (one process only, checked in __init__)
-            return hybrid_loss(model, x0, lam=lc.hybrid_lambda, generator=self.noise_gen,
+            return hybrid_loss(model, x0[mine].to(dev), lam=lc.hybrid_lambda, generator=self.noise_gen,
                                importance=self.importance, **cond)
         objective = LOSSES.lookup(lc.kind)
         t = sample_t(model.process, x0.shape[0], generator=self.noise_gen,
