@@ -7,13 +7,51 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .typed_dict import ConfigError, from_dict
+from .typed_dict import ConfigError, from_dict, short
+
+# Bounds on sizes a config can ask for, far above any run this library makes on one machine, so a typo (an extra
+# digit) fails at once instead of allocating until the machine gives out; TORCHDIFFUSION_NO_LIMITS=1 lifts them.
+LIMITS = {"process.T": 100_000, "train.batch_size": 100_000, "train.max_steps": 100_000_000,
+          "sample.steps": 10_000, "sample.num": 1_000_000, "data.limit": 100_000_000}
+MAX_BACKBONE_PARAMETERS = 2_000_000_000  # counted on the meta device, before any memory is allocated
+NO_LIMITS_ENV = "TORCHDIFFUSION_NO_LIMITS"
+
+
+def limits_on() -> bool:
+    """Whether the size bounds apply (the environment variable TORCHDIFFUSION_NO_LIMITS=1 lifts them)."""
+    return os.environ.get(NO_LIMITS_ENV, "") not in ("1", "true", "yes")
+
+
+def check_bound(name: str, value: float, bound: float) -> None:
+    """A ConfigError when a size exceeds its bound, naming the way to lift it."""
+    if limits_on() and value > bound:
+        raise ConfigError(f"{name}: {value} is above this library's bound of {bound} (a typo?); set "
+                          f"{NO_LIMITS_ENV}=1 to allow it deliberately")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config never needs them, and a few hundred bytes of nested aliases
+    expand to gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise ConfigError("YAML aliases (*name) are not allowed in configs; write the values out")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parsed YAML without aliases; a syntax error is one ConfigError line naming `where`."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
 @dataclass
@@ -130,14 +168,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = resolve_config_path(path)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: cannot read the config ({e})") from None
+        data = parse_yaml(text, str(p))
+        if data is None or data == {}:
+            raise ConfigError(f"{p} is empty; a run config needs at least the sections it changes (see the packaged "
+                              f"configs, e.g. `torchdiffusion train mnist`)")
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {short(item)}")
         key, raw = item.split("=", 1)
-        set_path(data, key.strip(), yaml.safe_load(raw))
+        set_path(data, key.strip(), parse_yaml(raw, f"--set {key.strip()}"))
     cfg = from_dict(RunConfig, migrate(data))
     validate(cfg)
     return cfg
@@ -216,6 +258,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {tc.ema_decay}")
     if not 0 <= tc.cond_drop < 1:
         raise ConfigError(f"train.cond_drop: must be in [0, 1), got {tc.cond_drop}")
+    for name, bound in LIMITS.items():
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None:
+            check_bound(name, value, bound)
     _validate_backbone(cfg.model)
     try:
         check_options(cfg.sample.sampler, cfg.sample.options)
@@ -232,11 +279,17 @@ def _validate_backbone(mc: ModelConfig) -> None:
     from .registry import BACKBONES
     config_cls = BACKBONES[mc.backbone].config_class
     try:
-        from_dict(config_cls, mc.params, "model.params")
+        bcfg = from_dict(config_cls, mc.params, "model.params")
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model.params ({mc.backbone}): {e}") from None
+    if limits_on():
+        import torch
+
+        with torch.device("meta"):  # counts the parameters without allocating them
+            n = sum(p.numel() for p in BACKBONES[mc.backbone](bcfg).parameters())
+        check_bound(f"model.params ({mc.backbone}: parameter count)", n, MAX_BACKBONE_PARAMETERS)
 
 
 NAN_POLICIES = ("skip", "stop")

@@ -9,6 +9,12 @@ from dataclasses import fields
 from typing import Any, get_type_hints
 
 
+def short(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: a message never carries an unbounded copy of user data."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used, with its dotted path."""
 
@@ -31,15 +37,15 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
     origin = getattr(typ, "__origin__", None)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {short(value)}")
         return tuple(_coerce(v, typ.__args__[0], f"{path}[{i}]") for i, v in enumerate(value))
     check = origin or typ
     if check is bool and not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        raise ConfigError(f"{path}: expected true/false, got {short(value)}")
     if check is int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        raise ConfigError(f"{path}: expected an integer, got {short(value)}")
     if check in (float, str, dict) and not isinstance(value, check):
-        raise ConfigError(f"{path}: expected {check.__name__}, got {value!r}")
+        raise ConfigError(f"{path}: expected {check.__name__}, got {short(value)}")
     return value
 
 
@@ -47,7 +53,7 @@ def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
     """Build a config dataclass from a nested dict, rejecting unknown keys by their dotted path."""
     data = data or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {short(data)}")
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     kwargs = {}

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 from . import demo, eval, sample, train, train_features
 
@@ -34,22 +35,41 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a user's input or environment can cause: one paragraph and exit status 2, never a traceback."""
     from ..config import ConfigError
     from ..data import DatasetNotFoundError
     from ..train.checkpoint import CheckpointError
     from ..train.trainer import TrainingDivergedError
 
+    return (ConfigError, CheckpointError, DatasetNotFoundError, TrainingDivergedError, ValueError, OSError,
+            OverflowError, MemoryError)
+
+
+def one_paragraph(e: BaseException) -> str:
+    """The error's message without blank lines and at most 2000 characters (a message never floods the terminal)."""
+    text = "\n".join(line for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    if isinstance(e, MemoryError):
+        text = f"out of memory ({text}); ask for less (fewer or smaller samples, a smaller batch)"
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
         result = a.handler(a)
-    except (ConfigError, CheckpointError, DatasetNotFoundError, TrainingDivergedError, ValueError, OSError) as e:
-        print(f"torchdiffusion {a.command}: error: {e}", file=sys.stderr)
+    except user_errors() as e:
+        print(f"torchdiffusion {a.command}: error: {one_paragraph(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"torchdiffusion {a.command}: interrupted; `train` resumes from the newest checkpoint when rerun",
               file=sys.stderr)
         return 130
+    except Exception:  # a bug of ours, not the user's input: say so, with the traceback to report
+        traceback.print_exc()
+        print(f"torchdiffusion {a.command}: internal error: this is a bug in torchdiffusion, not a problem with "
+              f"your input; please report it with the traceback above", file=sys.stderr)
+        return 70
     if result and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps(result))
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from pathlib import Path
 
 from ..devices import DEVICE_CHOICES
 
@@ -11,3 +14,94 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     """--device auto | cpu | cuda[:N]."""
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help=f"where to run: {DEVICE_CHOICES} (auto: the CUDA GPU when there is one, else the CPU)")
+
+
+def positive_int(bound: int):
+    """An argparse type: an integer in [1, bound] (bound lifted by TORCHDIFFUSION_NO_LIMITS=1)."""
+    def parse(text: str) -> int:
+        from ..config import check_bound
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        try:
+            check_bound("value", value, bound)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
+        return value
+    return parse
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def budget(text: str) -> float:
+    """An argparse type: a finite number of minutes > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of minutes > 0, got {text}")
+    return value
+
+
+def out_dir(text: str) -> str:
+    """An argparse type: a non-empty directory path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a directory path, got an empty string")
+    return text
+
+
+def prepare_output_file(path: str, what: str) -> Path:
+    """The output file `path`, its parent directory created and writable, checked before any work is done."""
+    p = Path(path)
+    if not path.strip():
+        raise ValueError(f"{what}: an empty path")
+    if p.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give a file path")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"{what} {path}: not writable")
+    return p
+
+
+def prepare_output_dir(path: str | Path, what: str) -> Path:
+    """The output directory `path`, created and writable, checked before any work is done."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {path} exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    if not os.access(p, os.W_OK):
+        raise ValueError(f"{what} {path}: not writable")
+    return p
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinities refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from .common import add_device_argument
+from .common import add_device_argument, budget, out_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     dm = sub.add_parser("demo", help="train a small MNIST model on this CPU and write outputs/demo/samples.png")
-    dm.add_argument("--minutes", type=float, default=5.5, help="training time budget")
-    dm.add_argument("--out", default="outputs/demo")
+    dm.add_argument("--minutes", type=budget, default=5.5, help="training time budget")
+    dm.add_argument("--out", type=out_dir, default="outputs/demo")
     add_device_argument(dm)
     dm.set_defaults(handler=run)
 

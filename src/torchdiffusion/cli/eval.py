@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import add_device_argument
+from .common import add_device_argument, non_negative_int, out_dir, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,22 +16,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "2-D toys: sliced Wasserstein, MMD), measure bits/dim by the ELBO and the ODE, "
                                     "and write OUT/report.json and PNG plots. See docs/eval.md.")
     ev.add_argument("run", help="run directory or checkpoint file")
-    ev.add_argument("--num", type=int, default=1000, help="samples per (sampler, NFE)")
+    ev.add_argument("--num", type=positive_int(1_000_000), default=1000, help="samples per (sampler, NFE)")
     ev.add_argument("--samplers", default="ddim,dpmpp_2m", help="comma-separated sampler names")
     ev.add_argument("--nfe", default="5,10,20,50", help="comma-separated denoiser-call budgets per sample")
     ev.add_argument("--metrics", default=None, help="images: fid,kid,pr,is,bpd; 2-D toys: swd,mmd,bpd (default all)")
     ev.add_argument("--features", default=None, metavar="FILE_OR_DATASET",
                     help="pytorch-fid Inception weights (.pth), a feature-net file (.safetensors) or a dataset "
                          "name for its cached feature net (default: the run's dataset)")
-    ev.add_argument("--feature-epochs", type=int, default=2, help="epochs of a feature net trained if none cached")
-    ev.add_argument("--bpd-num", type=int, default=100, help="held-out items for bits/dim")
-    ev.add_argument("--elbo-steps", type=int, default=100, help="strata of the variational bound per item")
-    ev.add_argument("--ode-tol", type=float, default=1e-5, help="rtol = atol of the likelihood ODE solve")
+    ev.add_argument("--feature-epochs", type=positive_int(1000), default=2, help="epochs of a feature net trained if none cached")
+    ev.add_argument("--bpd-num", type=positive_int(1_000_000), default=100, help="held-out items for bits/dim")
+    ev.add_argument("--elbo-steps", type=positive_int(100_000), default=100, help="strata of the variational bound per item")
+    ev.add_argument("--ode-tol", type=positive_float, default=1e-5, help="rtol = atol of the likelihood ODE solve")
     ev.add_argument("--cond", default="auto", choices=["auto", "null", "uniform"],
                     help="class-conditional runs: null label, balanced labels, or auto (null if trained with it)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--batch-size", type=int, default=250)
-    ev.add_argument("--out", default=None, help="output directory (default RUN/eval)")
+    ev.add_argument("--seed", type=non_negative_int, default=0)
+    ev.add_argument("--batch-size", type=positive_int(100_000), default=250)
+    ev.add_argument("--out", type=out_dir, default=None, help="output directory (default RUN/eval)")
     ev.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
     add_device_argument(ev)
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")

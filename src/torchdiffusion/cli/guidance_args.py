@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..conditioning import GuidanceRecipe
+from .common import finite_float
 
 Tensor = torch.Tensor
 
@@ -24,12 +25,12 @@ def add_guidance_arguments(sp: argparse.ArgumentParser) -> None:
                         "classes in turn)")
     g.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                    help="text prompt for text-conditional models (repeatable; cycled over the samples)")
-    g.add_argument("--guidance-scale", type=float, default=1.0, metavar="W",
+    g.add_argument("--guidance-scale", type=finite_float, default=1.0, metavar="W",
                    help="classifier-free guidance D_u + W (D_c - D_u); 1 = the conditional model, 0 = unconditional")
     g.add_argument("--negative-class", type=int, default=None, metavar="Y",
                    help="use this class instead of the null label in the guidance formula")
     g.add_argument("--negative-prompt", default=None, metavar="TEXT", help="text instead of the empty prompt")
-    g.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+    g.add_argument("--guidance-rescale", type=finite_float, default=0.0, metavar="PHI",
                    help="CFG-rescale against over-saturation (Lin et al. 2024), 0..1")
     g.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="apply guidance (CFG and classifier) only for sigma in (LO, HI] (Kynkaanniemi et al. 2024)")
@@ -37,7 +38,7 @@ def add_guidance_arguments(sp: argparse.ArgumentParser) -> None:
                    help="clip x0 to [-1, 1] (static) or by Imagen's percentile rule (dynamic)")
     g.add_argument("--classifier", default=None, metavar="CKPT",
                    help="noise-conditional classifier (train-classifier run or checkpoint) for classifier guidance")
-    g.add_argument("--classifier-scale", type=float, default=1.0, metavar="S",
+    g.add_argument("--classifier-scale", type=finite_float, default=1.0, metavar="S",
                    help="classifier guidance scale: D + S sigma^2 grad log p(y | x)")
 
 

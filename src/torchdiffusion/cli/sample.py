@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_device_argument
+from .common import (add_device_argument, non_negative_int, positive_int, prepare_output_file)
 from .guidance_args import add_guidance_arguments, recipe_from_args
 from .sampler_options import add_sampler_option_argument, sampler_options
 
@@ -21,15 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "The last stdout line is JSON with nfe, seconds and the paths written.")
     sp.add_argument("path", help="checkpoint file (.safetensors) or run directory")
     sp.add_argument("--sampler", default=None, help="sampler name (see --list-samplers); default from the run config")
-    sp.add_argument("--steps", type=int, default=None, help="number of sampler steps")
-    sp.add_argument("--num", type=int, default=64, help="number of samples")
-    sp.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    sp.add_argument("--steps", type=positive_int(10_000), default=None, help="number of sampler steps")
+    sp.add_argument("--num", type=positive_int(1_000_000), default=64, help="number of samples")
+    sp.add_argument("--seed", type=non_negative_int, default=0, help="sample i uses seed + i")
     add_sampler_option_argument(sp)
     sp.add_argument("--tiles", "--grid", dest="tiles", default=None, metavar="FILE.png",
                     help="write the samples tiled into one PNG (2-D data: a scatter plot)")
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
     sp.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
-    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--batch-size", type=positive_int(100_000), default=256)
     add_device_argument(sp)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
     add_guidance_arguments(sp)
@@ -48,6 +48,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             options = ", ".join(m.options) or "-"
             print(f"{name:18s} {m.kind}  order {m.order}  evals/step {m.evals_per_step}  options: {options}")
         return {}
+    # outputs are checked (and their folders made) before the model is loaded and anything is drawn
+    tiles = prepare_output_file(a.tiles, "--tiles") if a.tiles else None
+    npz = prepare_output_file(a.npz, "--npz") if a.npz else None
     loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":
@@ -64,21 +67,20 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     written = {}
     if x.ndim == 4:
         x = x.clamp(-1, 1)
-        if a.tiles:
+        if tiles:
             # all classes in turn (the default of a class-conditional model): one column per class
             k = int(getattr(model.backbone.config, "num_classes", 0))
             nrow = k if k and a.class_label in (None, "all") and a.num >= k else None
-            written["tiles"] = str(save_image_tiles(x, a.tiles, nrow=nrow) or a.tiles)
-        if a.npz:
-            Path(a.npz).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(a.npz, arr_0=to_uint8_nhwc(x))
-            written["npz"] = a.npz
+            written["tiles"] = str(save_image_tiles(x, tiles, nrow=nrow) or tiles)
+        array = to_uint8_nhwc(x)
     else:
         from ..train.visual import save_scatter
-        if a.tiles:
-            written["tiles"] = str(save_scatter(x, a.tiles))
-        if a.npz:
-            np.savez(a.npz, arr_0=x.numpy())
-            written["npz"] = a.npz
+        if tiles:
+            written["tiles"] = str(save_scatter(x, tiles))
+        array = x.numpy()
+    if npz:
+        with open(npz, "wb") as f:  # np.savez on a name would append ".npz"; the file written is the one asked for
+            np.savez(f, arr_0=array)
+        written["npz"] = str(npz)
     return {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": sampler, "steps": steps,
             "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options, **written}

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_device_argument
+from .common import add_device_argument, budget, out_dir, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +23,11 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
     p.add_argument("config", help=f"a YAML file, or the name of a packaged config ({examples})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
-    p.add_argument("--max-cpu-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=budget, default=None, help="stop (and checkpoint) after this wall time")
+    p.add_argument("--max-cpu-minutes", type=budget, default=None,
                    help="stop (and checkpoint) after this much CPU time of the process, all threads together")
-    p.add_argument("--max-steps", type=int, default=None, help="stop at this optimizer step (overrides the config)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None, help="stop at this optimizer step (overrides the config)")
+    p.add_argument("--out", type=out_dir, default=None, help="run directory (default runs/<config name>)")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

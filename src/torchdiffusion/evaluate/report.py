@@ -244,8 +244,11 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
     model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
     metrics = validate(o, toy)
-    run_dir = Path(run) if Path(run).is_dir() else Path(meta["path"]).parent.parent
-    out = Path(o.out) if o.out else run_dir / "eval"
+    ckpt = Path(meta["path"])
+    # a run's own checkpoint (RUN/checkpoints/ckpt-N) reports into RUN/eval; a loose file into a folder beside it
+    in_run = Path(run).is_dir() or ckpt.parent.name == "checkpoints"
+    run_dir = Path(run) if Path(run).is_dir() else (ckpt.parent.parent if in_run else ckpt.parent)
+    out = Path(o.out) if o.out else (run_dir / "eval" if in_run else ckpt.parent / f"eval-{ckpt.stem}")
     o.out = out
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": command_line(run, o, metrics), "run": str(run),
