@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..denoiser import describe
+from ..denoiser import CheckedDenoiser, all_finite, describe
 from . import grids
 from .common import Generators
 from ..registry import SAMPLERS as METHODS
@@ -126,7 +126,7 @@ def budget_grid(denoiser: Any, method: str, nfe: int, *, sigma_min: float | None
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
            sigma_max: float | None = None, grid: Tensor | None = None, tail: float | None = None,
            generator: Generators = None, callback: Callable[[dict[str, Any]], None] | None = None,
-           **options: Any) -> Tensor:
+           nan: str = "raise", **options: Any) -> Tensor:
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
@@ -141,12 +141,16 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     The exponential grid of those methods also coarsens above a knee at GRID_KNEE sigma_data (`resolve_knee`).
     generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
     makes every sample independent of the batch it is drawn in (see common.noise_like).
+    Every denoiser output is checked (`CheckedDenoiser`): a floating-point tensor of x's shape, never broadcast.
+    nan: "raise" (default) makes a NaN or infinite x0_hat a ValueError naming the sigma and the call, and so is a
+    non-finite sample at the end; "allow" runs on and may return them (to study divergence).
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
         got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a floating-point tensor (batch, ...) (batch first), got {got}")
     options = check_options(method, options)
     m = METHODS[method]
+    checked = CheckedDenoiser(denoiser, nan, f"sampler {method!r}")  # checks nan before any work
     if nfe is not None and nfe < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
     if grid is not None and tail is not None:
@@ -161,4 +165,9 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
                            tail=tail, options=options)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
-    return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
+    out = m.fn(checked, x, grid, generator=generator, callback=callback, **options)
+    if checked.finite and not all_finite(out):  # finite outputs of D, yet the steps' arithmetic overflowed
+        bad = int((~torch.isfinite(out)).sum())
+        raise ValueError(f"sampler {method!r} produced non-finite samples (NaN or inf in {bad} of {out.numel()} "
+                         f"entries) from finite denoiser outputs: its steps overflowed (nan='allow' returns them)")
+    return out

@@ -1,0 +1,147 @@
+"""sample() checks what the denoiser answers (issue 19): it wraps the denoiser once in CheckedDenoiser, so an x0_hat
+of another shape (which would broadcast into finite, wrong samples) or dtype is refused for every registered sampler,
+and so is a NaN or infinite one unless nan="allow". The checks change no result.
+"""
+
+import math
+import re
+
+import pytest
+import torch
+
+from torchdiffusion.denoiser import CheckedDenoiser, all_finite, describe
+from torchdiffusion.registry import SAMPLERS
+from torchdiffusion.sampling import budget_grid, sample
+
+NAMES = sorted(SAMPLERS)
+
+
+def start(n: int = 8, d: int = 2) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+
+
+def run(D, name: str, **kw):
+    """A short run of sampler `name` on [0.002, 80] from seeded starts."""
+    kw.setdefault("sigma_min", 0.002)
+    kw.setdefault("sigma_max", 80.0)
+    return sample(D, kw.pop("x", start()), method=name, nfe=kw.pop("nfe", 8),
+                  generator=torch.Generator().manual_seed(1), **kw)
+
+
+# ---------------------------------------------------------------- the denoiser's output
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("cut", [lambda out: out[:, :1], lambda out: out[:1]], ids=["(B, 1)", "(1, D)"])
+def test_an_output_that_would_broadcast_is_refused_by_every_sampler(gmm, name, cut):
+    def D(x, sigma):
+        return cut(gmm(x, sigma))
+
+    want = tuple(cut(start()).shape)
+    pattern = rf"shape {re.escape(str(want))} for x of shape \(8, 2\) at sigma=[\d.e+-]+ \(call 1 of sampler '{name}'\)"
+    with pytest.raises(ValueError, match=pattern):
+        run(D, name)
+
+
+def test_an_output_of_another_dtype_or_type_is_refused(gmm):
+    with pytest.raises(ValueError, match=r"x0_hat is a tensor of dtype int64 and shape \(8, 2\)"):
+        run(lambda x, s: gmm(x, s).long(), "ddim")
+    with pytest.raises(ValueError, match=r"x0_hat is a list for x of shape \(8, 2\) at sigma=80 "):
+        run(lambda x, s: gmm(x, s).tolist(), "ddim")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_output_is_refused_naming_its_sigma(gmm, name, bad):
+    seen = []
+
+    def D(x, sigma):
+        seen.append(float(sigma[0]))
+        out = gmm(x, sigma)
+        if seen[-1] < 1.0:  # diverges below sigma = 1, in one entry
+            out[0, 1] = bad
+        return out
+
+    with pytest.raises(ValueError) as info:
+        run(D, name, nfe=60)  # dopri5's steps reach below sigma = 1 within 60 calls
+    msg = str(info.value)
+    assert f"x0_hat is not finite (NaN or inf in 1 of 16 entries) at sigma={seen[-1]:.6g} " in msg, msg
+    assert f"(call {len(seen)} of sampler '{name}')" in msg and "nan='allow'" in msg
+
+
+def test_nan_allow_runs_on_and_returns_what_the_steps_make(gmm):
+    def D(x, sigma):
+        return gmm(x, sigma) * (math.nan if float(sigma[0]) < 1.0 else 1.0)
+
+    out = run(D, "heun", nan="allow")
+    assert out.shape == (8, 2) and torch.isnan(out).all()
+    with pytest.raises(ValueError, match=r"shape \(8, 1\)"):  # the shape is checked whatever the NaN policy
+        run(lambda x, s: gmm(x, s)[:, :1], "heun", nan="allow")
+    with pytest.raises(ValueError, match="nan must be one of 'raise', 'allow', got 'ignore'"):
+        run(gmm, "heun", nan="ignore")
+
+
+def test_non_finite_samples_from_finite_outputs_are_refused_too():
+    """D = 3e38 everywhere is finite in float32, but x - D overflows in the Euler step."""
+    def D(x, sigma):
+        return torch.full_like(x, 3e38)
+
+    x = torch.full((4, 2), -1e38)
+    with pytest.raises(ValueError, match=r"sampler 'euler' produced non-finite samples \(NaN or inf in 8 of 8 "
+                                         r"entries\) from finite denoiser outputs"):
+        sample(D, x, method="euler", nfe=5)
+    assert not torch.isfinite(sample(D, x, method="euler", nfe=5, nan="allow")).any()
+
+
+class LearnedVariance:
+    """The mixture with a learned-variance head whose fraction is given by `frac(x)`."""
+
+    def __init__(self, gmm, frac):
+        self.gmm, self.frac = gmm, frac
+
+    def __call__(self, x, sigma):
+        return self.gmm(x, sigma)
+
+    def forward_with_variance(self, x, sigma):
+        return self.gmm(x, sigma), self.frac(x)
+
+
+def test_the_learned_variance_path_is_checked_too(gmm):
+    ok = run(LearnedVariance(gmm, lambda x: torch.full_like(x, 0.5)), "ddpm", variance="learned")
+    assert torch.isfinite(ok).all()
+    with pytest.raises(ValueError, match=r"learned-variance fraction is a tensor of dtype float64 and shape \(8, 1\)"):
+        run(LearnedVariance(gmm, lambda x: x[:, :1] * 0 + 0.5), "ddpm", variance="learned")
+    with pytest.raises(ValueError, match=r"learned-variance fraction is not finite"):
+        run(LearnedVariance(gmm, lambda x: torch.full_like(x, math.nan)), "ddpm", variance="learned")
+
+
+def test_the_wrapper_passes_attributes_through_and_changes_no_output(gmm):
+    class Declared:
+        sigma_min, sigma_max, sigma_data = 0.01, 20.0, 0.7
+
+        def __call__(self, x, sigma):
+            return gmm(x, sigma)
+
+    D = CheckedDenoiser(Declared())
+    assert describe(D) == describe(Declared()) and D.sigma_data == 0.7
+    x = start()
+    out = D(x, torch.full((8,), 3.0, dtype=torch.float64))
+    assert torch.equal(out, gmm(x, 3.0))
+
+
+@pytest.mark.parametrize("name", ["ddim", "heun", "dpmpp_2m", "unipc", "euler_ancestral", "dpmpp_2m_sde", "pc"])
+def test_the_checks_change_no_result(gmm, name):
+    """sample() (checks on) equals the bare sampler function on the same grid and noise, bit for bit."""
+    x = start(64)
+    grid = budget_grid(gmm, name, 12, sigma_min=0.002, sigma_max=80.0)
+    checked = sample(gmm, x, method=name, grid=grid, generator=torch.Generator().manual_seed(3))
+    bare = SAMPLERS[name].fn(gmm, x, grid, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(checked, bare)
+
+
+def test_all_finite_is_exact_where_the_sum_overflows():
+    big = torch.full((4,), 3e38)  # finite entries whose float32 sum is inf
+    assert all_finite(big) and all_finite(torch.zeros(0))
+    for bad in (math.nan, math.inf, -math.inf):
+        assert not all_finite(torch.tensor([1.0, bad, 2.0], dtype=torch.float16))
+    assert not all_finite(torch.tensor([math.inf, -math.inf]))  # a sum that is NaN, not inf
