@@ -1,6 +1,8 @@
 """sample() checks what the denoiser answers (issue 19): it wraps the denoiser once in CheckedDenoiser, so an x0_hat
 of another shape (which would broadcast into finite, wrong samples) or dtype is refused for every registered sampler,
 and so is a NaN or infinite one unless nan="allow". The checks change no result.
+
+A denoiser's declared noise range must be finite and ordered.
 """
 
 import math
@@ -145,3 +147,22 @@ def test_all_finite_is_exact_where_the_sum_overflows():
     for bad in (math.nan, math.inf, -math.inf):
         assert not all_finite(torch.tensor([1.0, bad, 2.0], dtype=torch.float16))
     assert not all_finite(torch.tensor([math.inf, -math.inf]))  # a sum that is NaN, not inf
+
+
+# ---------------------------------------------------------------- the range a denoiser declares
+
+
+@pytest.mark.parametrize("declared,pattern", [
+    (dict(sigma_min=math.nan), r"declares sigma_min=nan and sigma_max=80\.0; its noise range must be finite"),
+    (dict(sigma_max=math.inf), r"declares sigma_min=0\.002 and sigma_max=inf"),
+    (dict(sigma_min=-0.1), r"declares sigma_min=-0\.1 and sigma_max=80\.0"),
+    (dict(sigma_min=10.0, sigma_max=1.0), r"declares sigma_min=10\.0 and sigma_max=1\.0"),
+    (dict(sigma_data=0.0), r"declares sigma_data=0\.0; it must be finite and > 0, or None"),
+    (dict(sigma_data=math.nan), r"declares sigma_data=nan"),
+], ids=["sigma_min NaN", "sigma_max inf", "sigma_min < 0", "sigma_min > sigma_max", "sigma_data 0", "sigma_data NaN"])
+def test_a_declared_range_must_be_finite_and_ordered(gmm, declared, pattern):
+    D = type("Declared", (), {**declared, "__call__": lambda self, x, sigma: gmm(x, sigma)})()
+    with pytest.raises(ValueError, match=r"the denoiser \(Declared\) " + pattern):
+        describe(D)
+    with pytest.raises(ValueError, match=pattern):
+        sample(D, start(), method="heun", nfe=5)

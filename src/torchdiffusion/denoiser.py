@@ -56,11 +56,20 @@ class DenoiserInfo:
 
 
 def describe(denoiser: Any) -> DenoiserInfo:
-    """The `Denoiser` attributes of any callable, defaults (0.002, 80, None, None) where it has none."""
+    """The `Denoiser` attributes of any callable, defaults (0.002, 80, None, None) where it has none; a declared
+    range that is not finite with 0 <= sigma_min < sigma_max, or a sigma_data that is not finite and > 0, is a
+    ValueError (every default grid is spaced between them)."""
+    s_min = float(getattr(denoiser, "sigma_min", DEFAULT_SIGMA_MIN))
+    s_max = float(getattr(denoiser, "sigma_max", DEFAULT_SIGMA_MAX))
     sigma_data = getattr(denoiser, "sigma_data", None)
-    return DenoiserInfo(float(getattr(denoiser, "sigma_min", DEFAULT_SIGMA_MIN)),
-                        float(getattr(denoiser, "sigma_max", DEFAULT_SIGMA_MAX)),
-                        None if sigma_data is None else float(sigma_data), getattr(denoiser, "sigma_table", None))
+    sigma_data = None if sigma_data is None else float(sigma_data)
+    if not 0 <= s_min < s_max < math.inf:  # written so that NaN fails too
+        raise ValueError(f"the denoiser ({type(denoiser).__name__}) declares sigma_min={s_min} and sigma_max={s_max}; "
+                         f"its noise range must be finite with 0 <= sigma_min < sigma_max")
+    if sigma_data is not None and not 0 < sigma_data < math.inf:
+        raise ValueError(f"the denoiser ({type(denoiser).__name__}) declares sigma_data={sigma_data}; it must be "
+                         f"finite and > 0, or None when unknown")
+    return DenoiserInfo(s_min, s_max, sigma_data, getattr(denoiser, "sigma_table", None))
 
 
 def sigma_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
