@@ -3,6 +3,7 @@ of another shape (which would broadcast into finite, wrong samples) or dtype is 
 and so is a NaN or infinite one unless nan="allow". The checks change no result.
 
 A denoiser's declared noise range must be finite and ordered.
+ sample()'s own arguments are checked before any work.
 """
 
 import math
@@ -13,7 +14,7 @@ import torch
 
 from torchdiffusion.denoiser import CheckedDenoiser, all_finite, describe
 from torchdiffusion.registry import SAMPLERS
-from torchdiffusion.sampling import budget_grid, sample
+from torchdiffusion.sampling import budget_grid, calibrate_grid, grids, sample
 
 NAMES = sorted(SAMPLERS)
 
@@ -166,3 +167,77 @@ def test_a_declared_range_must_be_finite_and_ordered(gmm, declared, pattern):
         describe(D)
     with pytest.raises(ValueError, match=pattern):
         sample(D, start(), method="heun", nfe=5)
+
+
+# ---------------------------------------------------------------- sample()'s own arguments
+
+BAD_ARGUMENTS = [
+    ("sigma_min < 0", dict(sigma_min=-1.0), r"sigma_min must be a finite noise level > 0, got -1\.0"),
+    ("sigma_min = 0", dict(sigma_min=0.0), r"sigma_min must be a finite noise level > 0, got 0\.0"),
+    ("sigma_min NaN", dict(sigma_min=math.nan), r"sigma_min must be a finite noise level > 0, got nan"),
+    ("sigma_min inf", dict(sigma_min=math.inf, sigma_max=None), r"sigma_min must be a finite noise level > 0, got inf"),
+    ("sigma_max inf", dict(sigma_max=math.inf), r"sigma_max must be a finite noise level > 0, got inf"),
+    ("sigma_max True", dict(sigma_max=True), r"sigma_max must be a finite noise level > 0, got True"),
+    ("sigma_min = sigma_max", dict(sigma_min=80.0), r"needs 0 < sigma_min < sigma_max, got sigma_min=80\.0 and "
+                                                     r"sigma_max=80\.0"),
+    ("sigma_min > the denoiser's sigma_max", dict(sigma_min=100.0, sigma_max=None),
+     r"needs 0 < sigma_min < sigma_max, got sigma_min=100\.0 and sigma_max=80\.0 \(a value not passed is the "
+     r"denoiser's\)"),
+    ("nfe True", dict(nfe=True), r"nfe must be >= 1 and an integer \(not a bool\), got True"),
+    ("nfe 10.0", dict(nfe=10.0), r"nfe must be >= 1 and an integer \(not a bool\), got 10\.0"),
+    ("nfe 0", dict(nfe=0), r"nfe must be >= 1 and an integer \(not a bool\), got 0"),
+    ("grid increasing", dict(grid=torch.tensor([1.0, 2.0, 0.0]), sigma_min=None, sigma_max=None),
+     r"grid must be strictly decreasing"),
+    ("grid with NaN", dict(grid=torch.tensor([80.0, math.nan, 0.0]), sigma_min=None, sigma_max=None),
+     r"grid must be finite and non-negative"),
+    ("grid of one level", dict(grid=torch.tensor([80.0]), sigma_min=None, sigma_max=None),
+     r"grid must be a 1-D tensor of at least 2 levels"),
+    ("grid and sigma_min", dict(grid=torch.tensor([80.0, 0.0])),
+     r"give either a grid or sigma_min, sigma_max and tail"),
+    ("tail NaN", dict(tail=math.nan), r"tail must be a finite noise level >= 0, got nan"),
+    ("tail inf", dict(tail=math.inf), r"tail must be a finite noise level >= 0, got inf"),
+    ("tail < 0", dict(tail=-1.0), r"tail must be a finite noise level >= 0, got -1\.0"),
+    ("x NaN", dict(x=torch.tensor([[0.0, math.nan]])), r"x has NaN or infinite entries \(1 of 2\)"),
+    ("x inf", dict(x=torch.full((3, 2), math.inf)), r"x has NaN or infinite entries \(6 of 6\)"),
+    ("x without rows", dict(x=torch.zeros(0, 2)), r"x must be a floating-point tensor .* with at least one row, got "
+                                                    r"float32 tensor of shape \(0, 2\)"),
+    ("x of ints", dict(x=torch.zeros(2, 2, dtype=torch.long)), r"x must be a floating-point tensor"),
+    ("3 generators for 8 samples", dict(generator=[torch.Generator()] * 3), r"3 generators for a batch of 8 samples"),
+    ("a seed as generator", dict(generator=42), r"generator must be a torch\.Generator or a sequence of them"),
+    ("callback not callable", dict(callback=1), r"callback must be callable, got int"),
+    ("nan policy", dict(nan="warn"), r"nan must be one of 'raise', 'allow', got 'warn'"),
+]
+
+
+@pytest.mark.parametrize("kw,pattern", [c[1:] for c in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
+def test_bad_arguments_of_sample_are_refused_before_any_call(gmm, kw, pattern):
+    calls = []
+
+    def D(x, sigma):
+        calls.append(sigma)
+        return gmm(x, sigma)
+
+    kw = {"sigma_min": 0.002, "sigma_max": 80.0, "method": "ddim", **kw}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    with pytest.raises(ValueError, match=pattern):
+        sample(D, kw.pop("x", start()), **kw)
+    assert not calls
+
+
+def test_a_declared_sigma_min_of_zero_is_a_valid_claim_but_sampling_needs_a_positive_one(gmm):
+    D = type("Exact", (), {"sigma_min": 0.0, "__call__": lambda self, x, sigma: gmm(x, sigma)})()
+    assert describe(D).sigma_min == 0.0
+    with pytest.raises(ValueError, match="needs 0 < sigma_min < sigma_max, got sigma_min=0.0"):
+        sample(D, start())
+    assert torch.isfinite(sample(D, start(), sigma_min=0.002)).all()
+
+
+def test_calibrate_grid_checks_its_arguments_and_outputs(gmm):
+    x = start()
+    with pytest.raises(ValueError, match="nfe must be >= 1"):
+        calibrate_grid(gmm, x, method="dpmpp_2m", nfe=0, sigma_min=0.002, sigma_max=80.0)
+    with pytest.raises(ValueError, match="needs 0 < sigma_min < sigma_max"):
+        calibrate_grid(gmm, x, method="dpmpp_2m", nfe=5, sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match=r"x0_hat is not finite .* \(call 1 of calibrate_grid\)"):
+        calibrate_grid(lambda x, s: gmm(x, s) * math.nan, x, method="dpmpp_2m", nfe=5, sigma_min=0.002,
+                       sigma_max=80.0)
