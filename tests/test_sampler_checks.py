@@ -4,8 +4,11 @@ and so is a NaN or infinite one unless nan="allow". The checks change no result.
 
 A denoiser's declared noise range must be finite and ordered.
  sample()'s own arguments are checked before any work.
+ So are the sampler options (declarative
+bounds per option name).
 """
 
+import inspect
 import math
 import re
 
@@ -15,6 +18,7 @@ import torch
 from torchdiffusion.denoiser import CheckedDenoiser, all_finite, describe
 from torchdiffusion.registry import SAMPLERS
 from torchdiffusion.sampling import budget_grid, calibrate_grid, grids, sample
+from torchdiffusion.sampling.method import FLAGS, NOT_NUMERIC, OPTION_BOUNDS
 
 NAMES = sorted(SAMPLERS)
 
@@ -241,3 +245,66 @@ def test_calibrate_grid_checks_its_arguments_and_outputs(gmm):
     with pytest.raises(ValueError, match=r"x0_hat is not finite .* \(call 1 of calibrate_grid\)"):
         calibrate_grid(lambda x, s: gmm(x, s) * math.nan, x, method="dpmpp_2m", nfe=5, sigma_min=0.002,
                        sigma_max=80.0)
+
+
+# ---------------------------------------------------------------- sampler options (OPTION_BOUNDS)
+
+BAD_OPTIONS = [
+    ("eta NaN", dict(eta=math.nan), r"eta must be a finite number >= 0 for sampler 'ddim', got nan"),
+    ("eta < 0", dict(eta=-0.5), r"eta must be a finite number >= 0 for sampler 'ddim', got -0\.5"),
+    ("eta inf", dict(eta=math.inf), r"eta must be a finite number >= 0 for sampler 'ddim', got inf"),
+    ("eta as text", dict(eta="0.5"), r"eta must be a finite number >= 0 for sampler 'ddim', got '0\.5'"),
+    ("LMS order 0", dict(method="lms", order=0), r"order must be an integer >= 1 for sampler 'lms', got 0"),
+    ("UniPC order True", dict(method="unipc", order=True),
+     r"order must be an integer >= 1 for sampler 'unipc', got True"),
+    ("DPM-Solver order 2.0", dict(method="dpm_solver_2", order=2.0), r"order must be an integer >= 1 .* got 2\.0"),
+    ("DPM-Solver r1 = 0", dict(method="dpm_solver_2", r1=0.0), r"r1 must be a finite number > 0 and <= 1 \(or None"),
+    ("PC n_corrector -1", dict(method="pc", n_corrector=-1), r"n_corrector must be an integer >= 0 for sampler 'pc'"),
+    ("ALD n_steps 0", dict(method="ald", n_steps=0), r"n_steps must be an integer >= 1 for sampler 'ald', got 0"),
+    ("ALD eps NaN", dict(method="ald", eps=math.nan), r"eps must be a finite number > 0 \(or None"),
+    ("dopri5 rtol 0", dict(method="dopri5", rtol=0.0), r"rtol must be a finite number > 0 for sampler 'dopri5'"),
+    ("EDM s_churn NaN", dict(method="edm_stochastic", s_churn=math.nan), r"s_churn must be a finite number >= 0"),
+    ("UniPC corrector 1", dict(method="unipc", corrector=1), r"corrector must be True or False for sampler 'unipc'"),
+]
+
+
+@pytest.mark.parametrize("kw,pattern", [c[1:] for c in BAD_OPTIONS], ids=[c[0] for c in BAD_OPTIONS])
+def test_bad_sampler_options_are_refused_before_any_call(gmm, kw, pattern):
+    calls = []
+
+    def D(x, sigma):
+        calls.append(sigma)
+        return gmm(x, sigma)
+
+    with pytest.raises(ValueError, match=pattern):
+        sample(D, start(), **{"method": "ddim", **kw})
+    assert not calls
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_numeric_option_refuses_nan(gmm, name):
+    for option in SAMPLERS[name].options:
+        if option in OPTION_BOUNDS:
+            with pytest.raises(ValueError, match=rf"^{option} must be .* for sampler '{name}', got nan$"):
+                run(gmm, name, **{option: math.nan})
+
+
+def test_every_option_has_bounds_and_its_default_is_within_them():
+    """A new sampler's option is declared (OPTION_BOUNDS, FLAGS) or knowingly left to its sampler (NOT_NUMERIC)."""
+    for name in NAMES:
+        params = inspect.signature(SAMPLERS[name].fn).parameters
+        for option in SAMPLERS[name].options:
+            assert option in OPTION_BOUNDS or option in FLAGS or option in NOT_NUMERIC, (name, option)
+            default = params[option].default
+            if option in OPTION_BOUNDS:
+                assert OPTION_BOUNDS[option].admits(default), (name, option, default)
+            if option in FLAGS:
+                assert isinstance(default, bool), (name, option, default)
+
+
+def test_values_in_range_still_pass(gmm):
+    assert torch.isfinite(run(gmm, "edm_stochastic", s_tmax=math.inf, s_churn=0)).all()  # inf: churn everywhere
+    assert torch.isfinite(run(gmm, "pc", n_corrector=0)).all()  # the predictor alone
+    assert torch.isfinite(run(gmm, "dpm_solver_3", r1=0.25, r2=None)).all()
+    assert torch.isfinite(run(gmm, "ddim", eta=0)).all()  # an int where a float is expected
+    assert torch.isfinite(sample(gmm, start(), grid=grids.karras(5, 0.002, 80.0))).all()
