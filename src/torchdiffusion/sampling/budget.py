@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import math
+import numbers
 from functools import partial
 from typing import Any, Callable
 
 import torch
 
-from ..denoiser import describe
+from ..denoiser import CheckedDenoiser, all_finite, describe
 from . import grids
-from .common import Generators
+from .common import Generators, check_count, check_generators, check_sigmas, check_start
 from ..registry import SAMPLERS as METHODS
 from .method import Method, check_options
 
@@ -55,8 +56,8 @@ def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) ->
     `grids.default_tail(nfe, denoiser.sigma_data)` for a deterministic fixed-step method and a denoiser with a
     `sigma_data`, except Karras-family methods on a discrete-time model, which keep the trailing table (None)."""
     if tail is not None:
-        if not tail >= 0:
-            raise ValueError(f"tail must be a noise level >= 0, got {tail}")
+        if isinstance(tail, bool) or not isinstance(tail, numbers.Real) or not 0 <= tail < math.inf:
+            raise ValueError(f"tail must be a finite noise level >= 0, got {tail!r}")
         return float(tail)
     info = describe(denoiser)
     if method.kind != "ODE" or method.evals_per_step is None or info.sigma_data is None:
@@ -80,10 +81,17 @@ def resolve_knee(denoiser: Any, method: Method) -> float | None:
 
 def _range(denoiser: Any, m: Method, nfe: int, sigma_min: float | None, sigma_max: float | None,
            tail: float | None) -> tuple[float, float, float | None]:
-    """(sigma_min, sigma_max, the default grid's tail or None) from the arguments and the denoiser's attributes."""
+    """(sigma_min, sigma_max, the default grid's tail or None) from the arguments and the denoiser's attributes:
+    finite with 0 < sigma_min < sigma_max, else a ValueError (the grids are spaced in log sigma)."""
     info = describe(denoiser)
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf):
+            raise ValueError(f"{name} must be a finite noise level > 0, got {v!r}")
     s_min = info.sigma_min if sigma_min is None else float(sigma_min)
     s_max = info.sigma_max if sigma_max is None else float(sigma_max)
+    if not 0 < s_min < s_max:
+        raise ValueError(f"sampling needs 0 < sigma_min < sigma_max, got sigma_min={s_min} and sigma_max={s_max} "
+                         f"(a value not passed is the denoiser's)")
     last = resolve_tail(denoiser, m, nfe, tail)
     if last is not None and last >= s_max:
         if tail is not None:
@@ -102,6 +110,7 @@ def budget_grid(denoiser: Any, method: str, nfe: int, *, sigma_min: float | None
     more. The arguments mean what they mean in `sample`.
     """
     m, options = METHODS[method], options or {}
+    nfe = check_count("nfe", nfe)
     if m.evals_per_step is None:
         raise ValueError(f"{method} is adaptive: it has no fixed-step grid")
     s_min, s_max, last = _range(denoiser, m, nfe, sigma_min, sigma_max, tail)
@@ -126,7 +135,7 @@ def budget_grid(denoiser: Any, method: str, nfe: int, *, sigma_min: float | None
 def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = None, sigma_min: float | None = None,
            sigma_max: float | None = None, grid: Tensor | None = None, tail: float | None = None,
            generator: Generators = None, callback: Callable[[dict[str, Any]], None] | None = None,
-           **options: Any) -> Tensor:
+           nan: str = "raise", **options: Any) -> Tensor:
     """Sample from x (already at sigma_max) down to sigma = 0 with at most `nfe` denoiser calls (default 50).
 
     Without a grid, the method's cost picks the most steps that fit in nfe (Heun: 2 per step, 1 for its last Euler
@@ -141,16 +150,24 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     The exponential grid of those methods also coarsens above a knee at GRID_KNEE sigma_data (`resolve_knee`).
     generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
     makes every sample independent of the batch it is drawn in (see common.noise_like).
+    Every denoiser output is checked (`CheckedDenoiser`): a floating-point tensor of x's shape, never broadcast.
+    nan: "raise" (default) makes a NaN or infinite x0_hat a ValueError naming the sigma and the call, and so is a
+    non-finite sample at the end; "allow" runs on and may return them (to study divergence).
     """
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a floating-point tensor (batch, ...) (batch first), got {got}")
+    x = check_start(x)
     options = check_options(method, options)
     m = METHODS[method]
-    if nfe is not None and nfe < 1:
-        raise ValueError(f"nfe must be >= 1, got {nfe}")
-    if grid is not None and tail is not None:
-        raise ValueError("give either a grid or a tail (the last nonzero sigma of the default grid), not both")
+    checked = CheckedDenoiser(denoiser, nan, f"sampler {method!r}")  # checks nan before any work
+    if nfe is not None:
+        nfe = check_count("nfe", nfe)
+    if grid is not None:
+        if tail is not None or sigma_min is not None or sigma_max is not None:
+            raise ValueError("give either a grid or sigma_min, sigma_max and tail (which set the default grid), "
+                             "not both")
+        check_sigmas(x, grid, "grid")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+    check_generators(generator, x.shape[0])
     if m.evals_per_step is None:
         options.setdefault("max_nfe", 50 if nfe is None else nfe)
         if grid is None:
@@ -161,4 +178,9 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
                            tail=tail, options=options)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
-    return m.fn(denoiser, x, grid, generator=generator, callback=callback, **options)
+    out = m.fn(checked, x, grid, generator=generator, callback=callback, **options)
+    if checked.finite and not all_finite(out):  # finite outputs of D, yet the steps' arithmetic overflowed
+        bad = int((~torch.isfinite(out)).sum())
+        raise ValueError(f"sampler {method!r} produced non-finite samples (NaN or inf in {bad} of {out.numel()} "
+                         f"entries) from finite denoiser outputs: its steps overflowed (nan='allow' returns them)")
+    return out

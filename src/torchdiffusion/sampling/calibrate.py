@@ -14,10 +14,12 @@ from typing import Any
 
 import torch
 
-from ..denoiser import CountingDenoiser
+from ..denoiser import CheckedDenoiser, CountingDenoiser
 from . import grids
 from .adaptive import sample_dopri5
 from .budget import budget_grid
+from .common import check_count, check_start
+from .method import check_options
 from ..registry import SAMPLERS as METHODS
 
 Tensor = torch.Tensor
@@ -50,13 +52,20 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
     (the exact map of x_cal to sigma = 0) skips the reference solve. info: denoiser_calls (all calls spent, reference
     included), start (the standard grid started from), error_start, error, sweeps.
     """
+    x_cal, options, nfe = check_start(x_cal), check_options(method, options), check_count("nfe", nfe)
     m = METHODS[method]
     if m.kind != "ODE" or m.evals_per_step is None:
         raise ValueError(f"calibrate_grid needs a fixed-step deterministic method, got {method!r}")
     steps = m.steps_for(nfe, options)
     if steps < 1:
         raise ValueError(f"nfe={nfe} is below one step of {method}")
-    D = CountingDenoiser(denoiser)
+    # first, as it checks sigma_min and sigma_max before the reference solve spends anything
+    starts = {"default": budget_grid(denoiser, method, nfe, sigma_min=sigma_min, sigma_max=sigma_max, options=options),
+              "karras_rho7": grids.karras(steps, sigma_min, sigma_max),
+              "exponential": grids.exponential(steps, sigma_min, sigma_max),
+              "karras_rho3": grids.karras(steps, sigma_min, sigma_max, rho=3.0)}
+    # checked: a NaN error compares False with every other, so a NaN denoiser would return a grid as if calibrated
+    D = CountingDenoiser(CheckedDenoiser(denoiser, context="calibrate_grid"))
     if reference is None:
         reference = sample_dopri5(D, x_cal, torch.tensor([sigma_max, sigma_min, 0.0]), rtol=1e-9, atol=1e-9)
 
@@ -66,10 +75,6 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
         out = m.fn(D, x_cal, grid, **options)
         return float((out - reference).reshape(len(x_cal), -1).norm(dim=1).mean())
 
-    starts = {"default": budget_grid(denoiser, method, nfe, sigma_min=sigma_min, sigma_max=sigma_max, options=options),
-              "karras_rho7": grids.karras(steps, sigma_min, sigma_max),
-              "exponential": grids.exponential(steps, sigma_min, sigma_max),
-              "karras_rho3": grids.karras(steps, sigma_min, sigma_max, rho=3.0)}
     errs = {name: error(g) for name, g in starts.items()}
     start = min(errs, key=errs.get)
     best_grid, best = starts[start], errs[start]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import torch
 
+from ..denoiser import all_finite
 from ..rng import randn
 
 Tensor = torch.Tensor
@@ -35,17 +37,50 @@ def to_d(x: Tensor, sigma: Tensor | float, denoised: Tensor) -> Tensor:
     return (x - denoised) / sigma
 
 
-def check_sigmas(x: Tensor, sigmas: Tensor) -> Tensor:
+def check_sigmas(x: Tensor, sigmas: Tensor, name: str = "sigmas") -> Tensor:
     """Validate a decreasing, non-negative 1-D sigma grid and move it to x's device (float64 kept on CPU)."""
     if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or len(sigmas) < 2:
-        raise ValueError(f"sigmas must be a 1-D tensor of at least 2 levels, got {getattr(sigmas, 'shape', sigmas)}")
+        raise ValueError(f"{name} must be a 1-D tensor of at least 2 levels, got {getattr(sigmas, 'shape', sigmas)}")
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
-        raise ValueError("sigmas must be finite and non-negative")
+        raise ValueError(f"{name} must be finite and non-negative")
     if (sigmas[1:] >= sigmas[:-1]).any():
-        raise ValueError("sigmas must be strictly decreasing (from sigma_max down to sigma_min or 0)")
+        raise ValueError(f"{name} must be strictly decreasing (from sigma_max down to sigma_min or 0)")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
     return sigmas.double()
+
+
+def check_start(x: Any) -> Tensor:
+    """x, the start of sampling: a finite floating-point tensor (batch, ...) with at least one row."""
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
+        got = (f"{str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor)
+               else type(x).__name__)
+        raise ValueError(f"x must be a floating-point tensor (batch, ...) (batch first) with at least one row, "
+                         f"got {got}")
+    if not all_finite(x):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"x has NaN or infinite entries ({bad} of {x.numel()}); sampling starts from finite noise "
+                         f"at sigma_max")
+    return x
+
+
+def check_count(name: str, value: Any, low: int = 1) -> int:
+    """An integer argument >= low (a bool is refused: True would count as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be >= {low} and an integer (not a bool), got {value!r}")
+    return int(value)
+
+
+def check_generators(generator: Any, batch: int) -> None:
+    """None, one torch.Generator, or a sequence of exactly one per sample (checked here and not at the first draw,
+    which a deterministic method never makes)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(f"generator must be a torch.Generator or a sequence of them (one per sample), "
+                         f"got {type(generator).__name__}")
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for a batch of {batch} samples; give one per sample")
 
 
 MAX_STEP_RATIO = 100.0  # sigma / sigma_next above which a sigma-space single-step solver steps first order (below)

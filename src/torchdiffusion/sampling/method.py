@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -83,15 +84,77 @@ def single_step_cost(order: int) -> Cost:
     return lambda o: (o.get("order", order), 1)
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What a numeric sampler option may be: a finite number (an integer where `integer`) >= low (> low where
+    `above`) and <= high; +inf too where `inf` says it means something (s_tmax = inf: churn at every level); None
+    where `none` (the sampler's own rule). A bool is never a number here (True would pass as 1)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    above: bool = False
+    integer: bool = False
+    inf: bool = False
+    none: bool = False
+
+    def admits(self, value: Any) -> bool:
+        """Whether value is within these bounds (NaN never is)."""
+        if value is None:
+            return self.none
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.integer else numbers.Real):
+            return False
+        v = float(value)
+        if v == math.inf:
+            return self.inf and self.high == math.inf
+        return (v > self.low if self.above else v >= self.low) and v <= self.high  # False for NaN
+
+    def __str__(self) -> str:
+        parts = [f"{'an integer' if self.integer else 'a finite number'} {'>' if self.above else '>='} {self.low:g}"]
+        if self.high < math.inf:
+            parts.append(f"and <= {self.high:g}")
+        if self.inf:
+            parts.append("(or inf)")
+        if self.none:
+            parts.append("(or None: the default rule)")
+        return " ".join(parts)
+
+
+# The numeric options of the registered samplers, by name (a name means the same in every sampler that takes it;
+# an upper bound of one sampler's own, like LMS's order <= 4, stays in its function). tests/test_sampler_checks.py
+# checks that every option of every registered sampler is named here, in FLAGS or in NOT_NUMERIC.
+OPTION_BOUNDS: dict[str, Bounds] = {
+    "eta": Bounds(0.0),  # noise scale of the ancestral split: 0 deterministic, 1 DDPM's
+    "s_noise": Bounds(0.0),  # multiplier of the fresh noise's std
+    "s_churn": Bounds(0.0), "s_tmin": Bounds(0.0), "s_tmax": Bounds(0.0, inf=True),  # EDM's churn and its window
+    "snr": Bounds(0.0),  # predictor-corrector's signal-to-noise ratio (0: no correction)
+    "order": Bounds(1, integer=True),
+    "r1": Bounds(0.0, 1.0, above=True, none=True), "r2": Bounds(0.0, 1.0, above=True, none=True),  # stage positions
+    "n_corrector": Bounds(0, integer=True),  # 0: the predictor alone
+    "n_steps": Bounds(1, integer=True),
+    "eps": Bounds(0.0, above=True, none=True),  # Langevin step size
+    "rtol": Bounds(0.0, above=True), "atol": Bounds(0.0, above=True),
+    "max_nfe": Bounds(1, integer=True, none=True),
+}
+FLAGS = ("corrector",)  # options that are True or False
+NOT_NUMERIC = ("variance", "form", "solver_type", "stats", "max_ratio")  # checked by their sampler (max_ratio: below)
+
+
 def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options of a `sample` call checked against the method's own: an unknown name is an error naming the
-    method's options (a typo such as etta=0.5 would otherwise be dropped silently); max_ratio is converted."""
+    method's options (a typo such as etta=0.5 would otherwise be dropped silently); a numeric option outside its
+    `OPTION_BOUNDS` (eta = NaN would write NaN samples) is an error; max_ratio is converted."""
     SAMPLERS.lookup(method)
     known = SAMPLERS[method].options
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {method!r}; its options are: "
                          f"{', '.join(known) or 'none'}")
+    for name, value in options.items():
+        if name in FLAGS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False for sampler {method!r}, got {value!r}")
+        elif name in OPTION_BOUNDS and not OPTION_BOUNDS[name].admits(value):
+            raise ValueError(f"{name} must be {OPTION_BOUNDS[name]} for sampler {method!r}, got {value!r}")
     if "max_ratio" in options:
         options = {**options, "max_ratio": check_max_ratio(method, options["max_ratio"])}
     return options
