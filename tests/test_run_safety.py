@@ -1,13 +1,78 @@
-"""A run is never lost: an empty dataset is refused at once."""
+"""A run is never lost: the metadata is hashed, a crafted config is refused before it is built, old checkpoints still
+load, and an empty dataset is refused at once."""
 
+import hashlib
+import json
+import resource
 import time
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from torchdiffusion.config import RunConfig, from_dict
+from torchdiffusion.loading import load_run
+from torchdiffusion.train.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
+                                             save_checkpoint)
 from torchdiffusion.train.trainer import Trainer
 
 from test_train_cli import TINY
+
+
+def config(**train: object) -> RunConfig:
+    """The tiny digits run (8x8, T = 50) with train overrides."""
+    return from_dict(RunConfig, {**TINY, "train": {**TINY["train"], **train}})
+
+
+def trained(run: Path, steps: int = 3, **overrides: object) -> Path:
+    Trainer(config(**overrides), run, progress=False, quiet=True).run(max_steps=steps)
+    return run
+
+
+# ---- 5. the hash covers the metadata; the step matches the name; a crafted config is refused before it is built
+
+def _edit_header(path: Path, old: bytes, new: bytes) -> None:
+    """Replace bytes inside the JSON header with as many bytes (the header length stays valid)."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    assert data[8:8 + n].count(old) >= 1
+    path.write_bytes(data[:8] + data[8:8 + n].replace(old, new, 1) + data[8 + n:])
+
+
+@pytest.mark.parametrize("old,new", [(b'\\"step\\": 3', b'\\"step\\": 9'),  # a resume at a step never reached
+                                     (b'\\"name\\": \\"ddpm\\"', b'\\"name\\": \\"flow\\"')])  # another process
+def test_metadata_edited_with_the_same_length_is_a_hash_mismatch(tmp_path, old, new):
+    run = trained(tmp_path / "run", 3)
+    c = list_checkpoints(run)[-1]
+    _edit_header(c, old, new)
+    with pytest.raises(CheckpointError, match="content hash mismatch"):
+        load_checkpoint(c)
+    with pytest.raises(CheckpointError, match="content hash mismatch"):
+        load_run(c)
+
+
+def test_a_checkpoint_whose_name_and_step_disagree_is_refused(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    moved = checkpoint_path(run, 6)
+    list_checkpoints(run)[-1].rename(moved)
+    with pytest.raises(CheckpointError, match="metadata says step 3 but its name says step 6"):
+        load_checkpoint(moved)
+
+
+def test_a_crafted_huge_config_is_refused_before_anything_is_allocated(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    c = list_checkpoints(run)[-1]
+    tensors, meta = load_checkpoint(c)
+    meta["config"]["model"]["params"]["base_channels"] = 100_000  # ~7e12 weights: 29 TB as float32
+    save_checkpoint(c, tensors, meta)  # with a valid hash: the hash is no signature
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    t0 = time.monotonic()
+    with pytest.raises(CheckpointError, match=r"weights do not fit the model its config describes.*refused before"):
+        load_run(c)
+    assert time.monotonic() - t0 < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024
 
 
 # ---- 7. an empty dataset is refused at construction, not looped over forever
@@ -18,3 +83,34 @@ def test_an_empty_dataset_is_refused_at_once(tmp_path):
     with pytest.raises(ValueError, match=r"dataset 'digits' with options \{'limit': 0\} has no items"):
         Trainer(cfg, tmp_path / "run", progress=False, quiet=True)
     assert time.monotonic() - t0 < 5
+
+
+# ---- old checkpoints still load
+
+def _format_1_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """The format-1 content hash, as torchdiffusion wrote it: names and raw bytes of the tensors only."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def test_a_format_1_checkpoint_still_loads_samples_and_resumes(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    c = list_checkpoints(run)[-1]
+    tensors, meta = load_checkpoint(c)
+    old = {k: v for k, v in meta.items() if k not in ("format_version", "content_hash")}
+    save_file(tensors, str(c), metadata={"torchdiffusion": json.dumps(
+        {"format_version": 1, "content_hash": _format_1_hash(tensors), **old})})
+    assert load_checkpoint(c)[1]["format_version"] == 1
+    assert load_run(run).meta["step"] == 3
+    t = Trainer(config(), run, progress=False, quiet=True)
+    assert t.resumed_from == c and t.step == 3
+    t.run(max_steps=6)
+    assert load_checkpoint(checkpoint_path(run, 6))[1]["format_version"] == 2
+    save_file({**tensors, "rng.noise": tensors["rng.noise"] ^ 1}, str(c), metadata={"torchdiffusion": json.dumps(
+        {"format_version": 1, "content_hash": _format_1_hash(tensors), **old})})
+    with pytest.raises(CheckpointError, match="content hash mismatch"):  # format 1 still checks its tensors
+        load_checkpoint(c)

@@ -1,7 +1,8 @@
 """Checkpoints as one safetensors file: tensors (model, EMA, optimizer, RNG) plus JSON metadata.
 
 Written to a temporary file, flushed and fsynced, then atomically renamed, so a crash never leaves a
-partial checkpoint under a final name. No pickles: loading never executes code.
+partial checkpoint under a final name. No pickles: loading never executes code. From format 2 the content
+hash covers the metadata too, so an edited step or config is caught like a flipped weight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the content hash covers the metadata and each tensor's dtype and shape
+READABLE_FORMATS = (1, 2)  # format 1 (tensor bytes only in the hash) still loads
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
 
@@ -74,13 +76,26 @@ def _full_optimizer_state(opt: torch.optim.Optimizer, sharded: torch.nn.Module) 
             "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in sd.get("param_groups", [])]}
 
 
-def _content_hash(tensors: dict[str, torch.Tensor]) -> str:
+def _content_hash(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None,
+                  version: int = FORMAT_VERSION) -> str:
+    """sha256 of the tensors (names and bytes; from format 2 also dtypes, shapes and the metadata but its hash)."""
     h = hashlib.sha256()
     for k in sorted(tensors):
-        t = tensors[k].contiguous().reshape(-1)
+        t = tensors[k].contiguous()
         h.update(k.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if version >= 2:  # a dtype or shape edit keeps the byte count, so the bytes alone do not catch it
+            h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        flat = t.reshape(-1)
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    if version >= 2:
+        h.update(b"|meta|" + canonical_json(meta or {}).encode())
     return h.hexdigest()
+
+
+def canonical_json(meta: dict[str, Any]) -> str:
+    """The metadata as hashed: sorted keys, no spaces, the content hash itself left out."""
+    return json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True)
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -88,7 +103,10 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    full_meta = {"format_version": FORMAT_VERSION, "content_hash": _content_hash(tensors), **meta}
+    # hashed as it will be read back (tuples become lists, int keys strings), so load recomputes the same text
+    full_meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}))
+    full_meta["format_version"] = FORMAT_VERSION
+    full_meta["content_hash"] = _content_hash(tensors, full_meta)
     blob = save(tensors, metadata={"torchdiffusion": json.dumps(full_meta)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -105,7 +123,7 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
 
 
 def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint, checking its format version and content hash; a clear error otherwise."""
+    """Read a checkpoint, checking its format version, content hash and step; a clear error otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -118,12 +136,22 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Te
         raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file ({e})") from None
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a torchdiffusion checkpoint (no metadata)")
-    meta = json.loads(raw)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} is not supported "
-                              f"(this version reads format {FORMAT_VERSION})")
-    if verify and meta.get("content_hash") != _content_hash(tensors):
-        raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt")
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its metadata is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is not a JSON object; the file is corrupt")
+    version = meta.get("format_version")
+    if version not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: checkpoint format {version} is not supported "
+                              f"(this version reads formats {', '.join(map(str, READABLE_FORMATS))})")
+    if verify and meta.get("content_hash") != _content_hash(tensors, meta, version):
+        raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt or was edited")
+    named = CKPT_RE.match(path.name)
+    if named and meta.get("step") != int(named[1]):  # a renamed file would resume at a step it never reached
+        raise CheckpointError(f"{path}: its metadata says step {meta.get('step')} but its name says step "
+                              f"{int(named[1])}; the file was renamed or edited")
     return tensors, meta
 
 
@@ -173,6 +201,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where a run's checkpoint of `step` lives."""
     return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.safetensors"
 
 
