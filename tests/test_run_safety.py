@@ -1,8 +1,10 @@
-"""A run is never lost: the metadata is hashed, a crafted config is refused before it is built, old checkpoints still
-load, and an empty dataset is refused at once."""
+"""A run is never lost: the metadata is hashed, a crafted config is refused before it is built, a full disk leaves no
+partial file and names the path, old checkpoints still load, and an empty dataset is refused at once."""
 
+import errno
 import hashlib
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -13,9 +15,11 @@ from safetensors.torch import save_file
 
 from torchdiffusion.config import RunConfig, from_dict
 from torchdiffusion.loading import load_run
+from torchdiffusion.train import checkpoint as ckpt_module
+from torchdiffusion.train import trainer as trainer_module
 from torchdiffusion.train.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                              save_checkpoint)
-from torchdiffusion.train.trainer import Trainer
+from torchdiffusion.train.trainer import Trainer, train
 
 from test_train_cli import TINY
 
@@ -73,6 +77,47 @@ def test_a_crafted_huge_config_is_refused_before_anything_is_allocated(tmp_path)
         load_run(c)
     assert time.monotonic() - t0 < 2.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024
+
+
+# ---- 6. a full disk leaves no partial file and names the path
+
+class _FullDisk:
+    """A file whose writes stop half-way with ENOSPC, as on a full disk (the first half reaches the file)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def test_a_full_disk_during_a_checkpoint_removes_the_partial_file_and_names_the_path(tmp_path, monkeypatch):
+    run = trained(tmp_path / "run", 2, ckpt_every=2)
+    monkeypatch.setattr(ckpt_module, "open", lambda p, mode: _FullDisk(open(p, mode)), raising=False)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*ckpt-00000004\.safetensors: No space") as info:
+        train(config(ckpt_every=2), run, max_steps=4, progress=False)
+    assert info.value.errno == errno.ENOSPC
+    assert not list((run / "checkpoints").glob(".ckpt-*")) and not checkpoint_path(run, 4).exists()
+    monkeypatch.undo()
+    assert train(config(ckpt_every=2), run, max_steps=4, progress=False)["step"] == 4  # resumes from step 2
+
+
+def test_a_full_disk_writing_the_metrics_log_names_it(tmp_path, monkeypatch):
+    real_open = open
+    monkeypatch.setattr(trainer_module, "open", lambda p, mode: _FullDisk(real_open(p, mode)), raising=False)
+    with pytest.raises(OSError, match=r"writing .*metrics\.jsonl failed: No space left"):
+        train(config(), tmp_path / "run", max_steps=2, progress=False)
 
 
 # ---- 7. an empty dataset is refused at construction, not looped over forever

@@ -7,6 +7,7 @@ hash covers the metadata too, so an edited step or config is caught like a flipp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,7 +100,10 @@ def canonical_json(meta: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Atomically write tensors + metadata (format version and content hash added) to `path`."""
+    """Atomically write tensors + metadata (format version and content hash added) to `path`.
+
+    A failed write (a full disk, say) removes its partial temporary file and raises an OSError naming `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -109,11 +113,19 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     full_meta["content_hash"] = _content_hash(tensors, full_meta)
     blob = save(tensors, metadata={"torchdiffusion": json.dumps(full_meta)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # also an interrupt: a partial file must not outlive its writer
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or first_line(e)} "
+                                   f"(the partial file {tmp.name} was removed)") from e
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

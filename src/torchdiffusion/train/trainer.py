@@ -28,6 +28,7 @@ from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_chec
                          optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
+from .run_files import naming
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 
@@ -288,12 +289,15 @@ class Trainer:
         tc, main = self.cfg.train, self.dist.is_main
         target = max_steps if max_steps is not None else tc.max_steps
         log = writer = None
+        metrics = self.run_dir / "metrics.jsonl"
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            with naming(self.run_dir / "config.json"):
+                (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            with naming(metrics):
+                truncate_log(metrics, self.step)  # steps after the checkpoint are replayed
+                log = open(metrics, "a")
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-            truncate_log(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are replayed
-            log = open(self.run_dir / "metrics.jsonl", "a")
         t0 = time.monotonic()
         deadline = t0 + 60 * max_minutes if max_minutes else None
         cpu_deadline = time.process_time() + 60 * max_cpu_minutes if max_cpu_minutes else None
@@ -316,8 +320,9 @@ class Trainer:
                     seen, t_last = 0, now
                     for k, v in stats.items():
                         writer.add_scalar(f"train/{k}", v, self.step)
-                    log.write(json.dumps({"step": self.step, **stats}) + "\n")
-                    log.flush()
+                    with naming(metrics):
+                        log.write(json.dumps({"step": self.step, **stats}) + "\n")
+                        log.flush()
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 if main and tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
                     self.sample_tiles(self.run_dir / "samples" / f"step-{self.step:08d}.png")
@@ -327,7 +332,8 @@ class Trainer:
             bar.close()
             if main:
                 writer.close()
-                log.close()
+                with naming(metrics):
+                    log.close()
         final = checkpoint_path(self.run_dir, self.step)
         path = final if final.is_file() else self.save()
         return {"step": self.step, "checkpoint": str(path), "seconds": time.monotonic() - t0}
