@@ -1,11 +1,13 @@
-"""A run is never lost: the metadata is hashed, a crafted config is refused before it is built, a full disk leaves no
+"""A run is never lost: one trainer holds a run directory at a time, the metadata is hashed, a crafted config is refused before it is built, a full disk leaves no
 partial file and names the path, old checkpoints still load, and an empty dataset is refused at once."""
 
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from torchdiffusion.train import checkpoint as ckpt_module
 from torchdiffusion.train import trainer as trainer_module
 from torchdiffusion.train.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                              save_checkpoint)
+from torchdiffusion.train.lock import RunLock, RunLockedError
 from torchdiffusion.train.trainer import Trainer, train
 
 from test_train_cli import TINY
@@ -32,6 +35,51 @@ def config(**train: object) -> RunConfig:
 def trained(run: Path, steps: int = 3, **overrides: object) -> Path:
     Trainer(config(**overrides), run, progress=False, quiet=True).run(max_steps=steps)
     return run
+
+
+# ---- 4. one trainer per run directory
+
+def _hold_lock(run: str, conn) -> None:
+    """Child process: take the run's lock, report, and wait to be killed."""
+    lock = RunLock(run)  # kept referenced: a RunLock collected gives its lock back
+    lock.acquire()
+    conn.send("locked")
+    time.sleep(60)
+    os._exit(0)
+
+
+def test_a_second_trainer_on_a_run_directory_is_refused_naming_the_first(tmp_path):
+    run = tmp_path / "run"
+    first = Trainer(config(), run, progress=False, quiet=True)
+    with pytest.raises(RunLockedError, match=f"in use by another trainer \\(PID {os.getpid()} on host "):
+        Trainer(config(), run, progress=False, quiet=True)
+    first.run(max_steps=2)  # run() releases the lock when it ends
+    Trainer(config(), run, progress=False, quiet=True).close()
+
+
+def test_the_lock_of_a_killed_trainer_is_released_by_the_os(tmp_path, capsys):
+    run = tmp_path / "run"
+    parent, child = multiprocessing.get_context("fork").Pipe()
+    p = multiprocessing.get_context("fork").Process(target=_hold_lock, args=(str(run), child))
+    p.start()
+    try:
+        assert parent.poll(30) and parent.recv() == "locked"
+        with pytest.raises(RunLockedError, match=f"PID {p.pid} on host"):
+            train(config(), run, max_steps=2, progress=False)
+        assert not list_checkpoints(run) and not (run / "metrics.jsonl").exists()
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+    t = Trainer(config(), run, progress=False, quiet=False)
+    assert f"ended without releasing it (PID {p.pid} on host" in capsys.readouterr().out
+    t.close()
+
+
+def test_a_trainer_that_fails_to_start_releases_the_lock(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    with pytest.raises(CheckpointError, match="different config"):
+        Trainer(from_dict(RunConfig, {**TINY, "model": {**TINY["model"], "prediction": "eps"}}), run, quiet=True)
+    Trainer(config(), run, progress=False, quiet=True).close()
 
 
 # ---- 5. the hash covers the metadata; the step matches the name; a crafted config is refused before it is built
@@ -110,7 +158,7 @@ def test_a_full_disk_during_a_checkpoint_removes_the_partial_file_and_names_the_
     assert info.value.errno == errno.ENOSPC
     assert not list((run / "checkpoints").glob(".ckpt-*")) and not checkpoint_path(run, 4).exists()
     monkeypatch.undo()
-    assert train(config(ckpt_every=2), run, max_steps=4, progress=False)["step"] == 4  # resumes from step 2
+    assert train(config(ckpt_every=2), run, max_steps=4, progress=False)["step"] == 4  # lock released, resumes
 
 
 def test_a_full_disk_writing_the_metrics_log_names_it(tmp_path, monkeypatch):

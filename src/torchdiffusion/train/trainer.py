@@ -28,7 +28,7 @@ from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_chec
                          optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
-from .run_files import naming
+from .run_files import RunDirectory, naming
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 
@@ -85,15 +85,21 @@ class Trainer:
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
-        saved = self._resume_if_possible()  # weights before sharding; optimizer state after
-        self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
-        self.fsdp = self.dist.active and tc.parallel == "fsdp"
-        self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
-            self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
-            noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
-        self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        if saved is not None:
-            self._load_optimizer(*saved)
+        self.files = RunDirectory(self.run_dir, self.dist, self._say)
+        self.files.lock()
+        try:
+            saved = self._resume_if_possible()  # weights before sharding; optimizer state after
+            self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
+            self.fsdp = self.dist.active and tc.parallel == "fsdp"
+            self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
+                self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
+                noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
+            self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            if saved is not None:
+                self._load_optimizer(*saved)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- data order: a permutation per epoch from (seed, epoch), so the position is two integers
     def _epoch_order(self, epoch: int) -> Tensor:
@@ -241,6 +247,10 @@ class Trainer:
             return tensors, meta
         return None
 
+    def close(self) -> None:
+        """Release the run directory's lock; run() does so when it ends, and a Trainer never run should call it."""
+        self.files.release()
+
     def _load_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         try:
             optimizer_from_flat(self.opt, tensors, meta["optimizer"], self.train_model if self.fsdp else None)
@@ -282,7 +292,15 @@ class Trainer:
     def run(self, max_steps: int | None = None, max_minutes: float | None = None,
             max_cpu_minutes: float | None = None) -> dict[str, Any]:
         """Train until max_steps, max_minutes of wall time or max_cpu_minutes of this process's CPU time
-        (all threads; a budget that a shared, loaded machine does not shrink)."""
+        (all threads; a budget that a shared, loaded machine does not shrink). The run directory's lock is
+        held throughout (taken again if an earlier run() gave it back) and released when training ends or fails."""
+        self.files.lock()
+        try:
+            return self._run(max_steps, max_minutes, max_cpu_minutes)
+        finally:
+            self.close()
+
+    def _run(self, max_steps: int | None, max_minutes: float | None, max_cpu_minutes: float | None) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
