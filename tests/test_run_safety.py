@@ -1,5 +1,6 @@
-"""A run is never lost: one trainer holds a run directory at a time, the metadata is hashed, a crafted config is refused before it is built, a full disk leaves no
-partial file and names the path, old checkpoints still load, and an empty dataset is refused at once."""
+"""A run is never lost: unreadable checkpoints stop a resume instead of being trained over, pruning keeps what it
+cannot read, one trainer holds a run directory at a time, the metadata is hashed, a crafted config is refused
+before it is built, a full disk leaves no partial file, and an empty dataset is refused at once."""
 
 import errno
 import hashlib
@@ -20,7 +21,7 @@ from torchdiffusion.loading import load_run
 from torchdiffusion.train import checkpoint as ckpt_module
 from torchdiffusion.train import trainer as trainer_module
 from torchdiffusion.train.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
-                                             save_checkpoint)
+                                             prune_checkpoints, save_checkpoint)
 from torchdiffusion.train.lock import RunLock, RunLockedError
 from torchdiffusion.train.trainer import Trainer, train
 
@@ -35,6 +36,103 @@ def config(**train: object) -> RunConfig:
 def trained(run: Path, steps: int = 3, **overrides: object) -> Path:
     Trainer(config(**overrides), run, progress=False, quiet=True).run(max_steps=steps)
     return run
+
+
+def corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run by relative path (the lock file aside): what 'nothing was touched' compares."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+# ---- 1. a resume never starts fresh over checkpoints it cannot read
+
+def test_a_stray_unreadable_newer_checkpoint_stops_the_run_and_every_good_checkpoint_survives(tmp_path):
+    run = trained(tmp_path / "run", 3, ckpt_every=1, keep_last=1)
+    stray = checkpoint_path(run, 99)
+    stray.write_bytes(b"not a checkpoint at all")
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match=r"(?s)cannot be read.*ckpt-00000099.*truncated or not a safetensors"):
+        train(config(ckpt_every=1, keep_last=1), run, max_steps=6, progress=False)
+    assert snapshot(run) == before  # the good ckpt-3, the stray file and metrics.jsonl as they were
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000003.safetensors", "ckpt-00000099.safetensors"]
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_is_refused_and_left_as_it_was(tmp_path):
+    run = trained(tmp_path / "run", 6)
+    for c in list_checkpoints(run):
+        corrupt(c)
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match="none can be read") as info:
+        Trainer(config(), run, progress=False, quiet=True)
+    msg = str(info.value)
+    assert "ckpt-00000003" in msg and "ckpt-00000006" in msg and "hash mismatch" in msg and "restart" in msg
+    assert snapshot(run) == before  # metrics.jsonl untouched, nothing deleted
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_not_trained_over(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    c = list_checkpoints(run)[-1]
+    tensors, meta = load_checkpoint(c)
+    save_file(tensors, str(c), metadata={"torchdiffusion": json.dumps({**meta, "format_version": 3})})
+    with pytest.raises(CheckpointError, match=r"(?s)none can be read.*format 3 is not supported"):
+        Trainer(config(), run, progress=False, quiet=True)
+
+
+def test_restart_moves_the_old_run_aside_and_starts_at_step_zero(tmp_path):
+    run = trained(tmp_path / "run", 3)
+    for c in list_checkpoints(run):
+        corrupt(c)
+    before = snapshot(run)
+    t = Trainer(config(), run, progress=False, quiet=True, restart=True)
+    assert t.step == 0 and t.resumed_from is None
+    t.run(max_steps=2)
+    (aside,) = run.glob("restarted-*")
+    assert {f"{aside.name}/{name}": data for name, data in before.items()} == \
+        {k: v for k, v in snapshot(run).items() if k.startswith(aside.name)}  # every old file, byte for byte
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000002.safetensors"]
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# ---- 2. pruning keeps what it cannot read and never looks above the current step
+
+def test_pruning_keeps_unreadable_files_and_files_above_the_current_step(tmp_path):
+    run = tmp_path / "run"
+    for step in (2, 4, 5, 6, 9):
+        save_checkpoint(checkpoint_path(run, step), {"w": torch.full((2,), float(step))}, {"step": step})
+    corrupt(checkpoint_path(run, 5))
+    kept_unreadable = prune_checkpoints(run, keep_last=1, step=6)
+    assert [p.name[5:13] for p in list_checkpoints(run)] == ["00000005", "00000006", "00000009"]
+    assert len(kept_unreadable) == 1 and "ckpt-00000005" in str(kept_unreadable[0])
+
+
+def test_training_on_never_prunes_an_older_unreadable_checkpoint(tmp_path, capsys):
+    run = trained(tmp_path / "run", 3, keep_last=1)
+    stray = checkpoint_path(run, 1)
+    stray.write_bytes(b"garbage")
+    Trainer(config(keep_last=1), run, progress=False, quiet=False).run(max_steps=9)
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000001.safetensors", "ckpt-00000009.safetensors"]
+    out = capsys.readouterr().out
+    assert out.count("keeping a checkpoint that cannot be read") == 1 and "ckpt-00000001" in out
+
+
+# ---- 3. sampling falls back to the newest readable checkpoint, saying which newer ones it skipped
+
+def test_load_run_falls_back_to_the_newest_readable_checkpoint_and_says_so(tmp_path, capsys):
+    run = trained(tmp_path / "run", 6)
+    corrupt(checkpoint_path(run, 6))
+    loaded = load_run(run)
+    assert loaded.meta["step"] == 3
+    err = capsys.readouterr().err
+    assert "skipped 1 newer unreadable checkpoint" in err and "ckpt-00000006" in err and "hash mismatch" in err
+    corrupt(checkpoint_path(run, 3))
+    with pytest.raises(CheckpointError, match=r"(?s)none can be read.*ckpt-00000006.*ckpt-00000003"):
+        load_run(run)
 
 
 # ---- 4. one trainer per run directory
@@ -101,8 +199,8 @@ def test_metadata_edited_with_the_same_length_is_a_hash_mismatch(tmp_path, old, 
     _edit_header(c, old, new)
     with pytest.raises(CheckpointError, match="content hash mismatch"):
         load_checkpoint(c)
-    with pytest.raises(CheckpointError, match="content hash mismatch"):
-        load_run(c)
+    with pytest.raises(CheckpointError, match="none can be read"):
+        load_run(run)
 
 
 def test_a_checkpoint_whose_name_and_step_disagree_is_refused(tmp_path):
@@ -111,6 +209,8 @@ def test_a_checkpoint_whose_name_and_step_disagree_is_refused(tmp_path):
     list_checkpoints(run)[-1].rename(moved)
     with pytest.raises(CheckpointError, match="metadata says step 3 but its name says step 6"):
         load_checkpoint(moved)
+    with pytest.raises(CheckpointError, match="none can be read"):
+        Trainer(config(), run, progress=False, quiet=True)
 
 
 def test_a_crafted_huge_config_is_refused_before_anything_is_allocated(tmp_path):
@@ -166,6 +266,15 @@ def test_a_full_disk_writing_the_metrics_log_names_it(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "open", lambda p, mode: _FullDisk(real_open(p, mode)), raising=False)
     with pytest.raises(OSError, match=r"writing .*metrics\.jsonl failed: No space left"):
         train(config(), tmp_path / "run", max_steps=2, progress=False)
+
+
+def test_leftover_temporary_files_are_removed_at_the_next_start_and_said(tmp_path, capsys):
+    run = trained(tmp_path / "run", 3)
+    leftover = run / "checkpoints" / ".ckpt-00000006.safetensors.tmp-4194301"
+    leftover.write_bytes(b"half a checkpoint")
+    Trainer(config(), run, progress=False, quiet=False).close()
+    assert not leftover.exists()
+    assert f"removed {leftover}: a partial checkpoint" in capsys.readouterr().out
 
 
 # ---- 7. an empty dataset is refused at construction, not looped over forever

@@ -11,7 +11,7 @@ import torch
 from .build import backbone_shapes, build_model
 from .config import ConfigError, RunConfig, from_dict, migrate
 from .model_denoiser import ModelDenoiser
-from .train.checkpoint import CheckpointError, first_line, load_checkpoint, resolve_checkpoint
+from .train.checkpoint import CheckpointError, first_line, read_checkpoint
 
 Tensor = torch.Tensor
 
@@ -33,8 +33,7 @@ class LoadedRun:
 def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch.device = "cpu") -> LoadedRun:
     """The model of a checkpoint file or of a run directory's newest readable checkpoint, in eval mode on `device`,
     with the EMA weights (or the raw weights), its run config and the checkpoint's metadata."""
-    ckpt = resolve_checkpoint(Path(path))
-    tensors, meta = load_checkpoint(ckpt)
+    ckpt, tensors, meta = read_checkpoint(Path(path))
     try:
         cfg = from_dict(RunConfig, migrate(meta["config"]))
     except (ConfigError, KeyError) as e:

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +209,7 @@ def first_line(e: BaseException) -> str:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run, oldest first (by the step in their names; not yet read)."""
     d = Path(run_dir) / "checkpoints"
     return sorted(p for p in d.glob("ckpt-*.safetensors") if CKPT_RE.match(p.name)) if d.is_dir() else []
 
@@ -217,22 +219,104 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.safetensors"
 
 
-def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` checkpoints (and stale temporary files)."""
-    for p in list_checkpoints(run_dir)[:-keep_last]:
-        p.unlink(missing_ok=True)
-    for p in (Path(run_dir) / "checkpoints").glob(".ckpt-*.tmp-*"):
-        p.unlink(missing_ok=True)
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's file name."""
+    return int(CKPT_RE.match(Path(path).name)[1])
+
+
+@dataclass
+class Newest:
+    """The newest readable checkpoint of a run directory, read, and the newer files that could not be read."""
+
+    path: Path | None = None  # None: no readable checkpoint
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[CheckpointError] = field(default_factory=list)  # newer than `path`, newest first
+
+
+def read_newest(run_dir: Path) -> Newest:
+    """Read a run's checkpoints from the newest down and stop at the first readable one."""
+    found = Newest()
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            found.tensors, found.meta = load_checkpoint(path)
+        except CheckpointError as e:
+            found.unreadable.append(e)
+            continue
+        found.path = path
+        break
+    return found
+
+
+def unreadable_lines(errors: list[CheckpointError]) -> str:
+    """One indented line per unreadable checkpoint (each error names its file and why)."""
+    return "".join(f"\n  {first_line(e)}" for e in errors)
+
+
+def read_checkpoint(path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """(file, tensors, metadata) of a checkpoint file, or of a run directory's newest readable checkpoint.
+
+    Newer checkpoints of the run that could not be read are named on stderr (using a model needs no resume, so an
+    older one serves); a run directory where none is readable is a CheckpointError naming each file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return (path, *load_checkpoint(path))
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is neither a checkpoint file nor a run directory")
+    found = read_newest(path)
+    if found.path is None and not found.unreadable:
+        raise CheckpointError(f"run directory {path} has no checkpoints under {path / 'checkpoints'}")
+    if found.path is None:
+        raise CheckpointError(f"run directory {path} has {len(found.unreadable)} checkpoint(s) and none can be read:"
+                              + unreadable_lines(found.unreadable))
+    if found.unreadable:
+        print(f"[torchdiffusion] warning: using {found.path} (step {found.meta['step']}); skipped "
+              f"{len(found.unreadable)} newer unreadable checkpoint(s):" + unreadable_lines(found.unreadable),
+              file=sys.stderr, flush=True)
+    return found.path, found.tensors, found.meta
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the newest complete checkpoint of a run directory."""
+    """A checkpoint file, or the newest readable checkpoint of a run directory (see read_checkpoint)."""
     path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        ckpts = list_checkpoints(path)
-        if ckpts:
-            return ckpts[-1]
-        raise CheckpointError(f"run directory {path} has no checkpoints under {path / 'checkpoints'}")
-    raise CheckpointError(f"{path} is neither a checkpoint file nor a run directory")
+    return path if path.is_file() else read_checkpoint(path)[0]
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, step: int, verified: set[tuple] | None = None
+                      ) -> list[CheckpointError]:
+    """Delete readable checkpoints at or below `step` beyond the newest `keep_last` readable ones.
+
+    A file that cannot be read is never deleted nor counted as kept (a stray one must not push good ones out),
+    and nothing above `step` is touched. `verified` caches the files known readable (see file_signature), so
+    each is read at most once. Returns the errors of the files kept because they could not be read.
+    """
+    verified = set() if verified is None else verified
+    keep_last = max(1, keep_last)  # the checkpoint just written is never the one deleted
+    kept, unreadable = 0, []
+    for path in reversed(list_checkpoints(run_dir)):
+        if checkpoint_step(path) > step:
+            continue
+        try:
+            sig = file_signature(path)
+        except FileNotFoundError:
+            continue
+        if sig not in verified:
+            try:
+                load_checkpoint(path)
+            except CheckpointError as e:
+                unreadable.append(e)
+                continue
+            verified.add(sig)
+        if kept < keep_last:
+            kept += 1
+        else:
+            path.unlink(missing_ok=True)
+            verified.discard(sig)
+    return unreadable
+
+
+def file_signature(path: Path) -> tuple:
+    """(name, size, mtime, inode): a file rewritten or replaced since it was read has another signature."""
+    st = Path(path).stat()
+    return Path(path).name, st.st_size, st.st_mtime_ns, st.st_ino

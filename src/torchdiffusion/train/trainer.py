@@ -24,11 +24,11 @@ from ..data import load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, hybrid_loss, sample_t
 from ..registry import LOSSES
-from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_checkpoints, load_checkpoint,
-                         optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
+from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
+                         optimizer_to_flat, prune_checkpoints, read_newest, save_checkpoint)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
-from .run_files import RunDirectory, naming
+from .run_files import RunDirectory, naming, refusal
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 
@@ -48,7 +48,12 @@ class Trainer:
     """Holds one run's state; `run()` trains until max_steps or the time budget, checkpointing on the way."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False,
-                 device: str | torch.device = "auto"):
+                 device: str | torch.device = "auto", restart: bool = False):
+        """Build the run and resume it from run_dir's newest checkpoint, holding the directory's lock.
+
+        restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts at step 0;
+        without it, checkpoints that cannot be read are a CheckpointError, never a silent fresh start.
+        """
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         # under torchrun each rank takes its local GPU (or the CPU); a single process takes `device`
         self.dist = Dist.from_env(resolve_device(device))
@@ -85,9 +90,13 @@ class Trainer:
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
+        self.last_checkpoint: Path | None = None  # the newest checkpoint known good: resumed from or written
+        self._verified: set[tuple] = set()  # signatures of checkpoint files known readable (for pruning)
+        self._unreadable_said: set[str] = set()
         self.files = RunDirectory(self.run_dir, self.dist, self._say)
         self.files.lock()
         try:
+            self.files.prepare(restart)
             saved = self._resume_if_possible()  # weights before sharding; optimizer state after
             self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
             self.fsdp = self.dist.active and tc.parallel == "fsdp"
@@ -208,44 +217,58 @@ class Trainer:
         return tensors, meta
 
     def save(self) -> Path:
+        """Write this step's checkpoint (rank 0) and prune the old ones; every rank calls it (collectives)."""
         tensors, meta = self.state_tensors()
         path = checkpoint_path(self.run_dir, self.step)
         if self.dist.is_main:
             save_checkpoint(path, tensors, meta)
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+            self._verified.add(file_signature(path))
+            for e in prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.step, self._verified):
+                if str(e) not in self._unreadable_said:  # once per file, not at every save
+                    self._unreadable_said.add(str(e))
+                    self._say(f"keeping a checkpoint that cannot be read (never pruned): {first_line(e)}")
         self.dist.barrier()
+        self.last_checkpoint = path
         return path
 
     def _resume_if_possible(self) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-        """Load the newest complete, valid checkpoint (all ranks read it); returns it for the optimizer."""
-        for path in reversed(list_checkpoints(self.run_dir)):
-            try:
-                tensors, meta = load_checkpoint(path)
-            except CheckpointError as e:
-                self._say(f"skipping unreadable checkpoint: {e}")
-                continue
-            self._check_compatible(meta["config"], path)
-            try:
-                self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-                self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            except RuntimeError as e:
-                raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
-            self.noise_gen.set_state(tensors["rng.noise"])
-            if self.importance is not None:
-                self.importance.load_state_dict({"losses": tensors["importance.losses"],
-                                                 "counts": tensors["importance.counts"]})
-            r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
-            torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
-            set_host_rng_state(meta["rng_ranks"][r - 1] if r else
-                               {"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
-            self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
-            self.order = self._epoch_order(self.epoch)
-            self.resumed_from = path
-            was = meta.get("world_size", 1)
-            self._say(f"resuming from {path} (step {self.step})"
-                      + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
-            return tensors, meta
-        return None
+        """Load the newest checkpoint (all ranks read it); returns it for the optimizer.
+
+        Checkpoints that cannot be read are refused, never skipped: starting fresh over them would truncate the
+        log and prune the good files, and falling back from an unreadable newest file to an older readable one
+        would silently drop the steps between them (and fork a run that a newer torchdiffusion may still read).
+        Files under final names are complete (written by rename), so an unreadable one is damage or a foreign
+        version that a person should look at; moving it aside, or restart=True, is one deliberate step away.
+        """
+        found = read_newest(self.run_dir)
+        if found.unreadable:
+            raise CheckpointError(refusal(self.run_dir, found))
+        if found.path is None:
+            return None
+        path, tensors, meta = found.path, found.tensors, found.meta
+        self._check_compatible(meta["config"], path)
+        try:
+            self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
+        self.noise_gen.set_state(tensors["rng.noise"])
+        if self.importance is not None:
+            self.importance.load_state_dict({"losses": tensors["importance.losses"],
+                                             "counts": tensors["importance.counts"]})
+        r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
+        torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
+        set_host_rng_state(meta["rng_ranks"][r - 1] if r else
+                           {"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
+        self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
+        self.order = self._epoch_order(self.epoch)
+        self.resumed_from = self.last_checkpoint = path
+        if self.dist.is_main:
+            self._verified.add(file_signature(path))
+        was = meta.get("world_size", 1)
+        self._say(f"resuming from {path} (step {self.step})"
+                  + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
+        return tensors, meta
 
     def close(self) -> None:
         """Release the run directory's lock; run() does so when it ends, and a Trainer never run should call it."""
@@ -366,8 +389,8 @@ class Trainer:
 
     def _on_non_finite(self, loss: float, bad: int) -> None:
         """Apply train.nan_policy to a step whose loss was NaN or infinite (its update was not applied)."""
-        ckpts = list_checkpoints(self.run_dir)
-        kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else f"no checkpoint was written to {self.run_dir}"
+        kept = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                else f"no checkpoint was written to {self.run_dir}")
         where = f"loss {loss} at step {self.step + 1} (data epoch {self.epoch}, position {self.pos})"
         if self.cfg.train.nan_policy == "stop":
             raise TrainingDivergedError(f"non-finite {where}; stopped (train.nan_policy: stop) without saving; "
@@ -380,12 +403,13 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
           max_cpu_minutes: float | None = None, progress: bool = True,
-          device: str | torch.device = "auto") -> dict[str, Any]:
+          device: str | torch.device = "auto", restart: bool = False) -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
 
+    restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts from step 0.
     Under torchrun every process calls this; the process group is left when it returns.
     """
-    trainer = Trainer(cfg, run_dir, progress=progress, device=device)
+    trainer = Trainer(cfg, run_dir, progress=progress, device=device, restart=restart)
     try:
         return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
