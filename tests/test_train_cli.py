@@ -64,7 +64,7 @@ def test_resume_with_a_different_model_config_is_refused(tiny_config, tmp_path):
         Trainer(other, tmp_path / "r", progress=False, quiet=True)
 
 
-def test_corrupt_checkpoint_is_detected_and_skipped(tiny_config, tmp_path):
+def test_corrupt_newest_checkpoint_is_detected_and_refused_until_moved_aside(tiny_config, tmp_path):
     cfg = load_config(tiny_config)
     Trainer(cfg, tmp_path / "r", progress=False, quiet=True).run(max_steps=6)
     newest = list_checkpoints(tmp_path / "r")[-1]
@@ -73,8 +73,12 @@ def test_corrupt_checkpoint_is_detected_and_skipped(tiny_config, tmp_path):
     newest.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="hash|truncated"):
         load_checkpoint(newest)
+    with pytest.raises(CheckpointError, match=f"(?s)cannot be read.*{newest.name}"):  # falling back loses steps
+        Trainer(cfg, tmp_path / "r", progress=False, quiet=True)
+    newest.rename(tmp_path / newest.name)  # the user moves it aside: the older one resumes
     t = Trainer(cfg, tmp_path / "r", progress=False, quiet=True)
     assert t.step == 3
+    t.close()
 
 
 def test_cli_train_then_sample_writes_grid_and_npz(tiny_config, tmp_path, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .config import ModelConfig, ProcessConfig
 from .model_denoiser import ModelDenoiser
 from .processes import GaussianProcess
@@ -24,3 +26,13 @@ def build_model(model_cfg: ModelConfig, process_cfg: ProcessConfig) -> tuple[Mod
     model = ModelDenoiser(backbone, build_process(process_cfg), model_cfg.prediction,
                           sigma_data=model_cfg.sigma_data, learned_variance=learned)
     return model, bcfg
+
+
+def backbone_shapes(model_cfg: ModelConfig) -> dict[str, torch.Size]:
+    """The shape of every state-dict entry of the backbone model_cfg describes, built on the "meta" device so no
+    memory is allocated: a config from an untrusted file can be checked against its tensors before it is built."""
+    from .nn import build_backbone
+
+    with torch.device("meta"):
+        backbone, _ = build_backbone(model_cfg.backbone, dict(model_cfg.params))
+    return {k: v.shape for k, v in backbone.state_dict().items()}

@@ -8,10 +8,12 @@ from typing import Any
 
 import torch
 
-from .build import build_model
+from .build import backbone_shapes, build_model
 from .config import ConfigError, RunConfig, from_dict, migrate
 from .model_denoiser import ModelDenoiser
-from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .train.checkpoint import CheckpointError, first_line, read_checkpoint
+
+Tensor = torch.Tensor
 
 
 @dataclass
@@ -31,21 +33,38 @@ class LoadedRun:
 def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch.device = "cpu") -> LoadedRun:
     """The model of a checkpoint file or of a run directory's newest readable checkpoint, in eval mode on `device`,
     with the EMA weights (or the raw weights), its run config and the checkpoint's metadata."""
-    ckpt = resolve_checkpoint(Path(path))
-    tensors, meta = load_checkpoint(ckpt)
+    ckpt, tensors, meta = read_checkpoint(Path(path))
     try:
         cfg = from_dict(RunConfig, migrate(meta["config"]))
     except (ConfigError, KeyError) as e:
         raise CheckpointError(f"{ckpt}: its saved config is not one this version reads ({e})") from None
-    model, _ = build_model(cfg.model, cfg.process)
     prefix = "model." if raw_weights else "ema."
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    check_shapes(ckpt, weights, cfg)  # before building: a crafted config could ask for any amount of memory
+    model, _ = build_model(cfg.model, cfg.process)
     try:
-        model.backbone.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        model.backbone.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt}: its weights do not fit the model its config describes "
                               f"({str(e).strip().splitlines()[0]})") from None
     model.eval().to(device)
     return LoadedRun(model, cfg, {**meta, "path": str(ckpt)})
+
+
+def check_shapes(ckpt: Path, weights: dict[str, Tensor], cfg: RunConfig) -> None:
+    """CheckpointError unless the weights have exactly the names and shapes of the backbone cfg describes."""
+    try:
+        want = backbone_shapes(cfg.model)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}: its saved model config does not build ({first_line(e)})") from None
+    wrong = [f"{k}: file {tuple(weights[k].shape)}, config {tuple(want[k])}"
+             for k in want if k in weights and weights[k].shape != want[k]]
+    wrong += [f"{k}: missing from the file" for k in want if k not in weights]
+    wrong += [f"{k}: not in the model" for k in weights if k not in want]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise CheckpointError(f"{ckpt}: its weights do not fit the model its config describes ("
+                              + "; ".join(wrong[:3]) + more + "); refused before building it")
 
 
 def load(path: str | Path, *, raw_weights: bool = False,

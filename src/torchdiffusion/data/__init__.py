@@ -38,8 +38,17 @@ def load_captions(name: str, **kwargs) -> list[str]:
 
 
 def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
-    """(data, labels) of the registered dataset `name`; kwargs go to its loader (toys: n, seed)."""
-    return DATASETS.lookup(name)(**kwargs)
+    """(data, labels) of the registered dataset `name`; kwargs go to its loader (toys: n, seed).
+
+    A dataset without items is a ValueError: a loop drawing batches from it would never get one.
+    """
+    data, labels = DATASETS.lookup(name)(**kwargs)
+    if len(data) == 0:
+        options = f" with options {kwargs}" if kwargs else ""
+        raise ValueError(f"dataset {name!r}{options} has no items; nothing can be trained or evaluated on it")
+    if len(labels) != len(data):
+        raise ValueError(f"dataset {name!r} gave {len(data)} items but {len(labels)} labels")
+    return data, labels
 
 
 __all__ = [

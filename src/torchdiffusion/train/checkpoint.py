@@ -1,15 +1,19 @@
 """Checkpoints as one safetensors file: tensors (model, EMA, optimizer, RNG) plus JSON metadata.
 
 Written to a temporary file, flushed and fsynced, then atomically renamed, so a crash never leaves a
-partial checkpoint under a final name. No pickles: loading never executes code.
+partial checkpoint under a final name. No pickles: loading never executes code. From format 2 the content
+hash covers the metadata too, so an edited step or config is caught like a flipped weight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the content hash covers the metadata and each tensor's dtype and shape
+READABLE_FORMATS = (1, 2)  # format 1 (tensor bytes only in the hash) still loads
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
 
@@ -74,28 +79,55 @@ def _full_optimizer_state(opt: torch.optim.Optimizer, sharded: torch.nn.Module) 
             "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in sd.get("param_groups", [])]}
 
 
-def _content_hash(tensors: dict[str, torch.Tensor]) -> str:
+def _content_hash(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None,
+                  version: int = FORMAT_VERSION) -> str:
+    """sha256 of the tensors (names and bytes; from format 2 also dtypes, shapes and the metadata but its hash)."""
     h = hashlib.sha256()
     for k in sorted(tensors):
-        t = tensors[k].contiguous().reshape(-1)
+        t = tensors[k].contiguous()
         h.update(k.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if version >= 2:  # a dtype or shape edit keeps the byte count, so the bytes alone do not catch it
+            h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        flat = t.reshape(-1)
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    if version >= 2:
+        h.update(b"|meta|" + canonical_json(meta or {}).encode())
     return h.hexdigest()
 
 
+def canonical_json(meta: dict[str, Any]) -> str:
+    """The metadata as hashed: sorted keys, no spaces, the content hash itself left out."""
+    return json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True)
+
+
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Atomically write tensors + metadata (format version and content hash added) to `path`."""
+    """Atomically write tensors + metadata (format version and content hash added) to `path`.
+
+    A failed write (a full disk, say) removes its partial temporary file and raises an OSError naming `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    full_meta = {"format_version": FORMAT_VERSION, "content_hash": _content_hash(tensors), **meta}
+    # hashed as it will be read back (tuples become lists, int keys strings), so load recomputes the same text
+    full_meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}))
+    full_meta["format_version"] = FORMAT_VERSION
+    full_meta["content_hash"] = _content_hash(tensors, full_meta)
     blob = save(tensors, metadata={"torchdiffusion": json.dumps(full_meta)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # also an interrupt: a partial file must not outlive its writer
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or first_line(e)} "
+                                   f"(the partial file {tmp.name} was removed)") from e
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -105,7 +137,7 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
 
 
 def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint, checking its format version and content hash; a clear error otherwise."""
+    """Read a checkpoint, checking its format version, content hash and step; a clear error otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -118,12 +150,22 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Te
         raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file ({e})") from None
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a torchdiffusion checkpoint (no metadata)")
-    meta = json.loads(raw)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} is not supported "
-                              f"(this version reads format {FORMAT_VERSION})")
-    if verify and meta.get("content_hash") != _content_hash(tensors):
-        raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt")
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its metadata is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is not a JSON object; the file is corrupt")
+    version = meta.get("format_version")
+    if version not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: checkpoint format {version} is not supported "
+                              f"(this version reads formats {', '.join(map(str, READABLE_FORMATS))})")
+    if verify and meta.get("content_hash") != _content_hash(tensors, meta, version):
+        raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt or was edited")
+    named = CKPT_RE.match(path.name)
+    if named and meta.get("step") != int(named[1]):  # a renamed file would resume at a step it never reached
+        raise CheckpointError(f"{path}: its metadata says step {meta.get('step')} but its name says step "
+                              f"{int(named[1])}; the file was renamed or edited")
     return tensors, meta
 
 
@@ -167,31 +209,114 @@ def first_line(e: BaseException) -> str:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run, oldest first (by the step in their names; not yet read)."""
     d = Path(run_dir) / "checkpoints"
     return sorted(p for p in d.glob("ckpt-*.safetensors") if CKPT_RE.match(p.name)) if d.is_dir() else []
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where a run's checkpoint of `step` lives."""
     return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.safetensors"
 
 
-def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` checkpoints (and stale temporary files)."""
-    for p in list_checkpoints(run_dir)[:-keep_last]:
-        p.unlink(missing_ok=True)
-    for p in (Path(run_dir) / "checkpoints").glob(".ckpt-*.tmp-*"):
-        p.unlink(missing_ok=True)
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's file name."""
+    return int(CKPT_RE.match(Path(path).name)[1])
+
+
+@dataclass
+class Newest:
+    """The newest readable checkpoint of a run directory, read, and the newer files that could not be read."""
+
+    path: Path | None = None  # None: no readable checkpoint
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[CheckpointError] = field(default_factory=list)  # newer than `path`, newest first
+
+
+def read_newest(run_dir: Path) -> Newest:
+    """Read a run's checkpoints from the newest down and stop at the first readable one."""
+    found = Newest()
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            found.tensors, found.meta = load_checkpoint(path)
+        except CheckpointError as e:
+            found.unreadable.append(e)
+            continue
+        found.path = path
+        break
+    return found
+
+
+def unreadable_lines(errors: list[CheckpointError]) -> str:
+    """One indented line per unreadable checkpoint (each error names its file and why)."""
+    return "".join(f"\n  {first_line(e)}" for e in errors)
+
+
+def read_checkpoint(path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """(file, tensors, metadata) of a checkpoint file, or of a run directory's newest readable checkpoint.
+
+    Newer checkpoints of the run that could not be read are named on stderr (using a model needs no resume, so an
+    older one serves); a run directory where none is readable is a CheckpointError naming each file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return (path, *load_checkpoint(path))
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is neither a checkpoint file nor a run directory")
+    found = read_newest(path)
+    if found.path is None and not found.unreadable:
+        raise CheckpointError(f"run directory {path} has no checkpoints under {path / 'checkpoints'}")
+    if found.path is None:
+        raise CheckpointError(f"run directory {path} has {len(found.unreadable)} checkpoint(s) and none can be read:"
+                              + unreadable_lines(found.unreadable))
+    if found.unreadable:
+        print(f"[torchdiffusion] warning: using {found.path} (step {found.meta['step']}); skipped "
+              f"{len(found.unreadable)} newer unreadable checkpoint(s):" + unreadable_lines(found.unreadable),
+              file=sys.stderr, flush=True)
+    return found.path, found.tensors, found.meta
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the newest complete checkpoint of a run directory."""
+    """A checkpoint file, or the newest readable checkpoint of a run directory (see read_checkpoint)."""
     path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        ckpts = list_checkpoints(path)
-        if ckpts:
-            return ckpts[-1]
-        raise CheckpointError(f"run directory {path} has no checkpoints under {path / 'checkpoints'}")
-    raise CheckpointError(f"{path} is neither a checkpoint file nor a run directory")
+    return path if path.is_file() else read_checkpoint(path)[0]
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, step: int, verified: set[tuple] | None = None
+                      ) -> list[CheckpointError]:
+    """Delete readable checkpoints at or below `step` beyond the newest `keep_last` readable ones.
+
+    A file that cannot be read is never deleted nor counted as kept (a stray one must not push good ones out),
+    and nothing above `step` is touched. `verified` caches the files known readable (see file_signature), so
+    each is read at most once. Returns the errors of the files kept because they could not be read.
+    """
+    verified = set() if verified is None else verified
+    keep_last = max(1, keep_last)  # the checkpoint just written is never the one deleted
+    kept, unreadable = 0, []
+    for path in reversed(list_checkpoints(run_dir)):
+        if checkpoint_step(path) > step:
+            continue
+        try:
+            sig = file_signature(path)
+        except FileNotFoundError:
+            continue
+        if sig not in verified:
+            try:
+                load_checkpoint(path)
+            except CheckpointError as e:
+                unreadable.append(e)
+                continue
+            verified.add(sig)
+        if kept < keep_last:
+            kept += 1
+        else:
+            path.unlink(missing_ok=True)
+            verified.discard(sig)
+    return unreadable
+
+
+def file_signature(path: Path) -> tuple:
+    """(name, size, mtime, inode): a file rewritten or replaced since it was read has another signature."""
+    st = Path(path).stat()
+    return Path(path).name, st.st_size, st.st_mtime_ns, st.st_ino

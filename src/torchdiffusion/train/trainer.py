@@ -24,10 +24,11 @@ from ..data import load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, hybrid_loss, sample_t
 from ..registry import LOSSES
-from .checkpoint import (CheckpointError, checkpoint_path, first_line, list_checkpoints, load_checkpoint,
-                         optimizer_from_flat, optimizer_to_flat, prune_checkpoints, save_checkpoint)
+from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
+                         optimizer_to_flat, prune_checkpoints, read_newest, save_checkpoint)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
+from .run_files import RunDirectory, naming, refusal
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 
@@ -47,7 +48,12 @@ class Trainer:
     """Holds one run's state; `run()` trains until max_steps or the time budget, checkpointing on the way."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False,
-                 device: str | torch.device = "auto"):
+                 device: str | torch.device = "auto", restart: bool = False):
+        """Build the run and resume it from run_dir's newest checkpoint, holding the directory's lock.
+
+        restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts at step 0;
+        without it, checkpoints that cannot be read are a CheckpointError, never a silent fresh start.
+        """
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         # under torchrun each rank takes its local GPU (or the CPU); a single process takes `device`
         self.dist = Dist.from_env(resolve_device(device))
@@ -84,15 +90,25 @@ class Trainer:
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
-        saved = self._resume_if_possible()  # weights before sharding; optimizer state after
-        self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
-        self.fsdp = self.dist.active and tc.parallel == "fsdp"
-        self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
-            self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
-            noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
-        self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        if saved is not None:
-            self._load_optimizer(*saved)
+        self.last_checkpoint: Path | None = None  # the newest checkpoint known good: resumed from or written
+        self._verified: set[tuple] = set()  # signatures of checkpoint files known readable (for pruning)
+        self._unreadable_said: set[str] = set()
+        self.files = RunDirectory(self.run_dir, self.dist, self._say)
+        self.files.lock()
+        try:
+            self.files.prepare(restart)
+            saved = self._resume_if_possible()  # weights before sharding; optimizer state after
+            self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
+            self.fsdp = self.dist.active and tc.parallel == "fsdp"
+            self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
+                self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
+                noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
+            self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            if saved is not None:
+                self._load_optimizer(*saved)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- data order: a permutation per epoch from (seed, epoch), so the position is two integers
     def _epoch_order(self, epoch: int) -> Tensor:
@@ -201,44 +217,62 @@ class Trainer:
         return tensors, meta
 
     def save(self) -> Path:
+        """Write this step's checkpoint (rank 0) and prune the old ones; every rank calls it (collectives)."""
         tensors, meta = self.state_tensors()
         path = checkpoint_path(self.run_dir, self.step)
         if self.dist.is_main:
             save_checkpoint(path, tensors, meta)
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+            self._verified.add(file_signature(path))
+            for e in prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.step, self._verified):
+                if str(e) not in self._unreadable_said:  # once per file, not at every save
+                    self._unreadable_said.add(str(e))
+                    self._say(f"keeping a checkpoint that cannot be read (never pruned): {first_line(e)}")
         self.dist.barrier()
+        self.last_checkpoint = path
         return path
 
     def _resume_if_possible(self) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-        """Load the newest complete, valid checkpoint (all ranks read it); returns it for the optimizer."""
-        for path in reversed(list_checkpoints(self.run_dir)):
-            try:
-                tensors, meta = load_checkpoint(path)
-            except CheckpointError as e:
-                self._say(f"skipping unreadable checkpoint: {e}")
-                continue
-            self._check_compatible(meta["config"], path)
-            try:
-                self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-                self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            except RuntimeError as e:
-                raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
-            self.noise_gen.set_state(tensors["rng.noise"])
-            if self.importance is not None:
-                self.importance.load_state_dict({"losses": tensors["importance.losses"],
-                                                 "counts": tensors["importance.counts"]})
-            r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
-            torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
-            set_host_rng_state(meta["rng_ranks"][r - 1] if r else
-                               {"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
-            self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
-            self.order = self._epoch_order(self.epoch)
-            self.resumed_from = path
-            was = meta.get("world_size", 1)
-            self._say(f"resuming from {path} (step {self.step})"
-                      + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
-            return tensors, meta
-        return None
+        """Load the newest checkpoint (all ranks read it); returns it for the optimizer.
+
+        Checkpoints that cannot be read are refused, never skipped: starting fresh over them would truncate the
+        log and prune the good files, and falling back from an unreadable newest file to an older readable one
+        would silently drop the steps between them (and fork a run that a newer torchdiffusion may still read).
+        Files under final names are complete (written by rename), so an unreadable one is damage or a foreign
+        version that a person should look at; moving it aside, or restart=True, is one deliberate step away.
+        """
+        found = read_newest(self.run_dir)
+        if found.unreadable:
+            raise CheckpointError(refusal(self.run_dir, found))
+        if found.path is None:
+            return None
+        path, tensors, meta = found.path, found.tensors, found.meta
+        self._check_compatible(meta["config"], path)
+        try:
+            self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
+        self.noise_gen.set_state(tensors["rng.noise"])
+        if self.importance is not None:
+            self.importance.load_state_dict({"losses": tensors["importance.losses"],
+                                             "counts": tensors["importance.counts"]})
+        r = self.dist.rank if meta.get("world_size", 1) == self.dist.world else 0
+        torch.set_rng_state(tensors[f"rng.torch.{r}" if r else "rng.torch"])
+        set_host_rng_state(meta["rng_ranks"][r - 1] if r else
+                           {"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
+        self.step, self.epoch, self.pos = meta["step"], meta["epoch"], meta["pos"]
+        self.order = self._epoch_order(self.epoch)
+        self.resumed_from = self.last_checkpoint = path
+        if self.dist.is_main:
+            self._verified.add(file_signature(path))
+        was = meta.get("world_size", 1)
+        self._say(f"resuming from {path} (step {self.step})"
+                  + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
+        return tensors, meta
+
+    def close(self) -> None:
+        """Release the run directory's lock; run() does so when it ends, and a Trainer never run should call it."""
+        self.files.release()
 
     def _load_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         try:
@@ -281,19 +315,30 @@ class Trainer:
     def run(self, max_steps: int | None = None, max_minutes: float | None = None,
             max_cpu_minutes: float | None = None) -> dict[str, Any]:
         """Train until max_steps, max_minutes of wall time or max_cpu_minutes of this process's CPU time
-        (all threads; a budget that a shared, loaded machine does not shrink)."""
+        (all threads; a budget that a shared, loaded machine does not shrink). The run directory's lock is
+        held throughout (taken again if an earlier run() gave it back) and released when training ends or fails."""
+        self.files.lock()
+        try:
+            return self._run(max_steps, max_minutes, max_cpu_minutes)
+        finally:
+            self.close()
+
+    def _run(self, max_steps: int | None, max_minutes: float | None, max_cpu_minutes: float | None) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
         tc, main = self.cfg.train, self.dist.is_main
         target = max_steps if max_steps is not None else tc.max_steps
         log = writer = None
+        metrics = self.run_dir / "metrics.jsonl"
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            with naming(self.run_dir / "config.json"):
+                (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            with naming(metrics):
+                truncate_log(metrics, self.step)  # steps after the checkpoint are replayed
+                log = open(metrics, "a")
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
-            truncate_log(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are replayed
-            log = open(self.run_dir / "metrics.jsonl", "a")
         t0 = time.monotonic()
         deadline = t0 + 60 * max_minutes if max_minutes else None
         cpu_deadline = time.process_time() + 60 * max_cpu_minutes if max_cpu_minutes else None
@@ -316,8 +361,9 @@ class Trainer:
                     seen, t_last = 0, now
                     for k, v in stats.items():
                         writer.add_scalar(f"train/{k}", v, self.step)
-                    log.write(json.dumps({"step": self.step, **stats}) + "\n")
-                    log.flush()
+                    with naming(metrics):
+                        log.write(json.dumps({"step": self.step, **stats}) + "\n")
+                        log.flush()
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 if main and tc.sample_every and self.cfg.loss.kind != "classifier" and self.step % tc.sample_every == 0:
                     self.sample_tiles(self.run_dir / "samples" / f"step-{self.step:08d}.png")
@@ -327,7 +373,8 @@ class Trainer:
             bar.close()
             if main:
                 writer.close()
-                log.close()
+                with naming(metrics):
+                    log.close()
         final = checkpoint_path(self.run_dir, self.step)
         path = final if final.is_file() else self.save()
         return {"step": self.step, "checkpoint": str(path), "seconds": time.monotonic() - t0}
@@ -342,8 +389,8 @@ class Trainer:
 
     def _on_non_finite(self, loss: float, bad: int) -> None:
         """Apply train.nan_policy to a step whose loss was NaN or infinite (its update was not applied)."""
-        ckpts = list_checkpoints(self.run_dir)
-        kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else f"no checkpoint was written to {self.run_dir}"
+        kept = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                else f"no checkpoint was written to {self.run_dir}")
         where = f"loss {loss} at step {self.step + 1} (data epoch {self.epoch}, position {self.pos})"
         if self.cfg.train.nan_policy == "stop":
             raise TrainingDivergedError(f"non-finite {where}; stopped (train.nan_policy: stop) without saving; "
@@ -356,12 +403,13 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
           max_cpu_minutes: float | None = None, progress: bool = True,
-          device: str | torch.device = "auto") -> dict[str, Any]:
+          device: str | torch.device = "auto", restart: bool = False) -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
 
+    restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts from step 0.
     Under torchrun every process calls this; the process group is left when it returns.
     """
-    trainer = Trainer(cfg, run_dir, progress=progress, device=device)
+    trainer = Trainer(cfg, run_dir, progress=progress, device=device, restart=restart)
     try:
         return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
