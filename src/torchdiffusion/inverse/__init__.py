@@ -1,8 +1,12 @@
 """Inverse problems and editing over any denoiser: measurement operators, the exact mixture posterior, posterior
-samplers (`solve`, `METHODS`) and SDEdit, DDIM inversion and interpolation."""
+samplers (`solve` over `METHODS`, each an `InverseMethod` beside its function), and SDEdit, DDIM inversion and
+interpolation (docs/inverse.md)."""
 
+from ..registry import INVERSE as METHODS
+from .method import InverseMethod
 from .operators import SVD, Blur, Compose, Downsample, Mask, Matrix, Operator, gaussian_kernel, motion_kernel
 from .posterior import MixturePosterior
+from .solve import solve
 
-__all__ = ["SVD", "Blur", "Compose", "Downsample", "Mask", "Matrix", "MixturePosterior", "Operator", "gaussian_kernel",
-           "motion_kernel"]
+__all__ = ["METHODS", "SVD", "Blur", "Compose", "Downsample", "InverseMethod", "Mask", "Matrix", "MixturePosterior",
+           "Operator", "gaussian_kernel", "motion_kernel", "solve"]
