@@ -49,7 +49,7 @@ def test_lookup_names_the_kind_and_every_choice():
     with pytest.raises(KeyError):
         Registry("thing", {"a": "torchdiffusion.registry:Registry"})["b"]
     assert set(REGISTRIES) == {"process", "prediction type", "loss kind", "backbone", "dataset", "captioned dataset",
-                               "sampler"}
+                               "sampler", "inverse method"}
 
 
 @pytest.mark.parametrize("key, registry", [("process.name", PROCESSES), ("model.prediction", PREDICTIONS),

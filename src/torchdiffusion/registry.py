@@ -94,3 +94,10 @@ SAMPLERS = Registry("sampler", {  # sampling.method.Method objects, each beside 
 
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (PROCESSES, PREDICTIONS, LOSSES, BACKBONES, DATASETS, CAPTIONS,
                                                          SAMPLERS)}
+
+_I = "torchdiffusion.inverse."
+INVERSE = Registry("inverse method", {  # inverse.method.InverseMethod objects, each beside its function
+    "replacement": _I + "replacement:REPLACEMENT", "repaint": _I + "replacement:REPAINT", "dps": _I + "dps:DPS",
+    "pigdm": _I + "dps:PIGDM", "ddrm": _I + "ddrm:DDRM", "smc": _I + "smc:SMC",
+})
+REGISTRIES[INVERSE.kind] = INVERSE
