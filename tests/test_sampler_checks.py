@@ -1,11 +1,9 @@
-"""sample() checks what the denoiser answers (issue 19): it wraps the denoiser once in CheckedDenoiser, so an x0_hat
-of another shape (which would broadcast into finite, wrong samples) or dtype is refused for every registered sampler,
-and so is a NaN or infinite one unless nan="allow". The checks change no result.
+"""The sampler entry points check what they are given and what the denoiser answers (issue 19).
 
-A denoiser's declared noise range must be finite and ordered.
- sample()'s own arguments are checked before any work.
- So are the sampler options (declarative
-bounds per option name).
+sample() wraps the denoiser once in CheckedDenoiser: an x0_hat of another shape (which would broadcast into finite,
+wrong samples) or dtype is refused for every registered sampler, and so is a NaN or infinite one unless nan="allow";
+its own arguments, the sampler options (declarative bounds per option name), generate()'s arguments and the range a
+denoiser declares are checked before any work. The checks change no result.
 """
 
 import inspect
@@ -15,7 +13,10 @@ import re
 import pytest
 import torch
 
+from torchdiffusion.build import build_model
+from torchdiffusion.config import ModelConfig, ProcessConfig
 from torchdiffusion.denoiser import CheckedDenoiser, all_finite, describe
+from torchdiffusion.generate import generate
 from torchdiffusion.registry import SAMPLERS
 from torchdiffusion.sampling import budget_grid, calibrate_grid, grids, sample
 from torchdiffusion.sampling.method import FLAGS, NOT_NUMERIC, OPTION_BOUNDS
@@ -308,3 +309,44 @@ def test_values_in_range_still_pass(gmm):
     assert torch.isfinite(run(gmm, "dpm_solver_3", r1=0.25, r2=None)).all()
     assert torch.isfinite(run(gmm, "ddim", eta=0)).all()  # an int where a float is expected
     assert torch.isfinite(sample(gmm, start(), grid=grids.karras(5, 0.002, 80.0))).all()
+
+
+# ---------------------------------------------------------------- generate()
+
+
+def tiny_model(nan_weights: bool = False):
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(backbone="mlp", params={"dim": 2, "hidden": 8, "depth": 1, "emb_dim": 8}),
+                           ProcessConfig(name="vp"))
+    if nan_weights:
+        with torch.no_grad():
+            next(model.parameters()).fill_(math.nan)
+    return model
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    (dict(eta=math.nan), r"eta must be a finite number >= 0 for sampler 'ddim', got nan"),
+    (dict(sampler="euler_ancestral", s_noise=math.inf), r"s_noise must be a finite number >= 0"),
+    (dict(sampler="lms", order=0), r"order must be an integer >= 1 for sampler 'lms'"),
+    (dict(steps=0), r"steps must be >= 1 and an integer \(not a bool\), got 0"),
+    (dict(steps=True), r"steps must be >= 1 and an integer \(not a bool\), got True"),
+    (dict(batch_size=True), r"batch_size must be >= 1 and an integer \(not a bool\), got True"),
+    (dict(batch_size=0), r"batch_size must be >= 1"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*64 - num\], got -1"),
+    (dict(seed=1.5), r"seed must be an integer in \[0, 2\*\*64 - num\], got 1\.5"),
+    (dict(nfe=0), r"nfe must be >= 1"),
+    (dict(nan="skip"), r"nan must be one of 'raise', 'allow', got 'skip'"),
+], ids=["eta NaN", "s_noise inf", "order 0", "steps 0", "steps True", "batch_size True", "batch_size 0", "seed -1",
+        "seed 1.5", "nfe 0", "nan policy"])
+def test_bad_arguments_of_generate_are_refused(kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        generate(tiny_model(), (2,), 4, **kw)
+
+
+def test_generate_refuses_a_nan_model_and_restores_its_mode():
+    model = tiny_model(nan_weights=True).train()
+    with pytest.raises(ValueError, match=r"x0_hat is not finite .* at sigma=[\d.]+ \(call 1 of sampler 'ddim'\)"):
+        generate(model, (2,), 4, steps=3)
+    assert model.training
+    out, calls = generate(model, (2,), 4, steps=3, nan="allow")
+    assert out.shape == (4, 2) and torch.isnan(out).all() and calls == 3 and model.training

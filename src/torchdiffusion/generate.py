@@ -9,9 +9,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .conditioning import GuidanceRecipe
-from .denoiser import CountingDenoiser
+from .denoiser import CountingDenoiser, check_nan_policy
 from .model_denoiser import ModelDenoiser
-from .sampling import METHODS, sample
+from .sampling import METHODS, check_options, sample
+from .sampling.common import check_count
 
 Tensor = torch.Tensor
 
@@ -46,16 +47,22 @@ def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: in
 @torch.no_grad()
 def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler: str = "ddim", steps: int = 50,
              seed: int = 0, batch_size: int = 256, progress: bool = False, cond: dict[str, Tensor] | None = None,
-             guidance: GuidanceRecipe | None = None, nfe: int | None = None, **options: Any) -> tuple[Tensor, int]:
+             guidance: GuidanceRecipe | None = None, nfe: int | None = None, nan: str = "raise",
+             **options: Any) -> tuple[Tensor, int]:
     """(num samples of the given per-sample shape, denoiser calls per sample).
 
     `steps` steps on the sampler's default grid, or, when nfe is given, the budget of `sample` instead (the most
     steps whose calls fit in nfe). cond holds per-sample model kwargs (num, ...) such as class_labels (the plain
-    conditional model); guidance, a GuidanceRecipe with its own per-sample conditions, replaces it.
+    conditional model); guidance, a GuidanceRecipe with its own per-sample conditions, replaces it. nan and the
+    checks of every denoiser output are `sample`'s.
     """
     check_shape(shape, num)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count("steps", steps)
+    check_count("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**64 - num:
+        # torch seeds are 64-bit; a negative one would wrap around to a large one
+        raise ValueError(f"seed must be an integer in [0, 2**64 - num], got {seed!r}")
+    check_nan_policy(nan)
     if guidance is None:
         guidance = GuidanceRecipe(cond=dict(cond or {}))
     elif cond:
@@ -63,23 +70,26 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     guidance.check_rows(num)
     if sampler not in METHODS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(METHODS)}")
+    options = check_options(sampler, options)  # before `steps` is turned into a budget by the options' cost
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
-    gens = sample_generators(seed, num)
-    x = start_noise(model, shape, num, seed, generators=gens).to(device)
-    out, calls = [], 0
-    m = METHODS[sampler]
-    if nfe is None and m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
-        nfe = steps
-    elif nfe is None:  # `steps` steps on the default grid (a long step's freed calls never fit another step)
-        per_step, final = m.budget(options)
-        nfe = per_step * (steps - 1) + final
-    for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):
-        counted = CountingDenoiser(guidance.denoiser(model, slice(i, i + batch_size)))
-        # each sample's in-loop noise continues its own stream, so sample k is the same in any batch
-        out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe, generator=gens[i:i + batch_size],
-                          **options).cpu())
-        calls = counted.calls
-    model.train(was_training)
+    try:
+        gens = sample_generators(seed, num)
+        x = start_noise(model, shape, num, seed, generators=gens).to(device)
+        out, calls = [], 0
+        m = METHODS[sampler]
+        if nfe is None and m.evals_per_step is None:  # adaptive: `steps` is its budget of denoiser calls
+            nfe = steps
+        elif nfe is None:  # `steps` steps on the default grid (a long step's freed calls never fit another step)
+            per_step, final = m.budget(options)
+            nfe = per_step * (steps - 1) + final
+        for i in tqdm(range(0, num, batch_size), disable=not progress, desc="sampling", leave=False):
+            counted = CountingDenoiser(guidance.denoiser(model, slice(i, i + batch_size)))
+            # each sample's in-loop noise continues its own stream, so sample k is the same in any batch
+            out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe,
+                              generator=gens[i:i + batch_size], nan=nan, **options).cpu())
+            calls = counted.calls
+    finally:  # a refused denoiser output must not leave a training model in eval mode
+        model.train(was_training)
     return torch.cat(out), calls
