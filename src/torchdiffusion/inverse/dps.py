@@ -21,7 +21,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def solve_dps(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-              generator: torch.Generator | None = None, zeta: float = 0.3, eta: float = 1.0) -> Tensor:
+              generator: torch.Generator | None = None, zeta: float = 1.0, eta: float = 1.0) -> Tensor:
     """DPS (Chung et al. 2023, Alg. 1): x' = DDIM_eta(x, D(x)) - zeta_i grad_x ||y - A D(x, sigma)||^2 with
     zeta_i = zeta / ||y - A D(x)|| per row (their App. C). Alg. 1 steps in VP coordinates x_vp = alpha x,
     alpha = (1 + sigma^2)^-1/2; the same step in VE coordinates scales the gradient by 1 / (alpha alpha').

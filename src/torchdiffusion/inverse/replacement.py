@@ -69,7 +69,7 @@ def repaint_calls(steps: int, options: dict[str, Any]) -> int:
 
 @torch.no_grad()
 def solve_repaint(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-                  generator: torch.Generator | None = None, jump_length: int = 10, jump_n_sample: int = 10) -> Tensor:
+                  generator: torch.Generator | None = None, jump_length: int = 5, jump_n_sample: int = 2) -> Tensor:
     """RePaint (Lugmayr et al. 2022, Alg. 1): each step down is DDPM's ancestral step with the known part replaced;
     each jump up renoises x from sigma to sigma_up (x + sqrt(sigma_up^2 - sigma^2) z, the forward process), so the
     known and generated parts are harmonised again."""
