@@ -190,3 +190,19 @@ def test_fuzz_sample_arguments_keep_the_contract(flags, values, run, tmp_path_fa
     if code != 0:
         assert_one_paragraph_exit_2(code, err, "sample")
         assert not out.exists()
+
+
+def test_restart_moves_a_run_with_unreadable_checkpoints_aside(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--max-steps", "3", "--out", str(out), "--no-progress"]) == 0
+    for f in (out / "checkpoints").glob("ckpt-*.safetensors"):
+        f.write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--max-steps", "3", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "none can be read" in err and "--restart" in err
+    assert main(["train", str(cfg), "--max-steps", "2", "--out", str(out), "--no-progress", "--restart"]) == 0
+    moved = list(out.glob("restarted-*"))
+    assert len(moved) == 1 and any((moved[0] / "checkpoints").glob("ckpt-*.safetensors"))

@@ -28,6 +28,9 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
                    help="stop (and checkpoint) after this much CPU time of the process, all threads together")
     p.add_argument("--max-steps", type=positive_int(100_000_000), default=None, help="stop at this optimizer step (overrides the config)")
     p.add_argument("--out", type=out_dir, default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over at step 0: the run directory's checkpoints and logs are moved aside into "
+                        "RUN/restarted-<time>/ (never deleted) instead of resumed")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -43,5 +46,5 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                           f"classifier), got loss.kind {cfg.loss.kind!r}")
     out = Path(a.out or Path("runs") / Path(a.config).stem)
     result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, max_cpu_minutes=a.max_cpu_minutes,
-                   progress=not a.no_progress, device=a.device)
+                   progress=not a.no_progress, device=a.device, restart=a.restart)
     return {"run_dir": str(out), **result}
