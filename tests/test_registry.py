@@ -12,8 +12,10 @@ from torchdiffusion.losses import TrainingObjective
 from torchdiffusion.nn.config import BackboneConfig
 from torchdiffusion.predictions import Prediction
 from torchdiffusion.processes import GaussianProcess
-from torchdiffusion.registry import (BACKBONES, CAPTIONS, DATASETS, LOSSES, PREDICTIONS, PROCESSES, REGISTRIES,
-                                     SAMPLERS, Registry)
+from torchdiffusion.discrete import CategoricalProcess
+from torchdiffusion.discrete.sampling import DiscreteMethod
+from torchdiffusion.registry import (BACKBONES, CAPTIONS, DATASETS, DISCRETE_PROCESSES, DISCRETE_SAMPLERS, LOSSES,
+                                     PREDICTIONS, PROCESSES, REGISTRIES, SAMPLERS, Registry)
 from torchdiffusion.sampling.method import Method
 
 
@@ -24,6 +26,8 @@ from torchdiffusion.sampling.method import Method
     (BACKBONES, lambda c: issubclass(c, nn.Module) and issubclass(c.config_class, BackboneConfig)),
     (DATASETS, callable), (CAPTIONS, callable),
     (SAMPLERS, lambda m: isinstance(m, Method) and callable(m.fn)),
+    (DISCRETE_PROCESSES, lambda c: issubclass(c, CategoricalProcess) and not inspect.isabstract(c)),
+    (DISCRETE_SAMPLERS, lambda m: isinstance(m, DiscreteMethod) and callable(m.fn)),
 ], ids=lambda r: getattr(r, "kind", ""))
 def test_every_entry_resolves_to_its_kind(registry, check):
     assert len(registry) > 0
@@ -49,7 +53,7 @@ def test_lookup_names_the_kind_and_every_choice():
     with pytest.raises(KeyError):
         Registry("thing", {"a": "torchdiffusion.registry:Registry"})["b"]
     assert set(REGISTRIES) == {"process", "prediction type", "loss kind", "backbone", "dataset", "captioned dataset",
-                               "sampler", "inverse method"}
+                               "sampler", "inverse method", "discrete process", "discrete sampler"}
 
 
 @pytest.mark.parametrize("key, registry", [("process.name", PROCESSES), ("model.prediction", PREDICTIONS),

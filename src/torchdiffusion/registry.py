@@ -1,5 +1,6 @@
 """The one registry of names: every process, prediction type, training loss, backbone, dataset and sampler that a
-config, the CLI or `sample` can name, each mapped to where it lives.
+config, the CLI or `sample` can name (and the discrete processes and samplers of `torchdiffusion.discrete`), each
+mapped to where it lives.
 
 Entries are "module:attribute" paths resolved on first use, so this module imports nothing of the library and any
 layer may read it without an import cycle; it is the only place a name is turned into code. Adding a component
@@ -65,6 +66,8 @@ LOSSES = Registry("loss kind", {  # TrainingObjective instances: what the traine
 BACKBONES = Registry("backbone", {  # nn.Module classes with a `config_class` (a BackboneConfig dataclass)
     "unet": "torchdiffusion.nn.unet:UNet", "mlp": "torchdiffusion.nn.mlp:MLP", "dit": "torchdiffusion.nn.dit:DiT",
     "classifier": "torchdiffusion.nn.classifier:NoisyClassifier",
+    "sequence_transformer": "torchdiffusion.nn.sequence:SequenceTransformer",
+    "causal_transformer": "torchdiffusion.nn.sequence:CausalTransformer",
 })
 
 _D, _T = "torchdiffusion.data.images:", "torchdiffusion.data.toy2d:"
@@ -92,12 +95,21 @@ SAMPLERS = Registry("sampler", {  # sampling.method.Method objects, each beside 
     "edm_stochastic": _S + "ancestral:EDM_STOCHASTIC", "em": _S + "sde:EM", "pc": _S + "sde:PC", "ald": _S + "sde:ALD",
 })
 
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (PROCESSES, PREDICTIONS, LOSSES, BACKBONES, DATASETS, CAPTIONS,
-                                                         SAMPLERS)}
+_X = "torchdiffusion.discrete."
+DISCRETE_PROCESSES = Registry("discrete process", {  # CategoricalProcess subclasses over K token classes
+    "uniform": _X + "interpolating:Uniform", "absorbing": _X + "interpolating:Absorbing",
+    "gaussian": _X + "matrix:DiscretizedGaussian", "nearest_neighbour": _X + "matrix:NearestNeighbour",
+    "masked": _X + "masked:MaskedDiffusion",
+})
+DISCRETE_SAMPLERS = Registry("discrete sampler", {  # discrete.sampling.DiscreteMethod objects
+    "ancestral": _X + "sampling:ANCESTRAL",
+})
 
 _I = "torchdiffusion.inverse."
 INVERSE = Registry("inverse method", {  # inverse.method.InverseMethod objects, each beside its function
     "replacement": _I + "replacement:REPLACEMENT", "repaint": _I + "replacement:REPAINT", "dps": _I + "dps:DPS",
     "pigdm": _I + "dps:PIGDM", "ddrm": _I + "ddrm:DDRM", "smc": _I + "smc:SMC",
 })
-REGISTRIES[INVERSE.kind] = INVERSE
+
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (PROCESSES, PREDICTIONS, LOSSES, BACKBONES, DATASETS, CAPTIONS,
+                                                         SAMPLERS, INVERSE, DISCRETE_PROCESSES, DISCRETE_SAMPLERS)}

@@ -1,0 +1,191 @@
+"""Transformers over token sequences: the bidirectional denoiser of discrete diffusion and its causal twin.
+
+`SequenceTransformer` maps token ids x (B, L) and a noise level (B,) to logits (B, L, K'): a token embedding plus a
+learned or sinusoidal position, pre-norm blocks whose (shift, scale, gate) regress from the time embedding as in
+the DiT's adaLN-Zero (Peebles & Xie 2023, sec. 3.2), and an adaLN final layer. MDLM's denoiser is this network
+(Sahoo et al. 2024 use a DiT-style backbone with adaLN time conditioning). Without time conditioning the adaLN
+inputs are one learned vector, i.e. a learned affine per block. `CausalTransformer` is the same network with
+causal attention and no time, for the autoregressive baseline: output n predicts token n + 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import dot_product_attention
+from .config import BackboneConfig
+from .dit import modulate, sincos_1d
+from .embeddings import NoiseEmbedding
+
+Tensor = torch.Tensor
+
+FREQ_DIM = 256  # sinusoidal features of the noise level before its MLP, as in the DiT
+POSITIONS = ("learned", "sinusoidal")
+
+
+@dataclass
+class SequenceTransformerConfig(BackboneConfig):
+    """Configuration of `SequenceTransformer`; saved beside the weights."""
+
+    vocab_size: int = 28  # K input classes, an absorbing process's [MASK] included
+    seq_len: int = 128  # L: the longest sequence (positions are built for it); shorter inputs are allowed
+    out_classes: int | None = None  # logits per position; None: vocab_size
+    hidden_dim: int = 256
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    positions: str = "learned"  # "learned" (normal(0, 0.02) init) or "sinusoidal" (fixed, Vaswani et al. 2017)
+    time_conditioning: bool = True  # False: the output ignores the noise level (MDLM: not needed when masking)
+    causal: bool = False  # True: position n attends to positions <= n only
+
+    def __post_init__(self) -> None:
+        self.check_at_least(1, "vocab_size", "seq_len", "hidden_dim", "depth", "num_heads")
+        self.check_at_least(1, "out_classes", optional=True)
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"{type(self).__name__}.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"{type(self).__name__}.num_heads={self.num_heads} must divide "
+                             f"hidden_dim={self.hidden_dim}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"{type(self).__name__}.positions must be one of {', '.join(POSITIONS)}, "
+                             f"got {self.positions!r}")
+        if self.positions == "sinusoidal" and self.hidden_dim % 2:
+            raise ValueError(f"{type(self).__name__}.hidden_dim must be even for sinusoidal positions")
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """(L,): a sample is a sequence of seq_len token ids."""
+        return (int(self.seq_len),)
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per position."""
+        return self.vocab_size if self.out_classes is None else self.out_classes
+
+
+@dataclass
+class CausalTransformerConfig(SequenceTransformerConfig):
+    """`SequenceTransformerConfig` with causal attention and no time conditioning by default."""
+
+    time_conditioning: bool = False
+    causal: bool = True
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the tokens, optionally causal."""
+
+    def __init__(self, dim: int, num_heads: int, causal: bool):
+        super().__init__()
+        self.num_heads, self.causal = num_heads, causal
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, L, d) -> (B, L, d)."""
+        B, L, d = x.shape
+        q, k, v = (t.view(B, L, self.num_heads, d // self.num_heads).transpose(1, 2)
+                   for t in self.qkv(x).chunk(3, dim=-1))  # (B, nh, L, d / nh) each
+        mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril() if self.causal else None
+        a = dot_product_attention(q, k, v, mask)  # (B, nh, L, d / nh)
+        return self.proj(a.transpose(1, 2).reshape(B, L, d))
+
+
+class SequenceBlock(nn.Module):
+    """adaLN-Zero transformer block (Peebles & Xie 2023, fig. 3): attention and MLP sublayers gated from c."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, causal: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, causal)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN = nn.Linear(dim, 6 * dim)  # zeroed at init: a fresh block is the identity
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """x (B, L, d), c (B, d) already through SiLU -> (B, L, d)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)  # (B, d) each
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class SequenceTransformer(nn.Module):
+    """forward(x (B, L) long ids, noise_level (B,) or None) -> logits (B, L, num_outputs).
+
+    noise_level is required with time_conditioning and ignored without it (so a time-independent denoiser may still
+    be called with t). L may be shorter than seq_len.
+    """
+
+    config_class: type[SequenceTransformerConfig] = SequenceTransformerConfig
+
+    def __init__(self, config: SequenceTransformerConfig):
+        super().__init__()
+        self.config = c = config
+        d = c.hidden_dim
+        self.token_embed = nn.Embedding(c.vocab_size, d)
+        if c.positions == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, c.seq_len, d))
+        else:
+            self.register_buffer("pos_embed", sincos_1d(torch.arange(c.seq_len), d).float()[None], persistent=False)
+        if c.time_conditioning:
+            self.time_embed = NoiseEmbedding(FREQ_DIM, d)
+        else:  # one learned conditioning vector shared by every sample
+            self.cond = nn.Parameter(torch.zeros(d))
+        self.blocks = nn.ModuleList(SequenceBlock(d, c.num_heads, c.mlp_ratio, c.causal) for _ in range(c.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_adaLN = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, c.num_outputs)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Xavier linears, normal(0, 0.02) embeddings, then adaLN-Zero: modulations and the head start at zero, so a
+        fresh network outputs uniform logits (Peebles & Xie 2023, sec. 3.2)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.normal_(self.pos_embed, std=0.02)
+        if self.config.time_conditioning:
+            for lin in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+                nn.init.normal_(lin.weight, std=0.02)
+        for lin in [self.final_adaLN, self.head] + [b.adaLN for b in self.blocks]:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        """x (B, L) long in [0, vocab_size), noise_level (B,) -> (B, L, num_outputs)."""
+        c = self.config
+        name = type(self).__name__
+        if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool or not 0 < x.shape[1] <= c.seq_len:
+            raise ValueError(f"{name} takes integer token ids of shape (B, L) with 0 < L <= {c.seq_len}, "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        if x.numel() and (bool((x < 0).any()) or bool((x >= c.vocab_size).any())):
+            raise ValueError(f"{name}: token ids must be in [0, {c.vocab_size}), got values in "
+                             f"[{int(x.min())}, {int(x.max())}]")
+        B, L = x.shape
+        if c.time_conditioning:
+            if noise_level is None or noise_level.shape != (B,):
+                shape = None if noise_level is None else tuple(noise_level.shape)
+                raise ValueError(f"{name} is time-conditioned: noise_level must have shape ({B},), got {shape}")
+            cond = self.time_embed(noise_level.to(x.device))  # (B, d)
+        else:
+            cond = self.cond.expand(B, -1)
+        cond = F.silu(cond)  # every adaLN applies SiLU before its linear; do it once here
+        h = self.token_embed(x) + self.pos_embed[:, :L]  # (B, L, d)
+        for block in self.blocks:
+            h = block(h, cond)
+        shift, scale = self.final_adaLN(cond).chunk(2, dim=1)
+        return self.head(modulate(self.final_norm(h), shift, scale))  # (B, L, num_outputs)
+
+
+class CausalTransformer(SequenceTransformer):
+    """The autoregressive twin: causal attention, no time input; logits at n are p(x_(n+1) | x_(<=n))."""
+
+    config_class = CausalTransformerConfig
