@@ -206,3 +206,19 @@ def test_restart_moves_a_run_with_unreadable_checkpoints_aside(tmp_path, capsys)
     assert main(["train", str(cfg), "--max-steps", "2", "--out", str(out), "--no-progress", "--restart"]) == 0
     moved = list(out.glob("restarted-*"))
     assert len(moved) == 1 and any((moved[0] / "checkpoints").glob("ckpt-*.safetensors"))
+
+
+def test_eval_features_holding_pickled_code_is_one_line_and_never_run(run, tmp_path, capsys):
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, evil)
+    code = main(["eval", str(run), "--features", str(evil), "--num", "2", "--samplers", "ddim", "--nfe", "2",
+                 "--metrics", "fid", "--no-plots", "--no-progress", "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert_one_paragraph_exit_2(code, err, "eval")
+    assert "nothing in it was executed" in err and not (tmp_path / "pwned").exists()

@@ -316,3 +316,24 @@ def test_a_format_1_checkpoint_still_loads_samples_and_resumes(tmp_path):
         {"format_version": 1, "content_hash": _format_1_hash(tensors), **old})})
     with pytest.raises(CheckpointError, match="content hash mismatch"):  # format 1 still checks its tensors
         load_checkpoint(c)
+
+
+def test_a_full_disk_while_cutting_the_log_back_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import json
+    from pathlib import Path
+
+    from torchdiffusion.train.run_state import truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 6)))
+
+    def full(self, text, *a, **k):
+        Path.write_bytes(self, text[: len(text) // 2].encode())
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="metrics.jsonl back to step 2 failed: No space left"):
+        truncate_log(log, 2)
+    monkeypatch.undo()
+    assert not (tmp_path / "metrics.jsonl.tmp").exists() and len(log.read_text().splitlines()) == 5

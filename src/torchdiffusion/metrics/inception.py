@@ -10,6 +10,8 @@ agreement of the numbers with pytorch-fid's is NOT verified in this repository.
 
 from __future__ import annotations
 
+import pickle
+
 from pathlib import Path
 
 import torch
@@ -210,7 +212,12 @@ class InceptionV3(nn.Module):
 def load_inception(path: str | Path) -> InceptionV3:
     """InceptionV3 with pytorch-fid's weights file (a state dict; loaded with weights_only=True, so no code runs).
     BatchNorm's num_batches_tracked counters may be present or not; any other missing or extra key is an error."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        # weights_only refuses pickled code without running it; the user gets one line, not torch's traceback
+        raise ValueError(f"{path}: refused to load as Inception weights: it is not a torch.save file of plain "
+                         f"tensors (pickled objects could run code; nothing in it was executed)") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     with torch.device("meta"):  # no time spent initialising weights that are about to be replaced

@@ -34,8 +34,12 @@ def truncate_log(path: Path, step: int) -> None:
     keep = [ln for ln in lines if ln.strip() and line_step(ln) <= step]
     if len(keep) != len(lines):
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk: leave no partial file behind, and name the log
+            tmp.unlink(missing_ok=True)
+            raise OSError(e.errno, f"cutting {path} back to step {step} failed: {e.strerror}") from None
 
 
 def line_step(line: str) -> float:
