@@ -8,6 +8,7 @@ input c_noise. Formulas live in `parameterization`; these classes bind them to a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -20,7 +21,7 @@ Tensor = torch.Tensor
 NOISE_INPUTS = ("t", "1000t", "c_noise")
 
 
-class Prediction:
+class Prediction(ABC):
     """A prediction type on a process. t is process time (B,); x0, eps, xt, out are (B, ...).
 
     noise_input, what the backbone is conditioned on: "t" (the step index of a discrete table), "1000t" (VP and
@@ -60,17 +61,17 @@ class Prediction:
             return 1000 * t
         return torch.log(self.process.sigma_ve(t)) / 4
 
+    @abstractmethod
     def target(self, x0: Tensor, eps: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """The regression target of the backbone for clean x0 and noise eps at time t."""
-        raise NotImplementedError  # every registered subclass defines it
 
+    @abstractmethod
     def to_x0(self, out: Tensor, xt: Tensor, t: Tensor, sigma_ve: Tensor | None = None) -> Tensor:
         """x0_hat from the backbone's output; sigma_ve: the VE level asked for, when t was rounded onto a table."""
-        raise NotImplementedError  # every registered subclass defines it
 
+    @abstractmethod
     def error_factor(self, t: Tensor) -> Tensor:
         """r(t) with ||out_hat - target||^2 = r(t) ||x0_hat - x0||^2, (B,)."""
-        raise NotImplementedError  # every registered subclass defines it
 
 
 class EpsPrediction(Prediction):

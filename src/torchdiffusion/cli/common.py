@@ -16,15 +16,19 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
                    help=f"where to run: {DEVICE_CHOICES} (auto: the CUDA GPU when there is one, else the CPU)")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def positive_int(bound: int):
     """An argparse type: an integer in [1, bound] (bound lifted by TORCHDIFFUSION_NO_LIMITS=1)."""
     def parse(text: str) -> int:
         from ..config import check_bound
 
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        value = _int(text)
         if value < 1:
             raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
         try:
@@ -37,10 +41,7 @@ def positive_int(bound: int):
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0 (seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value

@@ -9,6 +9,8 @@ numbers at most (a structured fast form can replace `svd` where a method needs l
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from typing import Callable
 
@@ -60,15 +62,16 @@ def dense_svd(A: Tensor, shape: Shape, out_shape: Shape, rtol: float = 1e-10) ->
                ut, u)
 
 
-class Operator:
+class Operator(ABC):
     """A linear map on samples of one shape: `A(x)` (B, *shape) -> (B, *out_shape), `adjoint`, `matrix`, `svd`."""
 
+    @abstractmethod
     def __call__(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """A x."""
 
+    @abstractmethod
     def adjoint(self, y: Tensor) -> Tensor:
         """A^T y."""
-        raise NotImplementedError
 
     def out_shape(self, shape: Shape) -> Shape:
         """The shape of one measurement of a sample of this shape."""
