@@ -153,6 +153,7 @@ def test_all_finite_is_exact_where_the_sum_overflows():
     for bad in (math.nan, math.inf, -math.inf):
         assert not all_finite(torch.tensor([1.0, bad, 2.0], dtype=torch.float16))
     assert not all_finite(torch.tensor([math.inf, -math.inf]))  # a sum that is NaN, not inf
+    assert all_finite(torch.ones(3, requires_grad=True) * 2)  # an output under autograd (the ODE likelihood's)
 
 
 # ---------------------------------------------------------------- the range a denoiser declares
