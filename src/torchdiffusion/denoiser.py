@@ -166,7 +166,7 @@ class CheckedDenoiser:
             bad = int((~torch.isfinite(out)).sum())
             raise ValueError(f"the denoiser's {what} is not finite (NaN or inf in {bad} of {out.numel()} entries) "
                              f"at {sigma_text(sigma)}{self.where()}; every later step would carry it into the "
-                             f"samples (nan='allow' runs on regardless)")
+                             f"samples (sample() and generate() run on regardless with nan='allow')")
         return out
 
     def where(self) -> str:
