@@ -153,6 +153,7 @@ def test_all_finite_is_exact_where_the_sum_overflows():
     for bad in (math.nan, math.inf, -math.inf):
         assert not all_finite(torch.tensor([1.0, bad, 2.0], dtype=torch.float16))
     assert not all_finite(torch.tensor([math.inf, -math.inf]))  # a sum that is NaN, not inf
+    assert all_finite(torch.ones(3, requires_grad=True) * 2)  # an output under autograd (the ODE likelihood's)
 
 
 # ---------------------------------------------------------------- the range a denoiser declares
@@ -332,15 +333,22 @@ def tiny_model(nan_weights: bool = False):
     (dict(steps=True), r"steps must be >= 1 and an integer \(not a bool\), got True"),
     (dict(batch_size=True), r"batch_size must be >= 1 and an integer \(not a bool\), got True"),
     (dict(batch_size=0), r"batch_size must be >= 1"),
-    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*64 - num\], got -1"),
-    (dict(seed=1.5), r"seed must be an integer in \[0, 2\*\*64 - num\], got 1\.5"),
+    (dict(seed=2**64 - 3), r"seed must be an integer in \[-2\*\*63, 2\*\*64 - num\], got 18446744073709551613"),
+    (dict(seed=1.5), r"seed must be an integer in \[-2\*\*63, 2\*\*64 - num\], got 1\.5"),
+    (dict(seed=True), r"seed must be an integer .* got True"),
     (dict(nfe=0), r"nfe must be >= 1"),
     (dict(nan="skip"), r"nan must be one of 'raise', 'allow', got 'skip'"),
-], ids=["eta NaN", "s_noise inf", "order 0", "steps 0", "steps True", "batch_size True", "batch_size 0", "seed -1",
-        "seed 1.5", "nfe 0", "nan policy"])
+], ids=["eta NaN", "s_noise inf", "order 0", "steps 0", "steps True", "batch_size True", "batch_size 0",
+        "seed 2**64 - 3 for 4 samples", "seed 1.5", "seed True", "nfe 0", "nan policy"])
 def test_bad_arguments_of_generate_are_refused(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
         generate(tiny_model(), (2,), 4, **kw)
+
+
+def test_generate_takes_every_seed_torch_takes():
+    for seed in (-2**63, -1, 2**64 - 4):  # the last: seeds up to 2**64 - 1 for 4 samples
+        out, _ = generate(tiny_model(), (2,), 4, steps=2, seed=seed)
+        assert torch.isfinite(out).all()
 
 
 def test_generate_refuses_a_nan_model_and_restores_its_mode():

@@ -114,7 +114,8 @@ def all_finite(t: Tensor) -> bool:
     """Whether every entry of t is finite. One summing pass: a NaN or inf entry makes the sum NaN or inf, so a finite
     sum proves them all finite, and only a sum that is not (or that overflowed) is checked entry by entry. The sum is
     cheaper than torch.isfinite(t).all(), which writes a boolean tensor and reduces it."""
-    t = t.detach()  # the likelihood's denoiser outputs carry a graph; the check must not extend it
+    if t.requires_grad:  # an output taken under autograd: the check must not extend its graph
+        t = t.detach()
     total = t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32).item()
     return math.isfinite(total) or bool(torch.isfinite(t).all())
 
@@ -165,7 +166,7 @@ class CheckedDenoiser:
             bad = int((~torch.isfinite(out)).sum())
             raise ValueError(f"the denoiser's {what} is not finite (NaN or inf in {bad} of {out.numel()} entries) "
                              f"at {sigma_text(sigma)}{self.where()}; every later step would carry it into the "
-                             f"samples (nan='allow' runs on regardless)")
+                             f"samples (sample() and generate() run on regardless with nan='allow')")
         return out
 
     def where(self) -> str:

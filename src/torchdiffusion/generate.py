@@ -59,9 +59,9 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
     check_shape(shape, num)
     check_count("steps", steps)
     check_count("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**64 - num:
-        # torch seeds are 64-bit; a negative one would wrap around to a large one
-        raise ValueError(f"seed must be an integer in [0, 2**64 - num], got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed <= 2**64 - num:
+        # the seeds seed .. seed + num - 1 must all fit torch.Generator.manual_seed (64 bits, negatives wrap around)
+        raise ValueError(f"seed must be an integer in [-2**63, 2**64 - num], got {seed!r}")
     check_nan_policy(nan)
     if guidance is None:
         guidance = GuidanceRecipe(cond=dict(cond or {}))
