@@ -222,3 +222,15 @@ def test_eval_features_holding_pickled_code_is_one_line_and_never_run(run, tmp_p
     err = capsys.readouterr().err
     assert_one_paragraph_exit_2(code, err, "eval")
     assert "nothing in it was executed" in err and not (tmp_path / "pwned").exists()
+
+
+def test_a_checkpoint_whose_saved_config_is_not_a_mapping_is_one_line(run, tmp_path, capsys):
+    from torchdiffusion.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(list_checkpoints(run)[-1])
+    meta = {k: v for k, v in meta.items() if k not in ("format_version", "content_hash")} | {"config": [1, 2]}
+    path = save_checkpoint(tmp_path / f"ckpt-{meta['step']:08d}.safetensors", tensors, meta)
+    assert main(["sample", str(path), "--num", "2", "--steps", "2"]) == 2
+    assert "saved config" in capsys.readouterr().err
+    assert parse_exit(["eval", str(run), "--ode-tol", "1e-300"]) == 2
+    assert "[1e-8, 1]" in capsys.readouterr().err

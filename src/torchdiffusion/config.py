@@ -141,6 +141,8 @@ class RunConfig:
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A run config saved by an earlier version, in today's keys: sample.eta (DDIM's, once its only option) is
     sample.options.eta when nonzero."""
+    if not isinstance(data, dict):  # not a config at all: from_dict says so with the key path
+        return data
     sample = data.get("sample")
     if isinstance(sample, dict) and "eta" in sample:
         sample = dict(sample)

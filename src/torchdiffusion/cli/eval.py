@@ -9,6 +9,14 @@ from typing import Any
 from .common import add_device_argument, non_negative_int, out_dir, positive_float, positive_int
 
 
+def ode_tolerance(text: str) -> float:
+    """An argparse type: rtol = atol of the likelihood ODE in [1e-8, 1] (tighter ones never finish on a CPU)."""
+    value = positive_float(text)
+    if not 1e-8 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [1e-8, 1], got {text}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="score a run: FID/KID/precision-recall/IS per sampler x NFE, bits/dim, plots",
                         description="Sample a run for every (sampler, NFE) with fixed seeds, score the samples "
@@ -26,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--feature-epochs", type=positive_int(1000), default=2, help="epochs of a feature net trained if none cached")
     ev.add_argument("--bpd-num", type=positive_int(1_000_000), default=100, help="held-out items for bits/dim")
     ev.add_argument("--elbo-steps", type=positive_int(100_000), default=100, help="strata of the variational bound per item")
-    ev.add_argument("--ode-tol", type=positive_float, default=1e-5, help="rtol = atol of the likelihood ODE solve")
+    ev.add_argument("--ode-tol", type=ode_tolerance, default=1e-5, help="rtol = atol of the likelihood ODE solve")
     ev.add_argument("--cond", default="auto", choices=["auto", "null", "uniform"],
                     help="class-conditional runs: null label, balanced labels, or auto (null if trained with it)")
     ev.add_argument("--seed", type=non_negative_int, default=0)
