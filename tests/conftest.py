@@ -20,3 +20,19 @@ def gmm():
     means = torch.tensor([[-2.0, 0.5], [1.5, 1.5], [0.5, -2.0]], dtype=torch.float64)
     var = torch.tensor([[0.3, 0.1], [0.05, 0.2], [0.15, 0.15]], dtype=torch.float64)
     return GaussianMixture(torch.tensor([0.5, 0.3, 0.2]), means, var)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run directory of test_train_cli.TINY trained for 2 steps on the CPU (one per test module)."""
+    import yaml
+
+    from test_train_cli import TINY
+    from torchdiffusion.config import load_config
+    from torchdiffusion.train.trainer import train
+
+    out = tmp_path_factory.mktemp("tiny")
+    cfg = out / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    train(load_config(cfg), out / "run", max_steps=2, progress=False, device="cpu")
+    return out / "run"

@@ -12,18 +12,13 @@ from hypothesis import strategies as st
 
 from torchdiffusion.cli import main
 from torchdiffusion.config import ConfigError, load_config
-from torchdiffusion.train.trainer import train
 
 from test_train_cli import TINY
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("contract")
-    cfg = out / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
-    train(load_config(cfg), out / "run", max_steps=2, progress=False, device="cpu")
-    return out / "run"
+def run(tiny_run):
+    return tiny_run
 
 
 def snapshot(root):

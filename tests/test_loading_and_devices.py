@@ -12,20 +12,12 @@ from torchdiffusion.config import load_config
 from torchdiffusion.devices import bf16_supported, resolve_device
 from torchdiffusion.loading import load_run
 from torchdiffusion.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from torchdiffusion.train.trainer import train
 
 from test_train_cli import TINY
 
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg_path = out / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(TINY))
-    train(load_config(cfg_path), out / "run", max_steps=2, progress=False, device="cpu")
-    return out / "run"
 
 
 def test_load_gives_the_ema_denoiser_and_its_config(tiny_run):

@@ -47,12 +47,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
 def budget(text: str) -> float:
     """An argparse type: a finite number of minutes > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    value = _float(text, "a number of minutes")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of minutes > 0, got {text}")
     return value
@@ -78,23 +82,9 @@ def prepare_output_file(path: str, what: str) -> Path:
     return p
 
 
-def prepare_output_dir(path: str | Path, what: str) -> Path:
-    """The output directory `path`, created and writable, checked before any work is done."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ValueError(f"{what} {path} exists and is not a directory")
-    p.mkdir(parents=True, exist_ok=True)
-    if not os.access(p, os.W_OK):
-        raise ValueError(f"{what} {path}: not writable")
-    return p
-
-
 def finite_float(text: str) -> float:
     """An argparse type: a finite number (NaN and infinities refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text, "a number")
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import torch
 
 from ..denoiser import CheckedDenoiser, all_finite, describe
+from ..registry import SAMPLERS as METHODS
 from . import grids
 from .common import Generators, check_count, check_generators, check_sigmas, check_start
-from ..registry import SAMPLERS as METHODS
 from .method import Method, check_options
 
 Tensor = torch.Tensor
