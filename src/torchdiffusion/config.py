@@ -130,6 +130,9 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    # latent diffusion (Rombach et al. 2022): an autoencoder run directory (`train-autoencoder --out`) or checkpoint;
+    # the model is trained on its scaled latents of the data and its samples are decoded to images
+    autoencoder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,6 +169,13 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML run config (a path, or the name of a packaged config) and apply key=value overrides."""
+    cfg = from_dict(RunConfig, migrate(read_config_data(path, overrides)))
+    validate(cfg)
+    return cfg
+
+
+def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The mapping of a YAML config (a path, or the name of a packaged config) with key=value overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
         p = resolve_config_path(path)
@@ -182,9 +192,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"--set expects key=value, got {short(item)}")
         key, raw = item.split("=", 1)
         set_path(data, key.strip(), parse_yaml(raw, f"--set {key.strip()}"))
-    cfg = from_dict(RunConfig, migrate(data))
-    validate(cfg)
-    return cfg
+    return data
 
 
 PACKAGED = Path(__file__).parent / "configs"
@@ -266,6 +274,9 @@ def validate(cfg: RunConfig) -> None:
         if value is not None:
             check_bound(name, value, bound)
     _validate_backbone(cfg.model)
+    if cfg.autoencoder is not None and (not cfg.autoencoder.strip() or not Path(cfg.autoencoder).exists()):
+        raise ConfigError(f"autoencoder: {cfg.autoencoder!r} does not exist; train an autoencoder first "
+                          f"(`torchdiffusion train-autoencoder fashion_mnist_vae --out {cfg.autoencoder}`)")
     try:
         check_options(cfg.sample.sampler, cfg.sample.options)
     except ValueError as e:

@@ -23,11 +23,16 @@ class LoadedRun:
     model: ModelDenoiser
     config: RunConfig
     meta: dict[str, Any]  # the checkpoint's metadata, with "path" (the file read) and "step"
+    codec: Any = None  # a latent model's latent.LatentCodec (its autoencoder and latent scale); None in pixel space
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of the model's data, from its backbone config."""
+        """Per-sample shape of the model's data (a latent model's: its latents), from its backbone config."""
         return self.model.backbone.config.data_shape
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Samples as images: a latent model's latents decoded by its autoencoder; pixel-space samples unchanged."""
+        return x if self.codec is None else self.codec.decode(x)
 
 
 def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch.device = "cpu") -> LoadedRun:
@@ -48,7 +53,12 @@ def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch
         raise CheckpointError(f"{ckpt}: its weights do not fit the model its config describes "
                               f"({str(e).strip().splitlines()[0]})") from None
     model.eval().to(device)
-    return LoadedRun(model, cfg, {**meta, "path": str(ckpt)})
+    codec = None
+    if meta.get("latent") is not None:
+        from .latent.codec import LatentCodec
+
+        codec = LatentCodec.from_checkpoint(tensors, meta["latent"], str(ckpt)).to(device)
+    return LoadedRun(model, cfg, {**meta, "path": str(ckpt)}, codec)
 
 
 def check_shapes(ckpt: Path, weights: dict[str, Tensor], cfg: RunConfig) -> None:

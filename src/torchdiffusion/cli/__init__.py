@@ -1,4 +1,5 @@
-"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features`.
+"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features |
+train-autoencoder`.
 
 One module per command, each with `add_parser(subparsers)` and `run(args) -> dict`; this module assembles them and
 turns a user's error into one line and exit status 2. The CLI only parses and calls the library.
@@ -12,7 +13,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_features
+from . import demo, eval, sample, train, train_autoencoder, train_features
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -21,8 +22,10 @@ EXAMPLES = """examples:
   torchdiffusion demo
   torchdiffusion eval runs/fmnist --num 1000 --samplers ddim,dpmpp_2m --nfe 5,10,20,50 --out outputs/eval
   torchdiffusion train-features fashion_mnist --epochs 3
+  torchdiffusion train-autoencoder fashion_mnist_vae --max-cpu-minutes 20 --out runs/vae
+  torchdiffusion train fashion_mnist_ldm --set autoencoder=runs/vae --out runs/ldm
 """
-COMMANDS = (train, sample, demo, eval, train_features)
+COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder)
 
 
 def parser() -> argparse.ArgumentParser:

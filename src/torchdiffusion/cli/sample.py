@@ -63,6 +63,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     x, nfe = generate(model, loaded.data_shape, a.num, sampler=sampler, steps=steps, seed=a.seed,
                       batch_size=a.batch_size, progress=sys.stderr.isatty(), guidance=guidance, **options)
+    x = loaded.decode(x)  # a latent model's samples become images (time included in seconds)
     seconds = time.perf_counter() - t0
     written = {}
     if x.ndim == 4:

@@ -38,13 +38,16 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
     from ..config import ConfigError, load_config
-    from ..train import train
+    from ..train import Trainer, train
 
     cfg = load_config(a.config, a.overrides)
     if a.command == "train-classifier" and cfg.loss.kind != "classifier":
         raise ConfigError(f"{a.config}: train-classifier needs loss.kind: classifier (and model.backbone: "
                           f"classifier), got loss.kind {cfg.loss.kind!r}")
     out = Path(a.out or Path("runs") / Path(a.config).stem)
+    trainer_class = Trainer
+    if cfg.autoencoder:  # latent diffusion: the same loop on the autoencoder's scaled latents
+        from ..latent import LatentTrainer as trainer_class
     result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, max_cpu_minutes=a.max_cpu_minutes,
-                   progress=not a.no_progress, device=a.device, restart=a.restart)
+                   progress=not a.no_progress, device=a.device, restart=a.restart, trainer_class=trainer_class)
     return {"run_dir": str(out), **result}

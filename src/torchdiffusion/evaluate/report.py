@@ -166,8 +166,9 @@ def _finite(v: Any) -> Any:
 
 
 def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[str, Tensor], scorer: Scorer,
-                 toy: bool, out: Path) -> list[dict[str, Any]]:
-    """One row per (sampler, NFE): o.num samples drawn, scored and (images) saved as PNG tiles."""
+                 toy: bool, out: Path, decode: Any = None) -> list[dict[str, Any]]:
+    """One row per (sampler, NFE): o.num samples drawn, (a latent model's) decoded, scored and (images) saved as
+    PNG tiles; the decoding time is part of the sampling time."""
     from ..data import save_image_tiles
     from ..generate import generate
 
@@ -189,6 +190,8 @@ def _sample_rows(model: Any, shape: tuple[int, ...], o: EvalOptions, cond: dict[
         t0 = time.perf_counter()
         x, used = generate(model, shape, o.num, sampler=sampler, nfe=nfe, seed=o.seed, batch_size=o.batch_size,
                            cond=cond, **options)
+        if decode is not None:
+            x = decode(x)
         t_sample = time.perf_counter() - t0
         if not toy:
             x = quantize(x)
@@ -244,6 +247,11 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
     model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
     metrics = validate(o, toy)
+    if loaded.codec is not None and o.metrics is None:  # default metrics: a latent model has no image likelihood
+        metrics = [m for m in metrics if m != "bpd"]
+    if loaded.codec is not None and "bpd" in metrics:
+        raise ValueError(f"{run} is a latent diffusion model: its likelihood is of autoencoder latents, not of "
+                         f"images, so bits per dimension are not reported; drop bpd from --metrics")
     ckpt = Path(meta["path"])
     # a run's own checkpoint (RUN/checkpoints/ckpt-N) reports into RUN/eval; a loose file into a folder beside it
     in_run = Path(run).is_dir() or ckpt.parent.name == "checkpoints"
@@ -255,6 +263,9 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
                               "checkpoint": meta["path"], "train_step": meta.get("step"),
                               "weights": "raw" if o.raw_weights else "EMA", "dataset": cfg.data.name,
                               "data_kind": "toy2d" if toy else "image", "shape": list(shape), "num": o.num,
+                              **({"latent": {k: loaded.meta["latent"][k] for k in ("scale", "latent_shape",
+                                                                                    "image_shape", "source")}}
+                                 if loaded.codec is not None else {}),
                               "seed": o.seed, "metrics": metrics}
     seconds: dict[str, float] = {}
 
@@ -287,7 +298,7 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
         report["real_data_floor"] = {"what": f"{min(o.num, len(real))} training images scored as if samples",
                                      **floor}
 
-    rows = _sample_rows(model, shape, o, cond, scorer, toy, out)
+    rows = _sample_rows(model, shape, o, cond, scorer, toy, out, loaded.decode if loaded.codec else None)
     report["results"] = rows
     seconds["sampling_and_metrics"] = round(sum(r.get("sample_seconds", 0) + r.get("metric_seconds", 0)
                                                 for r in rows), 2)

@@ -47,6 +47,16 @@ class TrainingDivergedError(RuntimeError):
 class Trainer:
     """Holds one run's state; `run()` trains until max_steps or the time budget, checkpointing on the way."""
 
+    trains_latents = False  # a subclass that encodes the data (latent.LatentTrainer) sets it
+
+    def prepare_data(self, data: Tensor) -> Tensor:
+        """The training items the model learns, from the loaded data (a subclass encodes them to latents)."""
+        return data
+
+    def decode_samples(self, x: Tensor) -> Tensor:
+        """Samples as people look at them (a subclass decodes latents to images)."""
+        return x
+
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False,
                  device: str | torch.device = "auto", restart: bool = False):
         """Build the run and resume it from run_dir's newest checkpoint, holding the directory's lock.
@@ -71,6 +81,10 @@ class Trainer:
             raise ConfigError(f"data.options {cfg.data.options} do not fit dataset {cfg.data.name!r}: {e}") from None
         if cfg.data.limit:
             self.data, self.labels = self.data[: cfg.data.limit], self.labels[: cfg.data.limit]
+        if cfg.autoencoder and not self.trains_latents:
+            raise ConfigError(f"this config names an autoencoder ({cfg.autoencoder}): a latent diffusion model trains "
+                              f"with torchdiffusion.latent.LatentTrainer (`torchdiffusion train` picks it)")
+        self.data = self.prepare_data(self.data)
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)
         self.model.to(self.dist.device)
         self.captions = None  # CaptionContext for text-conditional models (context_dim > 0)
@@ -305,6 +319,7 @@ class Trainer:
             cond.update(self.captions.rows(torch.arange(n) % len(self.data)))
         x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
                         seed=self.cfg.train.seed, cond=cond, **sc.options)
+        x = self.decode_samples(x)
         if x.ndim == 4:
             save_image_tiles(x.clamp(-1, 1), path, nrow=nrow)
         else:
@@ -403,13 +418,15 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
           max_cpu_minutes: float | None = None, progress: bool = True,
-          device: str | torch.device = "auto", restart: bool = False) -> dict[str, Any]:
+          device: str | torch.device = "auto", restart: bool = False,
+          trainer_class: type[Trainer] = Trainer) -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
 
     restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts from step 0.
-    Under torchrun every process calls this; the process group is left when it returns.
+    Under torchrun every process calls this; the process group is left when it returns. trainer_class: a Trainer
+    subclass (latent.LatentTrainer for a config that names an autoencoder).
     """
-    trainer = Trainer(cfg, run_dir, progress=progress, device=device, restart=restart)
+    trainer = trainer_class(cfg, run_dir, progress=progress, device=device, restart=restart)
     try:
         return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
