@@ -104,7 +104,8 @@ def test_autoencoder_latent_model_and_samples_end_to_end(tmp_path, ae_run, capsy
     _, tensors, meta = read_checkpoint(run)
     from torchdiffusion.data import load_dataset
     images = load_dataset("digits")[0][:64]
-    z = ae.encode(images)
+    with torch.no_grad():
+        z = ae.encode(images)
     assert meta["latent"]["scale"] == pytest.approx(float(z.double().std()), rel=1e-5)
     assert meta["latent"]["latent_shape"] == [2, 4, 4] and meta["latent"]["image_shape"] == [1, 8, 8]
     capsys.readouterr()
