@@ -79,6 +79,7 @@ def test_hutchinson_estimates_average_to_the_exact_trace(gmm):
         per_probe = st["logp_probes"]  # (B, P): each column one unbiased estimate with its probe fixed over the solve
         assert torch.allclose(est, per_probe.mean(1))
         se[probe] = per_probe.std(1) / math.sqrt(per_probe.shape[1])
+        assert torch.allclose(st["stderr"], se[probe])
         z = (est - exact) / se[probe]
         assert (z.abs() < 4).all(), (probe, z)
     # Var(v^T A v) = 2 ||A||_F^2 for Gaussian v, 2 sum_{i != j} A_ij^2 for Rademacher v (Hutchinson 1989)
@@ -238,3 +239,17 @@ def test_log_snr_proposal_inverse_cdf_draws_follow_its_density(gen):
                           (q.edges[1:] - q.edges[:-1])[torch.bucketize(lam, q.edges[1:-1], right=True)])
     with pytest.raises(ValueError, match="sum to 1"):
         LogSNRProposal(q.edges, torch.tensor([0.2, 0.5, 0.2], dtype=torch.float64))
+
+
+def test_the_default_probe_is_rademacher_and_one_probe_reports_no_stderr(gmm):
+    """One default probe draws +-1 entries (v^T v = d exactly, so only the off-diagonal Jacobian adds variance), and a
+    single probe has no spread from which to estimate its standard error."""
+    x, _ = gmm.sample(3, generator=torch.Generator().manual_seed(5))
+    kw = dict(sigma_min=0.01, sigma_max=100.0, trace="hutchinson", return_stats=True)
+    default, st = ode_log_likelihood(gmm, x, generator=torch.Generator().manual_seed(6), **kw)
+    rad, _ = ode_log_likelihood(gmm, x, probe="rademacher", generator=torch.Generator().manual_seed(6), **kw)
+    gauss, _ = ode_log_likelihood(gmm, x, probe="gaussian", generator=torch.Generator().manual_seed(6), **kw)
+    assert torch.equal(default, rad) and not torch.equal(default, gauss)
+    assert st["stderr"] is None
+    _, st_exact = ode_log_likelihood(gmm, x, sigma_min=0.01, sigma_max=100.0, return_stats=True)
+    assert torch.equal(st_exact["stderr"], torch.zeros(3, dtype=x.dtype))

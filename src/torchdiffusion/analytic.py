@@ -101,3 +101,63 @@ def ring_mixture(k: int = 8, dim: int = 2, radius: float = 2.0, std: float = 0.2
     means = torch.zeros(k, dim, dtype=torch.float64)
     means[:, 0], means[:, 1] = radius * torch.cos(ang), radius * torch.sin(ang)
     return GaussianMixture(torch.ones(k), means, std**2)
+
+
+class RotatedGaussianMixture:
+    """A Gaussian mixture with full covariances Sigma_k = R_k diag(var_k) R_k^T (R_k orthogonal): exact denoiser.
+
+    In component k's eigenbasis z = R_k^T (x - mu_k) the noisy component is N(0, diag(var_k + sigma^2)), so
+    E[x0 | x, k] = mu_k + R_k (var_k / (var_k + sigma^2) * z) (Gaussian conditioning, as in `GaussianMixture`).
+    """
+
+    def __init__(self, weights: Tensor, means: Tensor, variances: Tensor, rotations: Tensor):
+        self.base = GaussianMixture(weights, means, variances)  # checks weights, means and variances
+        K, d = self.base.means.shape
+        R = torch.as_tensor(rotations, dtype=torch.float64)
+        eye = torch.eye(d, dtype=torch.float64)
+        if R.shape != (K, d, d) or not torch.allclose(R.transpose(1, 2) @ R, eye.expand(K, d, d), atol=1e-8):
+            raise ValueError(f"rotations must be orthogonal matrices of shape ({K}, {d}, {d})")
+        self.weights, self.means, self.variances, self.rotations = self.base.weights, self.base.means, \
+            self.base.variances, R
+        self.dim = d
+
+    def _component_log_probs(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log(w_k N(x; mu_k, Sigma_k + sigma^2 I)) (B, K), total eigenvariances (B, K, d), eigen-coordinates z."""
+        mu, var, R = self.means.to(x), self.variances.to(x), self.rotations.to(x)
+        tot = var[None] + sigma.reshape(-1, 1, 1) ** 2  # (B, K, d)
+        z = torch.einsum("bkd,kde->bke", x[:, None, :] - mu[None], R)  # R_k^T (x - mu_k)
+        logp = -0.5 * ((z**2 / tot).sum(-1) + torch.log(tot).sum(-1) + self.dim * math.log(2 * math.pi))
+        return logp + torch.log(self.weights.to(x))[None], tot, z
+
+    def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
+        """log p_sigma(x) of the noisy marginal, shape (B,)."""
+        return torch.logsumexp(self._component_log_probs(x, sigma_batch(sigma, x))[0], dim=1)
+
+    def denoise(self, x: Tensor, sigma: Tensor | float, **cond: object) -> Tensor:
+        """Exact E[x0 | x] (Tweedie); the mixture as a Denoiser."""
+        logp, tot, z = self._component_log_probs(x, sigma_batch(sigma, x))
+        r = torch.softmax(logp, dim=1)  # (B, K)
+        shrunk = self.variances.to(x)[None] / tot * z  # (B, K, d), eigen-coordinates
+        cond_mean = self.means.to(x)[None] + torch.einsum("kde,bke->bkd", self.rotations.to(x), shrunk)
+        return (r[..., None] * cond_mean).sum(1)
+
+    __call__ = denoise
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+        """n draws of x0 and their component labels."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64) * self.variances[k].sqrt()
+        return (self.means[k] + torch.einsum("nde,ne->nd", self.rotations[k], z)).to(dtype), k
+
+    def covariance(self) -> Tensor:
+        """Total covariance: sum_k w_k (Sigma_k + mu_k mu_k^T) - m m^T."""
+        m = (self.weights[:, None] * self.means).sum(0)
+        sig = self.rotations @ torch.diag_embed(self.variances) @ self.rotations.transpose(1, 2)
+        second = (self.weights[:, None, None] * (sig + self.means[:, :, None] * self.means[:, None, :])).sum(0)
+        return second - torch.outer(m, m)
+
+    @property
+    def sigma_data(self) -> float:
+        """The data's overall std, sqrt(trace(covariance) / d)."""
+        return math.sqrt(float(torch.diagonal(self.covariance()).mean()))

@@ -1,0 +1,347 @@
+"""Held-out sampler benchmark: our default grid and sampler against the best peer, on random mixture problems.
+
+Problems are drawn by `torchdiffusion.analytic_problems.random_mixture(seed)` (dimension 2-64, 2-32 components,
+component stds spanning 1-3 decades, anisotropic and rotated covariances, sigma_data 0.32-2) and each is posed in
+every family of noise levels users meet:
+
+  edm                  continuous, sigma 0.002-80 (EDM)
+  ddpm_linear          discrete DDPM table, beta 1e-4..0.02, T = 1000 (sigma 0.010-157)
+  ddpm_cosine          discrete, cosine (squaredcos_cap_v2), T = 1000 (sigma 0.0064-20,291)
+  ddpm_scaled_linear   discrete, Stable Diffusion's scaled linear, beta 0.00085..0.012, T = 1000 (sigma 0.029-14.6)
+  flow                 continuous, the linear interpolant x_t = (1 - t) x0 + t eps, t in [1e-4, 1 - 1e-4]
+                       (sigma_ve = t / (1 - t), 1e-4-9,999)
+
+A discrete family's denoiser carries the table (`sigma_table`), so our default runs on table levels only. Peers:
+k-diffusion's lms, dpmpp_2m, dpm_2 on Karras and exponential grids over the family's range (and euler, lms, dpmpp_2m
+on the flow-matching grids, uniform in t with shift 1 and 3, in `flow`; Euler there is diffusers' FlowMatchEuler),
+dpm_fast; diffusers' EDM DPM-Solver++ 2M/3M (Karras, exponential) and EDM Euler in `edm`; on a DDPM table diffusers'
+DPM-Solver++ 2M/3M, UniPC, DEIS, LMS and PNDM with trailing and leading spacing (steps_offset 1) and DPM-Solver++
+2M/3M with Karras sigmas, each on the table itself. First-order and Heun peers (DDIM, Euler, Heun) are left out: on
+the old benchmark none was ever the best peer at any NFE, and they cost half the run. A leading-spacing scheduler starts below
+sigma_max; it is handed the exact state at its own first sigma (a free head start). Error: mean L2 distance to the
+exact probability-flow map (scipy DOP853, rtol = atol = 1e-10), at NFE 5, 10, 20, 50; each run's denoiser calls
+are counted and never exceed the budget. Ratios are ours over the best peer method on any of its grids, per problem;
+the tables give their median and worst over the problems of a set, per family and NFE.
+
+Seed sets (docs/samplers.md, "Held-out protocol"): rules are chosen on `tuning` (seeds 1000-1007) and reported on
+`heldout` (seeds 2000-2007), which is never run while choosing. `bench` is the old benchmark's single mixture
+(samplers_gmm.mixture(), seen while choosing earlier rules), one row of its own.
+
+    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set tuning --max-cpu-minutes 10
+    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set heldout --max-cpu-minutes 15
+    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set tuning --sweep   # candidate grid rules
+
+Peer results and references are cached per (problem, family) under --cache, so a sweep reruns only ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from samplers_gmm import error, flow_map, k_runs, load_k_sampling, mixture, run_diffusers  # noqa: E402
+
+from torchdiffusion.analytic_problems import random_mixture  # noqa: E402
+from torchdiffusion.denoiser import CountingDenoiser  # noqa: E402
+from torchdiffusion.processes import DiscreteVP  # noqa: E402
+from torchdiffusion.sampling import METHODS, calibrate_grid, grids, sample  # noqa: E402
+from torchdiffusion.schedules import make_betas  # noqa: E402
+
+NFES = (5, 10, 20, 50)
+SETS = {"tuning": list(range(1000, 1008)), "heldout": list(range(2000, 2008)), "bench": ["bench"]}
+FAMILIES = ("edm", "ddpm_linear", "ddpm_cosine", "ddpm_scaled_linear", "flow")
+TABLES = {"ddpm_linear": ("linear", dict(beta_start=1e-4, beta_end=0.02, beta_schedule="linear")),
+          "ddpm_cosine": ("cosine", dict(beta_schedule="squaredcos_cap_v2")),
+          "ddpm_scaled_linear": ("scaled_linear", dict(beta_start=0.00085, beta_end=0.012,
+                                                       beta_schedule="scaled_linear"))}
+OURS = ("ipndm", "unipc", "dpmpp_2m", "dpmpp_3m", "lms")
+DEFAULT = "ipndm"  # the default sampler (SampleConfig)
+CALIBRATE_NFES = (10, 20)
+
+
+class Model:
+    """The mixture as a model would present itself: its sigma range, sigma_data and (discrete families) its table."""
+
+    def __init__(self, gmm: Any, sigma_min: float, sigma_max: float, table: torch.Tensor | None):
+        self.gmm, self.sigma_min, self.sigma_max, self.sigma_table = gmm, sigma_min, sigma_max, table
+        self.sigma_data = gmm.sigma_data
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        return self.gmm(x, sigma)
+
+
+def family_range(family: str) -> tuple[float, float, torch.Tensor | None]:
+    if family == "edm":
+        return 0.002, 80.0, None
+    if family == "flow":
+        t_min, t_max = 1e-4, 1 - 1e-4
+        return t_min / (1 - t_min), t_max / (1 - t_max), None
+    table = DiscreteVP(make_betas(TABLES[family][0], 1000)).sigmas_ve.double()
+    return float(table[0]), float(table[-1]), table
+
+
+def problem(seed: int | str) -> Any:
+    return mixture() if seed == "bench" else random_mixture(seed).mixture
+
+
+def flow_grid(n: int, sigma_max: float, shift: float) -> torch.Tensor:
+    """The flow-matching grid: t uniform from 1 (taken as sigma_max) to 1/1000, shifted t' = s t / (1 + (s - 1) t) (SD3), then 0."""
+    t = torch.linspace(1.0, 1e-3, n, dtype=torch.float64)
+    t = shift * t / (1 + (shift - 1) * t)
+    sig = t / (1 - t).clamp(min=1e-300)
+    sig[0] = sigma_max  # t = 1 (pure noise) is where every sampler here starts: sigma_max
+    return grids.append_zero(sig)
+
+
+def peer_runs(family: str, K: Any, smin: float, smax: float) -> dict[str, Callable]:
+    """name -> run(D, x_at, nfe) -> (x_out, last sigma, first sigma); x_at(sigma) is the exact state at sigma."""
+    import diffusers
+
+    runs: dict[str, Callable] = {}
+    if K is not None:
+        for name, run in k_runs(K, smin, smax).items():
+            if " euler " in name + " " or " heun " in name:  # first order / Heun: never the best peer here
+                continue
+            runs[name] = lambda D, x_at, nfe, run=run: run(D, x_at(smax), nfe)
+        if family == "flow":
+            cost = {"euler": lambda n: n, "lms": lambda n: n, "dpmpp_2m": lambda n: n}
+            for shift in (1.0, 3.0):
+                for name, steps in cost.items():
+                    def run(D, x_at, nfe, fn=getattr(K, f"sample_{name}"), steps=steps, shift=shift):
+                        sig = flow_grid(steps(nfe), smax, shift)
+                        return fn(D, x_at(smax), sig, disable=True), 0.0, float(sig[0])
+                    runs[f"k-diffusion {name} (flow grid, shift {shift:g})"] = run
+    factories: dict[str, tuple[Callable[[], Any], Callable[[int], int]]] = {}
+    one = lambda n: n  # noqa: E731
+    if family == "edm":
+        for sched in ("karras", "exponential"):
+            for order in (2, 3):
+                factories[f"diffusers EDMDPMSolverMultistep {order}M ({sched})"] = (
+                    lambda o=order, s=sched: diffusers.EDMDPMSolverMultistepScheduler(
+                        sigma_min=smin, sigma_max=smax, sigma_schedule=s, solver_order=o), one)
+        factories["diffusers EDMEuler (karras)"] = (
+            lambda: diffusers.EDMEulerScheduler(sigma_min=smin, sigma_max=smax), one)
+    elif family in TABLES:
+        base = dict(num_train_timesteps=1000, **TABLES[family][1])
+        for spacing in ("trailing", "leading"):
+            t = dict(base, timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0)
+            factories.update({
+                f"diffusers DPM-Solver++ 2M ({spacing})": (
+                    lambda t=t: diffusers.DPMSolverMultistepScheduler(**t, solver_order=2), one),
+                f"diffusers DPM-Solver++ 3M ({spacing})": (
+                    lambda t=t: diffusers.DPMSolverMultistepScheduler(**t, solver_order=3), one),
+                f"diffusers UniPC ({spacing})": (lambda t=t: diffusers.UniPCMultistepScheduler(**t), one),
+                f"diffusers DEIS ({spacing})": (lambda t=t: diffusers.DEISMultistepScheduler(**t), one),
+                f"diffusers LMS ({spacing})": (lambda t=t: diffusers.LMSDiscreteScheduler(**t), one),
+                f"diffusers PNDM ({spacing})": (lambda t=t: diffusers.PNDMScheduler(
+                    **t, skip_prk_steps=True, set_alpha_to_one=True), lambda n: n - 1)})
+        for order in (2, 3):
+            factories[f"diffusers DPM-Solver++ {order}M (karras)"] = (
+                lambda o=order: diffusers.DPMSolverMultistepScheduler(
+                    **base, timestep_spacing="trailing", solver_order=o, use_karras_sigmas=True), one)
+    for name, (factory, steps) in factories.items():
+        def run(D, x_at, nfe, factory=factory, steps=steps):
+            sched = factory()
+            sched.set_timesteps(steps(nfe))
+            first = first_sigma(sched)
+            return run_diffusers(sched, D, x_at(first), steps(nfe))
+        runs[name] = run
+    return runs
+
+
+def first_sigma(sched: Any) -> float:
+    """The VE sigma a configured diffusers scheduler starts at."""
+    if hasattr(sched, "sigmas"):
+        return float(sched.sigmas[0])
+    ab = float(sched.alphas_cumprod[int(sched.timesteps[0])])
+    return math.sqrt((1 - ab) / ab)
+
+
+def starts(dim: int, smax: float, seed: int, n: int) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * smax
+
+
+def seed_number(seed: int | str) -> int:
+    return 0 if seed == "bench" else int(seed)
+
+
+def peers_and_reference(seed: int | str, family: str, K: Any, points: int, cache: Path) -> dict[str, Any]:
+    """{"peers": name -> {nfe: error}, "ref": exact map to 0} for one problem and family, cached on disk."""
+    path = cache / f"{seed}_{family}.pt"
+    if path.exists():
+        return torch.load(path)
+    gmm = problem(seed)
+    smin, smax, table = family_range(family)
+    x = starts(gmm.dim, smax, 10 * seed_number(seed) + FAMILIES.index(family), points)
+    states: dict[float, torch.Tensor] = {smax: x}
+    refs: dict[float, torch.Tensor] = flow_map(gmm, x, smax, [0.0])
+
+    def x_at(sigma: float) -> torch.Tensor:  # the exact state at a peer's own first sigma
+        if min(abs(sigma - s) for s in states) > 1e-6 * sigma:
+            states[sigma] = flow_map(gmm, x, smax, [sigma])[sigma]
+        return states[min(states, key=lambda s: abs(s - sigma))]
+
+    def ref_at(sigma: float) -> torch.Tensor:
+        if not any(abs(sigma - s) <= 1e-9 * max(s, 1e-12) for s in refs):
+            refs[sigma] = flow_map(gmm, x, smax, [sigma])[sigma]
+        return refs[min(refs, key=lambda s: abs(s - sigma))]
+
+    out: dict[str, dict[int, float]] = {}
+    for name, run in peer_runs(family, K, smin, smax).items():
+        out[name] = {}
+        for nfe in NFES:
+            D = CountingDenoiser(gmm)
+            try:
+                y, last, first = run(D, x_at, nfe)
+            except Exception as exc:  # a peer that cannot run at this budget is reported as missing
+                print(f"# {name} at NFE {nfe}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            assert D.calls <= nfe, (name, nfe, D.calls)
+            assert first <= smax * (1 + 1e-5), (name, first, smax)
+            e = error(y, ref_at(last))
+            if math.isfinite(e):
+                out[name][nfe] = e
+    result = {"peers": out, "ref": refs[0.0], "x": x}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(result, path)
+    return result
+
+
+def ours(seed: int | str, family: str, cached: dict[str, Any], calibrate: bool,
+         grid_rule: Callable[[Any, str, int], torch.Tensor] | None = None) -> dict[str, dict[int, float]]:
+    """Ours on the default grid (`sample`), or on grid_rule(model, method, nfe); calibrated ipndm where asked."""
+    gmm = problem(seed)
+    smin, smax, table = family_range(family)
+    model = Model(gmm, smin, smax, table)
+    x, ref = cached["x"], cached["ref"]
+    out: dict[str, dict[int, float]] = {}
+    for name in OURS if grid_rule is None else (DEFAULT,):  # a sweep scores the default sampler's grid only
+        out[f"ours {name}"] = {}
+        for nfe in NFES:
+            D = CountingDenoiser(model)
+            grid = None if grid_rule is None else grid_rule(model, name, nfe)
+            y = sample(D, x, method=name, nfe=nfe, grid=grid)
+            assert D.calls <= nfe, (name, nfe, D.calls)
+            out[f"ours {name}"][nfe] = error(y, ref)
+    if calibrate and table is None:
+        x_cal = starts(gmm.dim, smax, 10 * seed_number(seed) + 7, 64)
+        out[f"ours {DEFAULT} (calibrated)"] = {}
+        for nfe in CALIBRATE_NFES:
+            g, _ = calibrate_grid(model, x_cal, method=DEFAULT, nfe=nfe, sigma_min=smin, sigma_max=smax, iters=8,
+                                  generator=torch.Generator().manual_seed(0))
+            D = CountingDenoiser(model)
+            y = sample(D, x, method=DEFAULT, nfe=nfe, grid=g)
+            assert D.calls <= nfe
+            out[f"ours {DEFAULT} (calibrated)"][nfe] = error(y, ref)
+    return out
+
+
+def ratios(rows: dict[str, dict[int, float]], peers: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+    """Per NFE: default sampler, best of ours (default grid), calibrated, each over the best peer; on a DDPM table
+    also the default over the best diffusers scheduler on its own table."""
+    out: dict[str, dict[int, float]] = {"default": {}, "best ours": {}, "calibrated": {}, "vs diffusers": {}}
+    for n in NFES:
+        best_peer = min(r[n] for r in peers.values() if n in r)
+        out["default"][n] = rows[f"ours {DEFAULT}"][n] / best_peer
+        out["best ours"][n] = min(r[n] for k, r in rows.items() if "(" not in k) / best_peer
+        cal = rows.get(f"ours {DEFAULT} (calibrated)", {})
+        if n in cal:
+            out["calibrated"][n] = cal[n] / best_peer
+        diff = [r[n] for k, r in peers.items() if k.startswith("diffusers") and n in r]
+        if diff and any("(trailing)" in k for k in peers):
+            out["vs diffusers"][n] = rows[f"ours {DEFAULT}"][n] / min(diff)
+    return out
+
+
+def cpu_minutes() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return (r.ru_utime + r.ru_stime) / 60
+
+
+def summarise(per_problem: dict[tuple[Any, str], dict[str, dict[int, float]]], label: str) -> None:
+    print(f"\n### {label}: ratio to the best peer, median / worst over problems\n")
+    print("| family | problems | row | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+    print("|---|---:|---|" + "---:|" * len(NFES))
+    for family in FAMILIES:
+        got = [r for (s, f), r in per_problem.items() if f == family]
+        if not got:
+            continue
+        for row in ("default", "best ours", "calibrated", "vs diffusers"):
+            cells = []
+            for n in NFES:
+                v = [r[row][n] for r in got if n in r[row]]
+                cells.append(f"{statistics.median(v):.2f} / {max(v):.2f}" if v else "—")
+            if any(c != "—" for c in cells):
+                print(f"| {family} | {len(got)} | {row} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--set", choices=sorted(SETS), default="tuning", help="which seeds (heldout: report only)")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--points", type=int, default=32, help="start noises per problem")
+    ap.add_argument("--max-cpu-minutes", type=float, default=15.0, help="stop starting problems after this CPU time")
+    ap.add_argument("--no-calibrate", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="score candidate grid rules (tuning set only)")
+    ap.add_argument("--cache", default="outputs/samplers_heldout_cache")
+    ap.add_argument("--json", default=None, help="write every error and ratio here")
+    a = ap.parse_args()
+    if a.sweep and a.set == "heldout":
+        ap.error("--sweep chooses rules: run it on --set tuning only")
+    families = a.families.split(",")
+    if unknown := set(families) - set(FAMILIES):
+        ap.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+    torch.set_num_threads(1)
+    K = load_k_sampling()
+    if K is None:
+        print("# k-diffusion not installed: its peers are skipped", file=sys.stderr)
+    cache, t0 = Path(a.cache), time.time()
+    per_problem, raw = {}, {}
+    sweep_rows: dict[str, dict[tuple[Any, str], dict[str, dict[int, float]]]] = {}
+    for seed in SETS[a.set]:
+        for family in families:
+            if cpu_minutes() > a.max_cpu_minutes:
+                print(f"# CPU budget of {a.max_cpu_minutes} minutes spent: stopping before {seed} {family}",
+                      file=sys.stderr)
+                break
+            cached = peers_and_reference(seed, family, K, a.points, cache)
+            if a.sweep:
+                import grid_rules  # candidate rules, benchmarks/grid_rules.py
+                for rule, fn in grid_rules.CANDIDATES.items():
+                    rows = ours(seed, family, cached, False, fn)
+                    sweep_rows.setdefault(rule, {})[(seed, family)] = ratios(rows, cached["peers"])
+                continue
+            rows = ours(seed, family, cached, not a.no_calibrate)
+            per_problem[(seed, family)] = ratios(rows, cached["peers"])
+            raw[f"{seed} {family}"] = {"ours": rows, "peers": cached["peers"]}
+            best = min(cached["peers"], key=lambda k: cached["peers"][k].get(20, math.inf))
+            print(f"# {seed} {family}: default / best peer at NFE 10, 20 = "
+                  f"{per_problem[(seed, family)]['default'][10]:.2f}, {per_problem[(seed, family)]['default'][20]:.2f}"
+                  f" (best peer at 20: {best}); {cpu_minutes():.1f} CPU min", file=sys.stderr, flush=True)
+        else:
+            continue
+        break
+    if a.sweep:
+        for rule, pp in sweep_rows.items():
+            summarise(pp, f"candidate rule `{rule}`, set {a.set}")
+        return
+    summarise(per_problem, f"set {a.set}")
+    print(f"\n{len(per_problem)} problem-family pairs, {cpu_minutes():.1f} CPU minutes, {time.time() - t0:.0f} s wall")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"ratios": {f"{s} {f}": r for (s, f), r in per_problem.items()},
+                                            "errors": raw}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
