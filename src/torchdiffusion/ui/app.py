@@ -21,6 +21,7 @@ from .runs import Models, find_runs  # noqa: E402
 TITLE = "torchdiffusion"
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # nothing to download
 SYSTEM_MONO = ["ui-monospace", "monospace"]
+CSS = "img { image-rendering: pixelated; }"  # samples are a few pixels wide: show them as squares, not a blur
 
 
 def theme() -> gr.themes.Base:
@@ -53,7 +54,7 @@ def launch(demo: gr.Blocks, ctx: Context, *, host: str = "127.0.0.1", port: int 
            block: bool = True) -> str:
     """Serve the app; returns its local URL (blocks until interrupted when block)."""
     kwargs: dict[str, Any] = dict(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
-                                  show_error=True, max_file_size=limits.MAX_UPLOAD, theme=theme(),
+                                  show_error=True, max_file_size=limits.MAX_UPLOAD, theme=theme(), css=CSS,
                                   allowed_paths=[str(ctx.models.root), str(ctx.workdir)], ssr_mode=False,
                                   pwa=False, mcp_server=False, enable_monitoring=False, prevent_thread_lock=True)
     demo.launch(**kwargs)

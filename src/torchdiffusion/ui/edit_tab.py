@@ -75,8 +75,9 @@ def build(ctx: Context, runs: list[str]) -> None:
                                   strength=strength_, factor=factor_, blur_size=blur_size_, blur_std=blur_std_,
                                   simulate=simulate_, count=count_, seed=seed_, options=options_,
                                   progress=lambda k, n: progress((k, n), desc=task_, unit="calls"))
-            paths = outputs.save(outputs.request_dir(ctx.workdir, "edit"), images,
-                                 [f"{task_}-{i}" for i in range(len(images))], cfg)
+            d = outputs.request_dir(ctx.workdir, "edit")
+            cfg["request"] = d.name  # the folder of this request's downloads
+            paths = outputs.save(d, images, [f"{task_}-{i}" for i in range(len(images))], cfg)
             return y, [(p, f"result {i}") for i, p in enumerate(paths[:-1])], paths, cfg
 
         go.click(run_edit, [run, task, editor, mask, method, sampler, nfe, strength, noise_std, factor, blur_size,

@@ -76,8 +76,9 @@ def build(ctx: Context, runs: list[str]) -> None:
                                options=options_, labels=labels_, prompt=prompt_, negative_prompt=negative_,
                                scale=scale_, rescale=rescale_, interval_lo=lo_, interval_hi=hi_,
                                progress=lambda k, n: progress((k, n), desc="sampling", unit="steps"))
-            paths = outputs.save(outputs.request_dir(ctx.workdir, "generate"), images,
-                                 [f"seed-{s}" for s in cfg["seeds"]], cfg)
+            d = outputs.request_dir(ctx.workdir, "generate")
+            cfg["request"] = d.name  # the folder of this request's downloads
+            paths = outputs.save(d, images, [f"seed-{s}" for s in cfg["seeds"]], cfg)
             return [(p, f"seed {s}") for p, s in zip(paths, cfg["seeds"])], paths, cfg  # paths[-1]: settings.json
 
         layout = [about, sampler, steps, labels, prompt, negative, guidance_box]
