@@ -214,7 +214,42 @@ def test_the_server_binds_localhost_and_survives_bad_requests(runs):
                 args[i] = v
             with pytest.raises(Exception, match=match):
                 client.predict(*args, api_name="/run_generate")
+        import httpx
+        big = httpx.post(f"{url}/gradio_api/upload", files={"files": ("big.png", b"0" * (8 * 2**20 + 1))})
+        assert big.status_code == 413 and "exceeded maximum allowed size" in big.text  # limits.MAX_UPLOAD
         gallery, files, settings = client.predict(*good, api_name="/run_generate")
         assert len(gallery) == 2 and settings["seeds"] == [0, 1] and proc.poll() is None
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def cond_models(tmp_path_factory):
+    """A class-conditional tiny run (10 digit classes, label dropout), trained 2 steps."""
+    import copy
+
+    import yaml
+
+    from test_train_cli import TINY
+    from torchdiffusion.config import load_config
+    from torchdiffusion.train.trainer import train
+
+    cfg = copy.deepcopy(TINY)
+    cfg["model"]["params"]["num_classes"] = 10
+    cfg["train"]["cond_drop"] = 0.1
+    out = tmp_path_factory.mktemp("cond")
+    (out / "cond.yaml").write_text(yaml.safe_dump(cfg))
+    train(load_config(out / "cond.yaml"), out / "runs" / "cond", max_steps=2, progress=False, device="cpu")
+    return Models(out / "runs")
+
+
+def test_class_labels_and_guidance_reach_a_conditional_model(cond_models):
+    images, s = draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=3, labels="1,2", scale=3.0,
+                     rescale=0.5, interval_lo=0.1, interval_hi=10)
+    assert s["class_labels"] == [1, 2, 1] and s["guidance_scale"] == 3.0 and s["guidance_interval"] == [0.1, 10]
+    plain, _ = draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=3, labels="1,2")
+    assert not np.array_equal(pixels(images[0]), pixels(plain[0]))  # the guidance changed the samples
+    with pytest.raises(ValueError, match=r"class labels \[10\] lie outside 0..9"):
+        draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=1, labels="10")
+    with pytest.raises(ValueError, match="integers separated by commas"):
+        draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=1, labels="cat")

@@ -1,7 +1,8 @@
 """The web page in a real browser (Debian's Chromium through Playwright; `make test-ui`): generate and get the same
 image from the same seed, paint a mask and inpaint, watch a run's loss curve, see a bad input's error in the page
 with the server still serving, and never a request off this machine. TORCHDIFFUSION_UI_SHOTS=DIR saves a
-screenshot of each tab there (docs/figures)."""
+screenshot of each tab there (docs/figures); TORCHDIFFUSION_UI_RUNS=DIR serves that folder of 8x8 runs instead of a
+freshly trained tiny one."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ TIMEOUT_MS = 60_000
 def server(tmp_path_factory):
     from ui_server import free_port, start, stop, train_tiny
 
-    root = tmp_path_factory.mktemp("runs")
-    train_tiny(root / "tiny", steps=3)
+    root = os.environ.get("TORCHDIFFUSION_UI_RUNS")  # screenshots: serve a better-trained 8x8 digits run
+    if not root:
+        root = tmp_path_factory.mktemp("runs")
+        train_tiny(root / "tiny", steps=3)
     proc, url = start(root, "--port", str(free_port()))
     yield url
     assert proc.poll() is None, "the server died during the browser tests"
