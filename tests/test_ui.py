@@ -109,7 +109,8 @@ def test_an_upload_becomes_the_models_shape_in_minus_one_to_one():
     rgb[:, 15:] = 255
     x = from_image(rgb, (1, 8, 8))
     assert x.shape == (1, 1, 8, 8) and x.min() == -1 and x.max() == 1
-    assert torch.allclose(x[..., :3], torch.tensor(-1.0), atol=0.02) and torch.allclose(x[..., 5:], torch.tensor(1.0), atol=0.02)  # Lanczos rings
+    one = torch.tensor(1.0)
+    assert torch.allclose(x[..., :3], -one, atol=0.02) and torch.allclose(x[..., 5:], one, atol=0.02)  # Lanczos rings
     rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent: white, as a viewer shows it
     assert torch.all(from_image(rgba, (3, 8, 8)) == 1)
     with pytest.raises(ValueError, match="upload an image first"):

@@ -32,7 +32,7 @@ def server(tmp_path_factory):
         root = tmp_path_factory.mktemp("runs")
         train_tiny(root / "tiny", steps=3)
     proc, url = start(root, "--port", str(free_port()))
-    yield url
+    yield url, Path(root)
     assert proc.poll() is None, "the server died during the browser tests"
     stop(proc)
 
@@ -56,10 +56,10 @@ def page(browser, server):
     pg.set_default_timeout(TIMEOUT_MS)
     requests: list[str] = []
     pg.on("request", lambda r: requests.append(r.url))
-    pg.goto(server)
+    pg.goto(server[0])
     pg.wait_for_selector("#gen-about :text('data (1, 8, 8)')")  # the load event has set the run's fields
     yield pg
-    host = re.match(r"(https?://[^/]+)", server).group(1)
+    host = re.match(r"(https?://[^/]+)", server[0]).group(1)
     outside = [u for u in requests if not (u.startswith(host) or u.startswith(("data:", "blob:")))]
     context.close()
     assert not outside, f"the page requested URLs off this machine: {outside[:5]}"
@@ -101,12 +101,14 @@ def settings_text(pg, elem: str) -> str:
 
 
 def run_and_wait(pg, button: str, settings: str) -> str:
-    """Click and wait until the settings JSON shows a new request (a gallery of identical images keeps its
-    URLs: gradio names served files by their content)."""
-    old = settings_text(pg, settings)
+    """Click and wait until the settings JSON names a new request (a gallery of identical images keeps its URLs:
+    gradio names served files by their content; the settings box also shows progress text meanwhile)."""
+    pattern = r"(generate|edit)-[0-9a-f]{12}"
+    found = re.search(pattern, settings_text(pg, settings))
     pg.click(button)
     pg.wait_for_function("""([sel, old]) => { const e = document.querySelector(sel);
-        return e && e.innerText.includes('request') && e.innerText !== old; }""", arg=[settings, old])
+        const m = e && e.innerText.match(/(generate|edit)-[0-9a-f]{12}/);
+        return m && m[0] !== old; }""", arg=[settings, found.group(0) if found else ""])
     return pg.locator(settings).inner_text()
 
 
@@ -121,7 +123,9 @@ def test_generate_shows_images_and_the_same_seed_gives_the_same_image(page):
     again = gallery_pixels(page, "#gen-gallery")
     assert len(again) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
     set_number(page, "gen-seed", 1)  # seed 1: image 0 is the old image 1
-    run_and_wait(page, "#gen-button", "#gen-settings")
+    old = srcs(page, "#gen-gallery")
+    assert re.search(r'"seed"\s*:\s*1\s*,', run_and_wait(page, "#gen-button", "#gen-settings"))
+    wait_for_new_gallery(page, "#gen-gallery", old, 4)  # the gallery may render after the settings
     shifted = gallery_pixels(page, "#gen-gallery")
     assert np.array_equal(shifted[0], first[1]) and not np.array_equal(shifted[0], first[0])
     # each image downloads as a PNG
@@ -167,6 +171,20 @@ def test_a_training_run_shows_its_loss_curve(page):
     page.wait_for_selector("#watch-loss canvas, #watch-loss svg")
     page.wait_for_selector("#watch-grids img")
     shot(page, "watch")
+
+
+def test_a_new_run_appears_after_a_rescan(page, server):
+    if os.environ.get("TORCHDIFFUSION_UI_RUNS"):
+        pytest.skip("would write a run into the folder TORCHDIFFUSION_UI_RUNS names")
+    new = server[1] / "zz-new-run"
+    new.mkdir()
+    (new / "metrics.jsonl").write_text('{"step": 7, "loss": 0.5, "images_per_s": 3.0}\n')
+    page.get_by_role("tab", name="Watch training").click()
+    page.click("#rescan")
+    page.wait_for_selector("text=2 run(s) in all")
+    page.locator("#watch-run input").click()
+    page.get_by_role("option", name="zz-new-run").click()
+    page.wait_for_selector("#watch-status :text('step 7')")
 
 
 def test_compare_puts_samplers_side_by_side_with_seconds(page):

@@ -29,6 +29,10 @@ def theme() -> gr.themes.Base:
     return gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO)
 
 
+def headline(root: Path, trained: list[str], every: list[str]) -> str:
+    return f"## torchdiffusion: {root}  \n{len(trained)} trained run(s), {len(every)} run(s) in all"
+
+
 def build(root: str | Path, *, device: str = "cpu", concurrency: int = 1, workdir: str | Path | None = None
           ) -> tuple[gr.Blocks, Context]:
     """The Blocks app over the runs under root (queue configured; not launched)."""
@@ -38,12 +42,20 @@ def build(root: str | Path, *, device: str = "cpu", concurrency: int = 1, workdi
                   limits.integer("concurrency", concurrency, 1, 64))
     trained, every = ctx.models.names(), ctx.models.names(trained_only=False)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"## torchdiffusion: {root}  \n{len(trained)} trained run(s), {len(every)} run(s) in all")
+        with gr.Row():
+            heading = gr.Markdown(headline(root, trained, every))
+            rescan = gr.Button("Rescan the folder for runs", size="sm", scale=0, elem_id="rescan")
         with gr.Tabs():
-            generate_tab.build(ctx, trained)
-            compare_tab.build(ctx, trained)
-            edit_tab.build(ctx, trained)
-            watch_tab.build(ctx, every)
+            pickers = [generate_tab.build(ctx, trained), compare_tab.build(ctx, trained),
+                       edit_tab.build(ctx, trained)]
+            watch = watch_tab.build(ctx, every)
+
+        def scan() -> list[Any]:
+            trained, every = ctx.models.names(), ctx.models.names(trained_only=False)
+            return [headline(root, trained, every)] + [gr.update(choices=trained)] * len(pickers) + \
+                [gr.update(choices=every)]
+
+        rescan.click(scan, None, [heading, *pickers, watch])
         for fn, inputs, outputs in ctx.on_load:
             demo.load(fn, inputs, outputs)
     demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=1)

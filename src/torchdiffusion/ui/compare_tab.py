@@ -24,8 +24,8 @@ def columns(samplers: list[Any], steps: list[Any]) -> list[tuple[str, Any]]:
     return chosen
 
 
-def build(ctx: Context, runs: list[str]) -> None:
-    """The tab's components and events, inside an open gr.Blocks."""
+def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
+    """The tab's components and events, inside an open gr.Blocks; returns its run picker."""
     with gr.Tab("Compare samplers", id="compare"):
         with gr.Row():
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Model (run directory)", elem_id="cmp-run")
@@ -73,3 +73,4 @@ def build(ctx: Context, runs: list[str]) -> None:
 
         go.click(run_compare, [run, seed, batch, labels, prompt] + samplers + steps, galleries + notes + [table],
                  **ctx.queued())
+    return run

@@ -17,7 +17,8 @@ class Context:
     models: Models
     workdir: Path
     concurrency: int = 1  # model requests running at once (each model still one at a time)
-    on_load: list[tuple[Callable[..., Any], Any, Any]] = field(default_factory=list)  # (fn, inputs, outputs) per page load
+    # (fn, inputs, outputs) run on every page load, to fill the fields of the first run
+    on_load: list[tuple[Callable[..., Any], Any, Any]] = field(default_factory=list)
 
     def queued(self) -> dict[str, Any]:
         """Keyword arguments of an event listener that runs a model: it waits in the shared queue."""

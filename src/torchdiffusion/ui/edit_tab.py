@@ -19,8 +19,8 @@ upload is the measurement itself. Method options are the inverse method's keywor
 smc: particles, ess_threshold)."""
 
 
-def build(ctx: Context, runs: list[str]) -> None:
-    """The tab's components and events, inside an open gr.Blocks."""
+def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
+    """The tab's components and events, inside an open gr.Blocks; returns its run picker."""
     with gr.Tab("Edit", id="edit"):
         gr.Markdown(HELP)
         with gr.Row():
@@ -83,3 +83,4 @@ def build(ctx: Context, runs: list[str]) -> None:
         go.click(run_edit, [run, task, editor, mask, method, sampler, nfe, strength, noise_std, factor, blur_size,
                             blur_std, simulate, count, seed, options], [measured, gallery, files, settings],
                  **ctx.queued())
+    return run

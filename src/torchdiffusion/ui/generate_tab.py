@@ -20,8 +20,8 @@ def condition_updates(info: dict[str, Any]) -> list[Any]:
             gr.update(visible=classes or text)]
 
 
-def build(ctx: Context, runs: list[str]) -> None:
-    """The tab's components and events, inside an open gr.Blocks."""
+def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
+    """The tab's components and events, inside an open gr.Blocks; returns its run picker."""
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -86,3 +86,4 @@ def build(ctx: Context, runs: list[str]) -> None:
         ctx.on_load.append((pick, run, layout))
         go.click(run_generate, [run, sampler, steps, seed, batch, labels, prompt, negative, scale, rescale, lo, hi,
                                 options], [gallery, files, settings], **ctx.queued())
+    return run

@@ -24,8 +24,8 @@ def status_text(name: str, info: dict[str, Any]) -> str:
             f"{info['loss_last10']:.4f}){speed}")
 
 
-def build(ctx: Context, runs: list[str]) -> None:
-    """The tab's components and events, inside an open gr.Blocks."""
+def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
+    """The tab's components and events, inside an open gr.Blocks; returns its run picker."""
     with gr.Tab("Watch training", id="watch"):
         with gr.Row():
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run directory", elem_id="watch-run")
@@ -54,3 +54,4 @@ def build(ctx: Context, runs: list[str]) -> None:
         timer.tick(show, run, [status, curve, grids])
         auto.change(lambda on: gr.Timer(active=on), auto, timer)
         ctx.on_load.append((show, run, [status, curve, grids]))
+    return run
