@@ -21,7 +21,8 @@ from .runs import Models, find_runs  # noqa: E402
 TITLE = "torchdiffusion"
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # nothing to download
 SYSTEM_MONO = ["ui-monospace", "monospace"]
-CSS = "img { image-rendering: pixelated; }"  # samples are a few pixels wide: show them as squares, not a blur
+# samples are a few pixels wide: show them as squares, not a blur, and the measurement at the panel's size
+CSS = "img { image-rendering: pixelated; } #edit-measured img { width: 100%; height: 100%; object-fit: contain; }"
 
 
 def theme() -> gr.themes.Base:
