@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow bench bench-samplers bench-guidance data clean
+.PHONY: demo test test-slow test-ui ui-browser bench bench-samplers bench-guidance data clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ data:
 	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
 	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST configs will fail"; }
 
+# The web page's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+ui-browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+$(VENV)/.ui-test: $(VENV)/.dev
+	$(PIP) install -e '.[ui-test]'
+	touch $@
+
 demo: $(VENV)/.base
 	$(PY) -m torchdiffusion demo
 
@@ -31,6 +41,10 @@ test: $(VENV)/.dev data
 
 test-slow: $(VENV)/.dev data
 	$(PY) -m pytest -q -m slow
+
+# Screenshots for docs/ui.md: TORCHDIFFUSION_UI_SHOTS=docs/figures make test-ui
+test-ui: $(VENV)/.ui-test ui-browser
+	$(PY) -m pytest -q -m ui
 
 # Benchmarks (long; run them on a quiet machine). Figures go to docs/benchmarks.md.
 bench: $(VENV)/.dev data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -48,13 +48,14 @@ def start_noise(model: ModelDenoiser, shape: tuple[int, ...], num: int, seed: in
 def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler: str = "ddim", steps: int = 50,
              seed: int = 0, batch_size: int = 256, progress: bool = False, cond: dict[str, Tensor] | None = None,
              guidance: GuidanceRecipe | None = None, nfe: int | None = None, nan: str = "raise",
-             **options: Any) -> tuple[Tensor, int]:
+             callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> tuple[Tensor, int]:
     """(num samples of the given per-sample shape, denoiser calls per sample).
 
     `steps` steps on the sampler's default grid, or, when nfe is given, the budget of `sample` instead (the most
     steps whose calls fit in nfe). cond holds per-sample model kwargs (num, ...) such as class_labels (the plain
     conditional model); guidance, a GuidanceRecipe with its own per-sample conditions, replaces it. nan and the
-    checks of every denoiser output are `sample`'s.
+    checks of every denoiser output are `sample`'s. callback is `sample`'s, called after every step of every batch
+    (e.g. a progress bar).
     """
     check_shape(shape, num)
     check_count("steps", steps)
@@ -88,7 +89,7 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
             counted = CountingDenoiser(guidance.denoiser(model, slice(i, i + batch_size)))
             # each sample's in-loop noise continues its own stream, so sample k is the same in any batch
             out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe,
-                              generator=gens[i:i + batch_size], nan=nan, **options).cpu())
+                              generator=gens[i:i + batch_size], nan=nan, callback=callback, **options).cpu())
             calls = counted.calls
     finally:  # a refused denoiser output must not leave a training model in eval mode
         model.train(was_training)

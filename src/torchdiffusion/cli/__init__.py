@@ -1,5 +1,4 @@
-"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features |
-train-autoencoder`.
+"""Command line: `torchdiffusion COMMAND ...`; the commands are the modules named in COMMANDS below.
 
 One module per command, each with `add_parser(subparsers)` and `run(args) -> dict`; this module assembles them and
 turns a user's error into one line and exit status 2. The CLI only parses and calls the library.
@@ -13,7 +12,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_autoencoder, train_features
+from . import demo, eval, sample, train, train_autoencoder, train_features, ui
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -24,8 +23,9 @@ EXAMPLES = """examples:
   torchdiffusion train-features fashion_mnist --epochs 3
   torchdiffusion train-autoencoder fashion_mnist_vae --max-cpu-minutes 20 --out runs/vae
   torchdiffusion train fashion_mnist_ldm --set autoencoder=runs/vae --out runs/ldm
+  torchdiffusion ui runs --port 7860
 """
-COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder)
+COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, ui)
 
 
 def parser() -> argparse.ArgumentParser:
