@@ -31,7 +31,7 @@ def build_discrete_process(cfg: ProcessConfig) -> Any:
     return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule)
 
 
-def wrap_backbone(backbone: nn.Module, process: Any) -> nn.Module:
+def token_model(backbone: nn.Module, process: Any) -> nn.Module:
     """A token model around a sequence backbone: the autoregressive model, or the p(x0 | x_t) denoiser."""
     from .discrete.autoregressive import Autoregressive, AutoregressiveModel
     from .discrete.denoiser import BackboneDenoiser
@@ -47,7 +47,7 @@ def build_model(model_cfg: ModelConfig, process_cfg: ProcessConfig) -> tuple[nn.
 
     backbone, bcfg = build_backbone(model_cfg.backbone, dict(model_cfg.params))
     if is_discrete(process_cfg):
-        return wrap_backbone(backbone, build_discrete_process(process_cfg)), bcfg
+        return token_model(backbone, build_discrete_process(process_cfg)), bcfg
     learned = bool(getattr(bcfg, "learned_variance", False))
     model = ModelDenoiser(backbone, build_process(process_cfg), model_cfg.prediction,
                           sigma_data=model_cfg.sigma_data, learned_variance=learned)

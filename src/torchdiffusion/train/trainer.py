@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..build import build_model, wrap_backbone
+from ..build import build_model, token_model
 from ..config import ConfigError, RunConfig, is_discrete
 from ..model_denoiser import ModelDenoiser
 from ..devices import bf16_supported, resolve_device
@@ -103,7 +103,7 @@ class Trainer:
             saved = self._resume_if_possible()  # weights before sharding; optimizer state after
             self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
             self.fsdp = self.dist.active and tc.parallel == "fsdp"
-            self.train_model = self.model if self.net is self.model.backbone else wrap_backbone(
+            self.train_model = self.model if self.net is self.model.backbone else token_model(
                 self.net, self.model.process) if self.discrete else ModelDenoiser(
                 self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
                 noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
