@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow test-ui ui-browser bench bench-samplers bench-guidance data clean
+.PHONY: demo test test-slow test-ui ui-browser bench bench-samplers bench-guidance bench-kjv data clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,15 @@ $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e '.[dev]'
 	touch $@
 
-# Fashion-MNIST ships as a Debian package; install it when absent (needs root or sudo).
+# Fashion-MNIST, the King James Bible (bible-kjv-text, decoded by bible-kjv's `bible`) and the word list of the KJV
+# benchmark (wamerican) ship as Debian packages; install those absent (needs root or sudo).
+DATA_PACKAGES := dataset-fashion-mnist bible-kjv bible-kjv-text wamerican
 data:
-	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { \
+	@missing=$$(for p in $(DATA_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST configs will fail"; }
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "warning: could not install $$missing; the configs that need them will fail"; }
 
 # The web page's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 ui-browser:
@@ -63,6 +66,10 @@ bench-guidance: $(VENV)/.dev data
 		--scales 0,1,1.5,2,3,4 --classifier-scales 0.5,1,2,4,8 --classifier-sigma-max 10 --plot outputs/guidance_fmnist.png
 	$(PY) -m torchdiffusion train shapes_text --max-cpu-minutes 20 --set train.num_threads=1 --out runs/shapes_text20
 	$(PY) benchmarks/shapes_text.py --model runs/shapes_text20
+
+# Masked diffusion against the autoregressive baseline on the KJV, 30 CPU-minutes each (docs/discrete.md).
+bench-kjv: $(VENV)/.dev data
+	nice -n 5 $(PY) benchmarks/kjv_text.py --max-cpu-minutes 30 --runs runs/kjv_bench --out outputs/kjv_text.json
 
 clean:
 	rm -rf $(VENV) outputs runs

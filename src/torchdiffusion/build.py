@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig, ProcessConfig
+from torch import nn
+
+from .config import AUTOREGRESSIVE, ModelConfig, ProcessConfig, is_discrete
 from .model_denoiser import ModelDenoiser
 from .processes import GaussianProcess
-from .registry import PROCESSES
+from .registry import DISCRETE_PROCESSES, PROCESSES
 
 
 def build_process(cfg: ProcessConfig) -> GaussianProcess:
@@ -17,11 +19,35 @@ def build_process(cfg: ProcessConfig) -> GaussianProcess:
     return PROCESSES.lookup(cfg.name).from_config(cfg)
 
 
-def build_model(model_cfg: ModelConfig, process_cfg: ProcessConfig) -> tuple[ModelDenoiser, Any]:
-    """(denoiser wrapping a fresh backbone, the backbone's typed config)."""
+def build_discrete_process(cfg: ProcessConfig) -> Any:
+    """The token process named by cfg.name: a CategoricalProcess, or the autoregressive factorisation."""
+    if cfg.name == AUTOREGRESSIVE:
+        from .discrete.autoregressive import Autoregressive
+
+        return Autoregressive(cfg.vocab_size)
+    cls = DISCRETE_PROCESSES.lookup(cfg.name)
+    if cfg.name == "masked":
+        return cls(cfg.vocab_size, schedule=cfg.masking_schedule)
+    return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule)
+
+
+def token_model(backbone: nn.Module, process: Any) -> nn.Module:
+    """A token model around a sequence backbone: the autoregressive model, or the p(x0 | x_t) denoiser."""
+    from .discrete.autoregressive import Autoregressive, AutoregressiveModel
+    from .discrete.denoiser import BackboneDenoiser
+
+    if isinstance(process, Autoregressive):
+        return AutoregressiveModel(backbone, process)
+    return BackboneDenoiser(backbone, process)
+
+
+def build_model(model_cfg: ModelConfig, process_cfg: ProcessConfig) -> tuple[nn.Module, Any]:
+    """(denoiser wrapping a fresh backbone, the backbone's typed config); token runs get their token model."""
     from .nn import build_backbone
 
     backbone, bcfg = build_backbone(model_cfg.backbone, dict(model_cfg.params))
+    if is_discrete(process_cfg):
+        return token_model(backbone, build_discrete_process(process_cfg)), bcfg
     learned = bool(getattr(bcfg, "learned_variance", False))
     model = ModelDenoiser(backbone, build_process(process_cfg), model_cfg.prediction,
                           sigma_data=model_cfg.sigma_data, learned_variance=learned)

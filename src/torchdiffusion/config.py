@@ -63,9 +63,13 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow
+    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow; token runs:
+                                                 # registry.DISCRETE_PROCESSES (masked, absorbing, ...) | autoregressive
     schedule: str = "cosine"                     # beta schedule of ddpm (linear, scaled_linear, cosine, sigmoid, logsnr_linear)
-    T: int = 1000                                # number of discrete steps of ddpm
+                                                 # or of a D3PM kernel (linear, cosine, mutual_info)
+    T: int = 1000                                # number of discrete steps of ddpm or of a D3PM kernel
+    vocab_size: int = 0                          # token runs: data classes K ([MASK] or [BOS] come on top)
+    masking_schedule: str = "linear"             # masked: alpha(t) = 1 - t (linear) | cosine
     zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
     beta_min: float = 0.1                        # vp / subvp linear beta(t)
     beta_max: float = 20.0
@@ -83,7 +87,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t))
+    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t));
+                                                 # token runs: masked | d3pm | autoregressive
     weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
     t_sampling: str = "uniform"                  # uniform | lognormal
     gamma: float = 5.0                           # min-SNR-gamma
@@ -196,6 +201,18 @@ def read_config_data(path: str | Path | None = None, overrides: list[str] | None
 
 
 PACKAGED = Path(__file__).parent / "configs"
+AUTOREGRESSIVE = "autoregressive"  # process.name of a next-token model: no forward corruption, one token at a time
+# loss.kind of each kind of token run: the process names it goes with
+DISCRETE_LOSSES = {"masked": ("masked",), "d3pm": ("uniform", "absorbing", "gaussian", "nearest_neighbour"),
+                   AUTOREGRESSIVE: (AUTOREGRESSIVE,)}
+
+
+def is_discrete(cfg: RunConfig | ProcessConfig) -> bool:
+    """Whether a run (or its process section) models token ids rather than continuous data."""
+    from .registry import DISCRETE_PROCESSES
+
+    name = (cfg.process if isinstance(cfg, RunConfig) else cfg).name
+    return name == AUTOREGRESSIVE or name in DISCRETE_PROCESSES
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -218,15 +235,22 @@ def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None
 def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
     from .losses import T_SAMPLINGS, WEIGHTINGS
-    from .registry import BACKBONES, DATASETS, LOSSES, PREDICTIONS, PROCESSES, SAMPLERS
+    from .registry import BACKBONES, DATASETS, DISCRETE_PROCESSES, LOSSES, PREDICTIONS, PROCESSES, SAMPLERS
     from .sampling import check_options
     from .schedules import BETA_SCHEDULES
 
-    _one_of("process.name", cfg.process.name, PROCESSES.names())
-    _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
-    _one_of("model.prediction", cfg.model.prediction, PREDICTIONS.names())
+    _one_of("process.name", cfg.process.name, PROCESSES.names() + DISCRETE_PROCESSES.names() + [AUTOREGRESSIVE])
     _one_of("model.backbone", cfg.model.backbone, sorted(BACKBONES))
     _one_of("loss.kind", cfg.loss.kind, LOSSES.names())
+    if is_discrete(cfg):
+        _validate_discrete(cfg)
+    else:
+        _one_of("process.schedule", cfg.process.schedule, list(BETA_SCHEDULES))
+        _one_of("sample.sampler", cfg.sample.sampler, sorted(SAMPLERS))
+        if cfg.loss.kind in DISCRETE_LOSSES:
+            raise ConfigError(f"loss.kind {cfg.loss.kind!r} is for token runs; it needs process.name one of "
+                              f"{', '.join(DISCRETE_LOSSES[cfg.loss.kind])}")
+    _one_of("model.prediction", cfg.model.prediction, PREDICTIONS.names())
     if (cfg.loss.kind == "classifier") != (cfg.model.backbone == "classifier"):
         raise ConfigError(f"loss.kind {cfg.loss.kind!r} and model.backbone {cfg.model.backbone!r} do not go together: "
                           "a noise-conditional classifier needs both set to 'classifier'")
@@ -235,7 +259,6 @@ def validate(cfg: RunConfig) -> None:
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
     _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
-    _one_of("sample.sampler", cfg.sample.sampler, sorted(SAMPLERS))
     _one_of("data.name", cfg.data.name, list(DATASETS))
     tc, pc = cfg.train, cfg.process
     # written as not (v >= lo) so that NaN fails too
@@ -277,6 +300,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.autoencoder is not None and (not cfg.autoencoder.strip() or not Path(cfg.autoencoder).exists()):
         raise ConfigError(f"autoencoder: {cfg.autoencoder!r} does not exist; train an autoencoder first "
                           f"(`torchdiffusion train-autoencoder fashion_mnist_vae --out {cfg.autoencoder}`)")
+    if is_discrete(cfg):
+        return
     try:
         check_options(cfg.sample.sampler, cfg.sample.options)
     except ValueError as e:
@@ -303,6 +328,41 @@ def _validate_backbone(mc: ModelConfig) -> None:
         with torch.device("meta"):  # counts the parameters without allocating them
             n = sum(p.numel() for p in BACKBONES[mc.backbone](bcfg).parameters())
         check_bound(f"model.params ({mc.backbone}: parameter count)", n, MAX_BACKBONE_PARAMETERS)
+
+
+def _validate_discrete(cfg: RunConfig) -> None:
+    """A token run: its loss fits its process, its backbone reads sequences, and the vocabulary sizes agree."""
+    from .discrete.schedules import BETA_SCHEDULES as D3PM_SCHEDULES
+    from .discrete.schedules import MASKING_SCHEDULES
+    from .registry import DISCRETE_SAMPLERS
+
+    pc, name = cfg.process, cfg.process.name
+    fits = [kind for kind, names in DISCRETE_LOSSES.items() if name in names]
+    if cfg.loss.kind not in fits:
+        raise ConfigError(f"loss.kind {cfg.loss.kind!r} does not train process.name {name!r}; use loss.kind "
+                          f"{fits[0]!r}")
+    if not pc.vocab_size >= 2:
+        raise ConfigError(f"process.vocab_size: a token run needs the number of data classes (>= 2), got "
+                          f"{pc.vocab_size}")
+    if name == "masked":
+        _one_of("process.masking_schedule", pc.masking_schedule, list(MASKING_SCHEDULES))
+    elif name != AUTOREGRESSIVE:
+        _one_of("process.schedule", pc.schedule, list(D3PM_SCHEDULES))
+    backbone = "causal_transformer" if name == AUTOREGRESSIVE else "sequence_transformer"
+    if cfg.model.backbone != backbone:
+        raise ConfigError(f"model.backbone: process.name {name!r} needs {backbone!r}, got {cfg.model.backbone!r}")
+    extra = 0 if name in ("uniform", "gaussian", "nearest_neighbour") else 1  # [MASK] or [BOS]
+    classes = cfg.model.params.get("vocab_size")
+    if classes != pc.vocab_size + extra:
+        what = {0: "", 1: " + [BOS]" if name == AUTOREGRESSIVE else " + [MASK]"}[extra]
+        raise ConfigError(f"model.params.vocab_size must be {pc.vocab_size + extra} (process.vocab_size "
+                          f"{pc.vocab_size}{what}), got {classes}")
+    sampler = AUTOREGRESSIVE if name == AUTOREGRESSIVE else "ancestral"
+    if cfg.sample.sampler != sampler:
+        raise ConfigError(f"sample.sampler: process.name {name!r} samples with {sampler!r} "
+                          f"(registry.DISCRETE_SAMPLERS: {', '.join(DISCRETE_SAMPLERS)}), got {cfg.sample.sampler!r}")
+    if cfg.sample.options:
+        raise ConfigError(f"sample.options: token samplers take none here, got {cfg.sample.options}")
 
 
 NAN_POLICIES = ("skip", "stop")

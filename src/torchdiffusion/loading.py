@@ -1,4 +1,9 @@
-"""Loading a trained run for use: a checkpoint file or a run directory -> (denoiser, run config)."""
+"""Loading a trained run for use: a checkpoint file or a run directory -> (denoiser, run config).
+
+A token run (config.is_discrete) loads as its token model instead: the p(x0 | x_t) denoiser of the discrete core
+(`discrete.BackboneDenoiser`, with `.process`) or the autoregressive model (`discrete.AutoregressiveModel`); both
+sample with `discrete.generate.generate_tokens`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .build import backbone_shapes, build_model
-from .config import ConfigError, RunConfig, from_dict, migrate
+from .config import ConfigError, RunConfig, from_dict, is_discrete, migrate
 from .model_denoiser import ModelDenoiser
 from .train.checkpoint import CheckpointError, first_line, read_checkpoint
 
@@ -20,10 +26,15 @@ Tensor = torch.Tensor
 class LoadedRun:
     """A model ready for sampling, the run config it was trained with, and its checkpoint's metadata."""
 
-    model: ModelDenoiser
+    model: ModelDenoiser | nn.Module  # a ModelDenoiser, or a token run's token model
     config: RunConfig
     meta: dict[str, Any]  # the checkpoint's metadata, with "path" (the file read) and "step"
     codec: Any = None  # a latent model's latent.LatentCodec (its autoencoder and latent scale); None in pixel space
+
+    @property
+    def discrete(self) -> bool:
+        """Whether this is a token run (masked / D3PM diffusion or autoregressive) rather than a Denoiser."""
+        return is_discrete(self.config)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -78,8 +89,9 @@ def check_shapes(ckpt: Path, weights: dict[str, Tensor], cfg: RunConfig) -> None
 
 
 def load(path: str | Path, *, raw_weights: bool = False,
-         device: str | torch.device = "cpu") -> tuple[ModelDenoiser, RunConfig]:
+         device: str | torch.device = "cpu") -> tuple[ModelDenoiser | nn.Module, RunConfig]:
     """(denoiser, run config) of a checkpoint file or a run directory (its newest checkpoint), EMA weights by
-    default, ready to sample on `device`: `x = td.sample(model, noise, method="ipndm", nfe=20)`."""
+    default, ready to sample on `device`: `x = td.sample(model, noise, method="ipndm", nfe=20)`; a token run gives
+    its token model: `ids, _ = generate_tokens(model, num, length)` (torchdiffusion.discrete.generate)."""
     run = load_run(path, raw_weights=raw_weights, device=device)
     return run.model, run.config

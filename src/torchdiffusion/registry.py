@@ -61,6 +61,9 @@ PREDICTIONS = Registry("prediction type", {  # Prediction subclasses
 _L = "torchdiffusion.losses.objectives:"
 LOSSES = Registry("loss kind", {  # TrainingObjective instances: what the trainer minimises (config loss.kind)
     "simple": _L + "SIMPLE", "edm": _L + "EDM", "hybrid": _L + "HYBRID", "classifier": _L + "CLASSIFIER",
+    # token runs (losses.discrete.DiscreteObjective): MDLM's bound, D3PM's hybrid loss, next-token cross-entropy
+    "masked": "torchdiffusion.losses.discrete:MASKED", "d3pm": "torchdiffusion.losses.discrete:D3PM",
+    "autoregressive": "torchdiffusion.losses.discrete:AUTOREGRESSIVE",
 })
 
 BACKBONES = Registry("backbone", {  # nn.Module classes with a `config_class` (a BackboneConfig dataclass)
@@ -76,6 +79,7 @@ DATASETS = Registry("dataset", {  # loaders (**options) -> (data, labels)
     "textures": _D + "load_textures", "lfw": _D + "load_lfw_faces", "shapes": "torchdiffusion.data.shapes:load_shapes_dataset",
     "toy:swiss_roll": _T + "load_swiss_roll", "toy:moons": _T + "load_moons",
     "toy:eight_gaussians": _T + "load_eight_gaussians", "toy:checkerboard": _T + "load_checkerboard",
+    "kjv": "torchdiffusion.data.kjv:load_kjv",  # token ids (N, seq_len): King James Bible characters
 })
 CAPTIONS = Registry("captioned dataset", {  # loaders (**the dataset's options) -> one caption per item
     "shapes": "torchdiffusion.data.shapes:load_shapes_captions",
@@ -102,7 +106,7 @@ DISCRETE_PROCESSES = Registry("discrete process", {  # CategoricalProcess subcla
     "masked": _X + "masked:MaskedDiffusion",
 })
 DISCRETE_SAMPLERS = Registry("discrete sampler", {  # discrete.sampling.DiscreteMethod objects
-    "ancestral": _X + "sampling:ANCESTRAL",
+    "ancestral": _X + "sampling:ANCESTRAL", "autoregressive": _X + "autoregressive:AUTOREGRESSIVE",
 })
 
 _I = "torchdiffusion.inverse."

@@ -12,13 +12,15 @@ import numpy as np
 
 from .common import (add_device_argument, non_negative_int, positive_int, prepare_output_file)
 from .guidance_args import add_guidance_arguments, recipe_from_args
+from .sample_tokens import add_token_arguments, refuse_token_flags, run_tokens
 from .sampler_options import add_sampler_option_argument, sampler_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("sample", help="sample from a checkpoint or a run directory",
                         description="Sample with the EMA weights of a checkpoint (or a run's newest checkpoint). "
-                                    "The last stdout line is JSON with nfe, seconds and the paths written.")
+                                    "The last stdout line is JSON with nfe, seconds and the paths written. A token run (e.g. "
+                                    "kjv_mdlm, kjv_ar) writes text: --num N --length L --jsonl FILE [--prefix TEXT].")
     sp.add_argument("path", help="checkpoint file (.safetensors) or run directory")
     sp.add_argument("--sampler", default=None, help="sampler name (see --list-samplers); default from the run config")
     sp.add_argument("--steps", type=positive_int(10_000), default=None, help="number of sampler steps")
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_argument(sp)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
     add_guidance_arguments(sp)
+    add_token_arguments(sp, positive_int)
     sp.set_defaults(handler=run)
 
 
@@ -51,7 +54,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     # outputs are checked (and their folders made) before the model is loaded and anything is drawn
     tiles = prepare_output_file(a.tiles, "--tiles") if a.tiles else None
     npz = prepare_output_file(a.npz, "--npz") if a.npz else None
+    jsonl = prepare_output_file(a.jsonl, "--jsonl") if a.jsonl is not None else None
     loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
+    if loaded.discrete:
+        return run_tokens(a, loaded, jsonl)
+    refuse_token_flags(a)
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model; use it with "

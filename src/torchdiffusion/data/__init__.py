@@ -24,6 +24,7 @@ from .images import (
 )
 from .shapes import ShapesData, load_shapes, load_shapes_dataset, measure_attributes
 from .toy2d import TOY2D
+from . import kjv
 
 Tensor = torch.Tensor
 TOY_PREFIX = "toy:"
@@ -35,6 +36,20 @@ def load_captions(name: str, **kwargs) -> list[str]:
         raise ValueError(f"dataset {name!r} has no captions for text conditioning; captioned datasets: "
                          f"{', '.join(CAPTIONS)}")
     return CAPTIONS[name](**kwargs)
+
+
+def decode_tokens(name: str, ids: Tensor) -> str:
+    """A token sequence (L,) of dataset `name` as text (its characters; ids separated by spaces for other sets)."""
+    if name == "kjv":
+        return kjv.decode(ids)
+    return " ".join(str(i) for i in torch.as_tensor(ids).tolist())
+
+
+def encode_text(name: str, text: str) -> Tensor:
+    """Text -> (len,) ids in dataset `name`'s vocabulary (ValueError for a set without one or a foreign character)."""
+    if name == "kjv":
+        return kjv.encode(text)
+    raise ValueError(f"dataset {name!r} has no text vocabulary; a text prefix needs a text dataset (kjv)")
 
 
 def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
@@ -58,6 +73,8 @@ __all__ = [
     "ShapesData",
     "DatasetNotFoundError",
     "IDXFormatError",
+    "decode_tokens",
+    "encode_text",
     "fashion_mnist_dir",
     "image_tiles",
     "load_captions",

@@ -244,6 +244,9 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
     if o.plots:
         require_matplotlib()  # fail before the expensive part
     loaded = load_run(run, raw_weights=o.raw_weights, device=resolve_device(o.device))
+    if loaded.discrete:  # a token run: held-out bits per character (evaluate/text.py)
+        from .text import evaluate_text
+        return evaluate_text(run, loaded, o)
     model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
     metrics = validate(o, toy)
@@ -321,7 +324,11 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
 def summary_table(report: dict[str, Any]) -> str:
     """The report's figures as a plain-text table."""
     lines = []
-    for r in report["results"]:
+    if "bits_per_char" in report:  # a token run
+        n = report["nll"]
+        lines.append(f"bits/char ({report['model']}): {n['bits_per_token']:.4f} ± {n['std_err']:.4f} on "
+                     f"{n['windows']} held-out windows ({n['tokens']} characters)")
+    for r in report.get("results", []):
         if "nfe_used" not in r:
             lines.append(f"{r['sampler']:>10s} nfe {r['nfe_requested']:>3d}: {r['skipped']}")
             continue

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..build import build_model
-from ..config import ConfigError, RunConfig
+from ..build import build_model, token_model
+from ..config import ConfigError, RunConfig, is_discrete
 from ..model_denoiser import ModelDenoiser
 from ..devices import bf16_supported, resolve_device
 from ..data import load_dataset, save_image_tiles
@@ -87,6 +87,9 @@ class Trainer:
         self.data = self.prepare_data(self.data)
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)
         self.model.to(self.dist.device)
+        self.discrete = is_discrete(cfg)
+        if self.discrete:
+            check_tokens(self.data, cfg, self.backbone_cfg)
         self.captions = None  # CaptionContext for text-conditional models (context_dim > 0)
         if getattr(self.backbone_cfg, "context_dim", 0):
             from ..data import load_captions
@@ -114,7 +117,8 @@ class Trainer:
             saved = self._resume_if_possible()  # weights before sharding; optimizer state after
             self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
             self.fsdp = self.dist.active and tc.parallel == "fsdp"
-            self.train_model = self.model if self.net is self.model.backbone else ModelDenoiser(
+            self.train_model = self.model if self.net is self.model.backbone else token_model(
+                self.net, self.model.process) if self.discrete else ModelDenoiser(
                 self.net, self.model.process, self.model.prediction, sigma_data=self.model.sigma_data,
                 noise_input=self.model.noise_input, learned_variance=self.model.learned_variance)
             self.opt = torch.optim.AdamW(self.train_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -173,6 +177,8 @@ class Trainer:
             return hybrid_loss(model, x0[mine].to(dev), lam=lc.hybrid_lambda, generator=self.noise_gen,
                                importance=self.importance, **cond)
         objective = LOSSES.lookup(lc.kind)
+        if self.discrete:  # token ids: the objective draws t and x_t for the whole micro-batch itself
+            return objective(model, x0, generator=self.noise_gen, mine=mine, config=lc)
         t = sample_t(model.process, x0.shape[0], generator=self.noise_gen,
                      method=objective.t_sampling or lc.t_sampling)[mine].to(dev)
         eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)[mine].to(dev)
@@ -309,6 +315,13 @@ class Trainer:
     # ---- samples for people to look at
     def sample_tiles(self, path: Path, num: int | None = None) -> Path:
         sc = self.cfg.sample
+        if self.discrete:  # token runs: the EMA model's samples as text, one per line
+            from ..discrete.generate import generate_tokens
+            from .visual import save_text
+
+            ids, _ = generate_tokens(self.ema, min(sc.num, 16), self.data.shape[1], steps=sc.steps,
+                                     seed=self.cfg.train.seed)
+            return save_text(ids, path.with_suffix(".txt"), self.cfg.data.name)
         n = num or (min(sc.num, 64) if self.data.ndim == 4 else sc.num)
         cond, nrow = {}, None
         if self.num_classes:  # one column per class, conditional samples (guidance scale 1)
@@ -414,6 +427,20 @@ class Trainer:
         if bad >= MAX_BAD_STEPS:
             raise TrainingDivergedError(f"non-finite loss for {bad} steps in a row, the last at step {self.step + 1}; "
                                         f"stopped without saving; {kept}.")
+
+
+def check_tokens(data: Tensor, cfg: RunConfig, backbone_cfg: Any) -> None:
+    """A token run's data: integer ids below process.vocab_size, sequences no longer than the backbone's seq_len."""
+    K = cfg.process.vocab_size
+    if data.is_floating_point() or data.ndim != 2:
+        raise ConfigError(f"dataset {cfg.data.name!r} gives {data.dtype} items of shape {tuple(data.shape[1:])}; "
+                          f"process.name {cfg.process.name!r} trains on token ids (N, L)")
+    if int(data.min()) < 0 or int(data.max()) >= K:
+        raise ConfigError(f"dataset {cfg.data.name!r} has token ids in [{int(data.min())}, {int(data.max())}] but "
+                          f"process.vocab_size is {K}")
+    if data.shape[1] > backbone_cfg.seq_len:
+        raise ConfigError(f"dataset {cfg.data.name!r} gives sequences of {data.shape[1]} tokens, longer than "
+                          f"model.params.seq_len {backbone_cfg.seq_len}")
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,

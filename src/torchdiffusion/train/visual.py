@@ -27,3 +27,13 @@ def save_scatter(x: torch.Tensor, path: str | Path, reference: torch.Tensor | No
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(path)
     return path
+
+
+def save_text(ids: torch.Tensor, path: str | Path, dataset: str) -> Path:
+    """Write token samples (N, L) as text, one per line (a verse break "\\n" inside a sample shown as " | ")."""
+    from ..data import decode_tokens
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(decode_tokens(dataset, row).replace("\n", " | ") + "\n" for row in ids))
+    return path

@@ -1,0 +1,75 @@
+"""Drawing token sequences from a trained token model, diffusion or autoregressive, with an optional prompt.
+
+A masked (absorbing) model starts from all [MASK] and the prompt's tokens are put back in place after every step
+(replacement, as in inpainting: at t = 1 the forward process has masked every token, so the prompt cannot come from
+it), and the model infills the rest around them; the autoregressive model continues the prompt. Batch b draws from one generator
+seeded with seed + b, so a run is reproducible for a given batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .autoregressive import AutoregressiveModel, autoregressive
+from .sampling import SamplerStats, ancestral
+
+Tensor = torch.Tensor
+
+
+def model_seq_len(model: nn.Module) -> int:
+    """The longest sequence the model's backbone was built for."""
+    return int(model.backbone.config.seq_len)
+
+
+def check_request(model: nn.Module, length: int, prompt: Tensor | None, steps: int | None) -> None:
+    """ValueError for a length the model cannot produce or a prompt it cannot keep."""
+    L = model_seq_len(model)
+    if not 1 <= length <= L:
+        raise ValueError(f"--length must be in [1, {L}] (the model's seq_len), got {length}")
+    if prompt is not None and len(prompt) > length:
+        raise ValueError(f"the prefix has {len(prompt)} characters, more than --length {length}")
+    is_ar = isinstance(model, AutoregressiveModel)
+    if prompt is not None and not is_ar and model.process.mask_id is None:
+        raise ValueError("a prefix needs an absorbing ([MASK]) process: this model's kernel would resample it")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+@torch.no_grad()
+def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | None = None, seed: int = 0,
+                    prompt: Tensor | None = None, batch_size: int = 256,
+                    progress: bool = False) -> tuple[Tensor, dict[str, int]]:
+    """num sequences (num, length) of ids and the cost (denoiser calls, rows evaluated and reused).
+
+    steps: the diffusion sampler's steps (default: length); ignored by the autoregressive model (one per token).
+    prompt: (P,) ids that every sample starts with.
+    """
+    check_request(model, length, prompt, steps)
+    device = next(model.parameters()).device
+    is_ar = isinstance(model, AutoregressiveModel)
+    steps = length if steps is None else steps
+    stats, out = SamplerStats(), []
+    P = 0 if prompt is None else len(prompt)
+    for b, start in enumerate(tqdm(range(0, num, batch_size), disable=not progress, desc="sampling")):
+        n = min(batch_size, num - start)
+        g = torch.Generator(device=device).manual_seed(seed + b)
+        head = (torch.empty(n, 0, dtype=torch.long) if prompt is None else prompt.long().expand(n, -1)).to(device)
+        if is_ar:
+            x = autoregressive(model, head, length - P, generator=g)
+            stats.steps += length - P
+            stats.calls += length - P
+            stats.rows += n * (length - P)
+        else:
+            x_T = model.process.sample_prior((n, length), g, device)
+            x_T[:, :P] = head
+
+            def keep_prompt(i: int, t: float, x: Tensor) -> None:
+                x[:, :P] = head  # in place: the sampler's next step reads this tensor
+
+            x = ancestral(model, x_T, steps, generator=g, stats=stats, callback=keep_prompt if P else None)
+        out.append(x.cpu())
+    return torch.cat(out), asdict(stats)
