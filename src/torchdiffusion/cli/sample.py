@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--num", type=positive_int(1_000_000), default=64, help="number of samples")
     sp.add_argument("--seed", type=non_negative_int, default=0, help="sample i uses seed + i")
     add_sampler_option_argument(sp)
+    sp.add_argument("--cache-interval", type=positive_int(10_000), default=None, metavar="N",
+                    help="step caching (DeepCache, Ma et al. 2023): a full U-Net pass every N steps, the steps in "
+                         "between rerun only its shallowest level on the stored deep features (1: no caching)")
     sp.add_argument("--tiles", "--grid", dest="tiles", default=None, metavar="FILE.png",
                     help="write the samples tiled into one PNG (2-D data: a scatter plot)")
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
@@ -59,6 +62,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     sampler = a.sampler or cfg.sample.sampler
     steps = a.steps or cfg.sample.steps
     options = sampler_options(sampler, cfg.sample.options if sampler == cfg.sample.sampler else {}, a)
+    if a.cache_interval is not None:
+        from ..step_cache import step_cached
+
+        model = step_cached(model, a.cache_interval)
     guidance = recipe_from_args(a, model, a.num)
     t0 = time.perf_counter()
     x, nfe = generate(model, loaded.data_shape, a.num, sampler=sampler, steps=steps, seed=a.seed,
@@ -84,4 +91,5 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             np.savez(f, arr_0=array)
         written["npz"] = str(npz)
     return {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": sampler, "steps": steps,
-            "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options, **written}
+            "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options,
+            **({"cache_interval": a.cache_interval} if a.cache_interval else {}), **written}
