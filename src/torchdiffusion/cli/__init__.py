@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_autoencoder, train_features
+from . import demo, eval, sample, train, train_autoencoder, train_controlnet, train_features
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -25,7 +25,7 @@ EXAMPLES = """examples:
   torchdiffusion train-autoencoder fashion_mnist_vae --max-cpu-minutes 20 --out runs/vae
   torchdiffusion train fashion_mnist_ldm --set autoencoder=runs/vae --out runs/ldm
 """
-COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder)
+COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import (add_device_argument, non_negative_int, positive_int, prepare_output_file)
+from .common import (add_device_argument, finite_float, non_negative_int, positive_int, prepare_output_file)
 from .guidance_args import add_guidance_arguments, recipe_from_args
 from .sampler_options import add_sampler_option_argument, sampler_options
 
@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
     sp.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
     sp.add_argument("--batch-size", type=positive_int(100_000), default=256)
+    sp.add_argument("--control", default=None, metavar="IMG.png",
+                    help="PATH is a ControlNet run (train-controlnet --out): steer its base with this grayscale "
+                         "control image of the model's size (white = shape for a mask)")
+    sp.add_argument("--control-scale", type=finite_float, default=1.0, metavar="S",
+                    help="multiplies the ControlNet's residuals (0: the base model exactly; default 1)")
     add_device_argument(sp)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
     add_guidance_arguments(sp)
@@ -54,7 +59,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     # outputs are checked (and their folders made) before the model is loaded and anything is drawn
     tiles = prepare_output_file(a.tiles, "--tiles") if a.tiles else None
     npz = prepare_output_file(a.npz, "--npz") if a.npz else None
-    loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
+    if a.control is not None:
+        from ..controlnet import load_controlled_run, read_control_png
+
+        loaded = load_controlled_run(a.path, scale=a.control_scale, device=resolve_device(a.device))
+        loaded.model.backbone.control = read_control_png(a.control, loaded.data_shape[-2:])
+    else:
+        loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model; use it with "
