@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_autoencoder, train_features, ui
+from . import demo, eval, sample, train, train_autoencoder, train_controlnet, train_features, ui
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -25,7 +25,7 @@ EXAMPLES = """examples:
   torchdiffusion train fashion_mnist_ldm --set autoencoder=runs/vae --out runs/ldm
   torchdiffusion ui runs --port 7860
 """
-COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, ui)
+COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet, ui)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import (add_device_argument, non_negative_int, positive_int, prepare_output_file)
+from .common import (add_device_argument, finite_float, non_negative_int, positive_int, prepare_output_file)
 from .guidance_args import add_guidance_arguments, recipe_from_args
 from .sample_tokens import add_token_arguments, refuse_token_flags, run_tokens
 from .sampler_options import add_sampler_option_argument, sampler_options
@@ -27,11 +27,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--num", type=positive_int(1_000_000), default=64, help="number of samples")
     sp.add_argument("--seed", type=non_negative_int, default=0, help="sample i uses seed + i")
     add_sampler_option_argument(sp)
+    sp.add_argument("--cache-interval", type=positive_int(10_000), default=None, metavar="N",
+                    help="step caching (DeepCache, Ma et al. 2023): a full U-Net pass every N steps, the steps in "
+                         "between rerun only its shallowest level on the stored deep features (1: no caching)")
     sp.add_argument("--tiles", "--grid", dest="tiles", default=None, metavar="FILE.png",
                     help="write the samples tiled into one PNG (2-D data: a scatter plot)")
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
     sp.add_argument("--raw-weights", action="store_true", help="use the raw (non-EMA) weights")
     sp.add_argument("--batch-size", type=positive_int(100_000), default=256)
+    sp.add_argument("--control", default=None, metavar="IMG.png",
+                    help="PATH is a ControlNet run (train-controlnet --out): steer its base with this grayscale "
+                         "control image of the model's size (white = shape for a mask)")
+    sp.add_argument("--control-scale", type=finite_float, default=1.0, metavar="S",
+                    help="multiplies the ControlNet's residuals (0: the base model exactly; default 1)")
     add_device_argument(sp)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
     add_guidance_arguments(sp)
@@ -55,7 +63,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     tiles = prepare_output_file(a.tiles, "--tiles") if a.tiles else None
     npz = prepare_output_file(a.npz, "--npz") if a.npz else None
     jsonl = prepare_output_file(a.jsonl, "--jsonl") if a.jsonl is not None else None
-    loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
+    if a.control is not None:
+        from ..controlnet import load_controlled_run, read_control_png
+
+        loaded = load_controlled_run(a.path, scale=a.control_scale, device=resolve_device(a.device))
+        loaded.model.backbone.control = read_control_png(a.control, loaded.data_shape[-2:])
+    else:
+        loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     if loaded.discrete:
         return run_tokens(a, loaded, jsonl)
     refuse_token_flags(a)
@@ -66,6 +80,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     sampler = a.sampler or cfg.sample.sampler
     steps = a.steps or cfg.sample.steps
     options = sampler_options(sampler, cfg.sample.options if sampler == cfg.sample.sampler else {}, a)
+    if a.cache_interval is not None:
+        from ..step_cache import step_cached
+
+        model = step_cached(model, a.cache_interval)
     guidance = recipe_from_args(a, model, a.num)
     t0 = time.perf_counter()
     x, nfe = generate(model, loaded.data_shape, a.num, sampler=sampler, steps=steps, seed=a.seed,
@@ -91,4 +109,5 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             np.savez(f, arr_0=array)
         written["npz"] = str(npz)
     return {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": sampler, "steps": steps,
-            "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options, **written}
+            "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options,
+            **({"cache_interval": a.cache_interval} if a.cache_interval else {}), **written}

@@ -12,7 +12,7 @@ from typing import Any
 GAUSSIAN_ONLY = {"tiles": None, "npz": None, "class_label": None, "prompt": None, "guidance_scale": 1.0,
                  "negative_class": None, "negative_prompt": None, "guidance_rescale": 0.0,
                  "guidance_interval": None, "threshold": None, "classifier": None, "classifier_scale": 1.0,
-                 "option": [], "eta": None}
+                 "option": [], "eta": None, "cache_interval": None, "control": None, "control_scale": 1.0}
 TOKEN_ONLY = {"length": None, "jsonl": None, "prefix": None}
 
 

@@ -237,6 +237,17 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None,
                 context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         """x (B, C, H, W), noise_level (B,), class_labels (B,) long, context (B, L, D), context_mask (B, L) bool."""
+        emb, context = self.embedding(x, noise_level, class_labels, context, context_mask)
+        h, skips = self.encode(x, emb, context, context_mask)
+        h = self.middle(h, emb, context, context_mask)
+        return self.decode(h, skips, emb, context, context_mask)
+
+    # The forward pass in four parts, so that ControlNet (Zhang et al. 2023) can add residuals to the skips and the
+    # middle, and step caching (DeepCache, Ma et al. 2023) can rerun only the shallowest level.
+
+    def embedding(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None,
+                  context: Tensor | None = None, context_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(SiLU(noise + label embedding) (B, 4 * base_channels), the normed context or None), inputs checked."""
         c = self.config
         check_backbone_input("UNet", x, "(B, C, H, W)", 4, c.in_channels, class_labels, c.num_classes)
         emb = self.embed(noise_level)  # (B, 4 * base_channels)
@@ -252,23 +263,39 @@ class UNet(nn.Module):
             context = self.context_norm(context)
         elif context_mask is not None:
             raise ValueError("context_mask given without context")
-        emb = F.silu(emb)  # every ResBlock applies SiLU before its projection; do it once here
+        return F.silu(emb), context  # every ResBlock applies SiLU before its projection; do it once here
 
+    def encode(self, x: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None,
+               levels: int | None = None, hint: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """(h at the bottom, the skips in order): conv_in, then `levels` down levels (None: all, with their
+        downsamplers). hint (B, base_channels, H, W) is added to conv_in's output (ControlNet's condition)."""
         h = self.conv_in(x)
+        if hint is not None:
+            h = h + hint
         skips = [h]
-        for level, blocks in enumerate(self.down):
+        for level, blocks in enumerate(self.down[:levels]):
             for blk in blocks:
                 h = blk(h, emb, context, context_mask)
                 skips.append(h)
-            if level < len(self.downsample):
+            if levels is None and level < len(self.downsample):
                 h = self.downsample[level](h)
                 skips.append(h)
+        return h, skips
 
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), context, context_mask), emb)
+    def middle(self, h: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+        """The middle ResBlock-Attention-ResBlock at the lowest resolution."""
+        return self.mid_res2(self.mid_attn(self.mid_res1(h, emb), context, context_mask), emb)
 
-        for i, blocks in enumerate(self.up):
-            for blk in blocks:
+    def decode(self, h: Tensor, skips: list[Tensor], emb: Tensor, context: Tensor | None,
+               context_mask: Tensor | None, start: int = 0, stop: int | None = None) -> Tensor:
+        """Up levels start..stop-1 (stop None: all, then the output head), each eating its skips from the end of
+        `skips` (popped); stop < number of levels returns h upsampled to the next level's size."""
+        levels = len(self.up) if stop is None else stop
+        for i in range(start, levels):
+            for blk in self.up[i]:
                 h = blk(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
             if i < len(self.upsample):
                 h = self.upsample[i](h, skips[-1].shape[-2:])  # match the skip exactly (7 -> 14, 4 -> 7)
+        if stop is not None:
+            return h
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,78 @@
+"""Step caching (DeepCache, Ma et al. 2023) on a trained U-Net: CPU time per sample and how far the samples move.
+
+For each cache interval N, the same start noises are sampled with the same sampler and steps; reported are the CPU
+seconds (this process, all threads) of sampling, the speed-up over N = 1 (the plain model, bit for bit), and the
+RMS pixel distance of the samples to the plain model's (images in [-1, 1]), against the distance between two plain
+sample sets of different step counts (steps and steps + 5) as a yardstick of what "a small change" is.
+
+    PYTHONPATH=src python benchmarks/step_cache.py --model runs/digits --num 64 --steps 20 --intervals 1,2,3,5
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import torch
+
+from torchdiffusion.generate import start_noise
+from torchdiffusion.loading import load_run
+from torchdiffusion.sampling import sample
+from torchdiffusion.step_cache import step_cached
+
+
+def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root-mean-square distance per pixel, averaged over samples."""
+    return (a - b).reshape(len(a), -1).pow(2).mean(1).sqrt().mean().item()
+
+
+@torch.no_grad()
+def timed(model, x: torch.Tensor, method: str, steps: int) -> tuple[torch.Tensor, float]:
+    c0 = time.process_time()
+    out = sample(model, x, method=method, nfe=steps)
+    return out.clamp(-1, 1), time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a U-Net run directory or checkpoint")
+    ap.add_argument("--num", type=int, default=64, help="samples (one batch)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--method", default="ipndm")
+    ap.add_argument("--intervals", default="1,2,3,5")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per interval (the fastest is reported)")
+    ap.add_argument("--max-cpu-minutes", type=float, default=10.0, help="stop adding intervals past this CPU time")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    loaded = load_run(a.model)
+    model = loaded.model
+    x = start_noise(model, loaded.data_shape, a.num, a.seed)
+    c_start = time.process_time()
+    plain, _ = timed(model, x, a.method, a.steps)
+    longer, _ = timed(model, x, a.method, a.steps + 5)
+    print(f"# {a.model} (step {loaded.meta['step']}), {a.method} {a.steps} steps, {a.num} samples, "
+          f"{a.threads} thread(s), {platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(f"# yardstick: RMS({a.steps} vs {a.steps + 5} plain steps) = {rms(plain, longer):.4f}")
+    print("| interval | deep passes | CPU s / batch | speed-up | RMS vs plain |")
+    print("|---:|---:|---:|---:|---:|")
+    base_time = None
+    for n in [int(v) for v in a.intervals.split(",")]:
+        if time.process_time() - c_start > 60 * a.max_cpu_minutes:
+            print(f"# stopped at the CPU budget before interval {n}", file=sys.stderr)
+            break
+        best, out, deep = float("inf"), None, 0
+        for _ in range(a.repeats):
+            cached = step_cached(model, n)
+            out, sec = timed(cached, x, a.method, a.steps)
+            best, deep = min(best, sec), cached.cached.deep_calls
+        base_time = base_time or best
+        print(f"| {n} | {deep} | {best:.3f} | {base_time / best:.2f}x | {rms(out, plain):.4f} |", flush=True)
+    print(f"# total CPU {time.process_time() - c_start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
