@@ -5,9 +5,10 @@ interpolation (docs/inverse.md)."""
 from ..registry import INVERSE as METHODS
 from .editing import Inversion, ddim_invert, decode, interpolate, sdedit, slerp, strength_sigma
 from .method import InverseMethod
-from .operators import SVD, Blur, Compose, Downsample, Mask, Matrix, Operator, gaussian_kernel, motion_kernel
+from .operators import Blur, Compose, Downsample, Mask, Matrix, Operator, gaussian_kernel, motion_kernel
 from .posterior import MixturePosterior
 from .solve import solve
+from .svd import SVD
 
 __all__ = ["METHODS", "SVD", "Blur", "Compose", "Downsample", "InverseMethod", "Inversion", "Mask", "Matrix",
            "MixturePosterior", "Operator", "ddim_invert", "decode", "gaussian_kernel", "interpolate", "motion_kernel",
