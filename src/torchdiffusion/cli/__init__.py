@@ -1,4 +1,5 @@
-"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features`.
+"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features | inpaint | img2img |
+restore | upscale | invert | interpolate`.
 
 One module per command, each with `add_parser(subparsers)` and `run(args) -> dict`; this module assembles them and
 turns a user's error into one line and exit status 2. The CLI only parses and calls the library.
@@ -12,7 +13,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_features
+from . import demo, eval, img2img, inpaint, interpolate, invert, restore, sample, train, train_features, upscale
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -21,13 +22,19 @@ EXAMPLES = """examples:
   torchdiffusion demo
   torchdiffusion eval runs/fmnist --num 1000 --samplers ddim,dpmpp_2m --nfe 5,10,20,50 --out outputs/eval
   torchdiffusion train-features fashion_mnist --epochs 3
+  torchdiffusion inpaint runs/mnist --image digit.png --mask-preset centre --num 4 --out outputs/inpaint
+  torchdiffusion img2img runs/mnist --image sketch.png --strength 0.5 --out outputs/img2img
+  torchdiffusion restore runs/mnist --image blurred.png --operator blur:1 --noise-std 0.05 --out outputs/restore
+  torchdiffusion upscale runs/mnist --image small.png --factor 4 --out outputs/upscale
+  torchdiffusion invert runs/mnist --image digit.png --nfe 50 --out outputs/invert
+  torchdiffusion interpolate runs/mnist --a one.png --b two.png --num 8 --out outputs/interpolate
 """
-COMMANDS = (train, sample, demo, eval, train_features)
+COMMANDS = (train, sample, demo, eval, train_features, inpaint, img2img, restore, upscale, invert, interpolate)
 
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command module."""
-    ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, evaluate.",
+    ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, evaluate, edit images.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
