@@ -25,6 +25,17 @@ from torchdiffusion.inverse import INVERTIBLE, ddim_invert
 from torchdiffusion.loading import load_run
 
 
+def cpu_name() -> str:
+    """lscpu's model name, from /proc/cpuinfo."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def mixture(seed: int = 0) -> GaussianMixture:
     """Four components over 8 x 8 images: smooth random means in [-1, 1], variances 0.02-0.1 per pixel."""
     g = torch.Generator().manual_seed(seed)
@@ -83,7 +94,7 @@ def main() -> None:
     start = time.process_time()
     nfes = [int(n) for n in a.nfe.split(",")]
     share = a.max_cpu_minutes * 60 / (2 if a.model else 1)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)")
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} thread(s)")
 
     gmm = mixture()
     x0 = gmm.sample(a.num, generator=torch.Generator().manual_seed(1))[0].reshape(a.num, 1, 8, 8)
@@ -94,12 +105,13 @@ def main() -> None:
         loaded = load_run(a.model)
         data, _ = load_dataset(a.dataset)
         test = data[a.test_from:a.test_from + a.num]
-        print(f"{a.model} (step {loaded.meta['step']}), {len(test)} {a.dataset} test images "
-              f"[{a.test_from}:{a.test_from + len(test)}]")
+        limit = loaded.config.data.limit  # the model trained on the dataset's first `limit` images (None: all)
+        seen = "unseen" if limit is not None and limit <= a.test_from else "seen in training"
+        where = f"{len(test)} {a.dataset} images [{a.test_from}:{a.test_from + len(test)}], {seen}"
+        print(f"{a.model} (step {loaded.meta['step']}), {where}")
         with torch.no_grad():
             trained = sweep(loaded.model, test, nfes, time.process_time() + share)
-        tables.append(table(f"{a.model} (step {loaded.meta['step']}), {len(test)} unseen {a.dataset} images "
-                            f"[{a.test_from}:{a.test_from + len(test)}]", trained))
+        tables.append(table(f"{a.model} (step {loaded.meta['step']}), {where}", trained))
     print("\n" + "\n\n".join(tables))
     print(f"\nCPU time: {(time.process_time() - start) / 60:.1f} min")
 
