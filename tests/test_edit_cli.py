@@ -149,3 +149,12 @@ def test_a_mask_must_be_given_once(tiny_run, images, tmp_path):
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["inpaint", str(tiny_run), "--image", str(images / "a.png"), "--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_a_guidance_recipe_repeats_each_row_for_particles():
+    from torchdiffusion.conditioning import GuidanceRecipe
+
+    r = GuidanceRecipe(cond={"class_labels": torch.tensor([0, 1])}, uncond={"class_labels": torch.tensor([9, 9])},
+                       scale=2.0).repeat_rows(3)
+    assert r.cond["class_labels"].tolist() == [0, 0, 0, 1, 1, 1] and r.uncond["class_labels"].tolist() == [9] * 6
+    r.check_rows(6)
