@@ -11,6 +11,7 @@ from .solve import solve
 from .specs import MASK_PRESETS, OPERATORS, mask_preset, operator_from_spec
 from .svd import SVD
 
-__all__ = ["INVERTIBLE", "MASK_PRESETS", "METHODS", "OPERATORS", "SVD", "Blur", "Compose", "Downsample", "InverseMethod", "Inversion", "Mask", "Matrix",
-           "MixturePosterior", "Operator", "ddim_invert", "decode", "gaussian_kernel", "interpolate", "mask_preset", "motion_kernel", "operator_from_spec",
-           "sdedit", "slerp", "solve", "strength_sigma"]
+__all__ = ["INVERTIBLE", "MASK_PRESETS", "METHODS", "OPERATORS", "SVD", "Blur", "Compose", "Downsample",
+           "InverseMethod", "Inversion", "Mask", "Matrix", "MixturePosterior", "Operator", "ddim_invert", "decode",
+           "gaussian_kernel", "interpolate", "mask_preset", "motion_kernel", "operator_from_spec", "sdedit", "slerp",
+           "solve", "strength_sigma"]

@@ -13,8 +13,8 @@ Tensor = torch.Tensor
 
 # what each preset leaves MISSING (0); the rest is observed (1)
 MASK_PRESETS = {
-    "centre": "the centre square of half the side (RePaint's 'thick' box, Lugmayr et al. 2022)",
-    "half": "the right half (RePaint's 'half')",
+    "centre": "the centre square of half the side (the box of DPS's inpainting, Chung et al. 2023)",
+    "half": "the right half (a half mask as in RePaint, Lugmayr et al. 2022)",
     "left": "the left half", "right": "the right half", "top": "the top half", "bottom": "the bottom half",
     "lines": "every other row (RePaint's 'alternating lines')",
     "expand": "everything but the centre square of half the side (RePaint's 'expand')",
