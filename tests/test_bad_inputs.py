@@ -32,6 +32,8 @@ from torchdiffusion.train.checkpoint import (CheckpointError, list_checkpoints, 
                                              resolve_checkpoint)
 from torchdiffusion.train.trainer import Trainer, TrainingDivergedError
 from torchdiffusion.likelihood.vlb import full_vlb_bpd
+from torchdiffusion.data.image_files import read_image, read_mask
+from torchdiffusion.inverse import Blur, motion_kernel, operator_from_spec, mask_preset, sdedit, solve, Mask
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_cli import TINY  # noqa: E402
@@ -202,7 +204,32 @@ CASES: list[tuple[str, Callable[..., Any], type[BaseException], str]] = [
     ("loss x0 without a batch dim", lambda: diffusion_loss(tiny_mlp(), torch.zeros(2)), ValueError, r"x0 must be .* at least 2 dims"),
     ("loss t of shape (3,) for batch 2", lambda: diffusion_loss(tiny_mlp(), torch.zeros(2, 2), t=torch.ones(3)), ValueError, r"t must be a tensor of shape \(2,\)"),
     ("loss eps of another shape", lambda: diffusion_loss(tiny_mlp(), torch.zeros(2, 2), eps=torch.zeros(2, 3)), ValueError, r"eps must be a tensor of shape \(2, 2\)"),
+    ("image file that does not exist (`inpaint --image`)", lambda tmp: read_image(tmp / "nope.png", (1, 8, 8)), ValueError, r"image .*nope\.png does not exist"),
+    ("text file as an image", lambda tmp: read_image(_write(tmp, "notes.png", b"hello"), (1, 8, 8)), ValueError, r"not an image file Pillow can read"),
+    ("5x5 mask for an 8x8 model (`inpaint --mask`)", lambda tmp: read_mask(_png(tmp, 5), (1, 8, 8)), ValueError, r"mask .* is 5x5 \(HxW\) but the model takes 8x8 images; resize it first, or ask for resizing"),
+    ("image for a model of 2-D points", lambda tmp: read_image(_png(tmp, 8), (2,)), ValueError, r"images in and out need a model of images \(C, H, W\)"),
+    ("mask preset `circle`", lambda: mask_preset("circle", (1, 8, 8)), ValueError, r"unknown mask preset 'circle'; choose one of centre, half"),
+    ("operator `sharpen:2` (`restore --operator`)", lambda: operator_from_spec("sharpen:2", (1, 8, 8)), ValueError, r"unknown operator 'sharpen:2'; give one of: blur:STD"),
+    ("operator `downsample:3` on 8x8 images", lambda: operator_from_spec("downsample:3", (1, 8, 8)), ValueError, r"not a multiple of 3"),
+    ("operator `blur:2:4` (even kernel size)", lambda: operator_from_spec("blur:2:4", (1, 8, 8)), ValueError, r"odd whole number"),
+    ("SDEdit strength 1.5 (`img2img --strength`)", lambda: sdedit(_gmm2(), torch.zeros(2, 2, dtype=torch.float64), 1.5), ValueError, r"strength must lie in \[0, 1\], got 1\.5"),
+    ("solve with 2 generators for 3 rows", lambda: solve(_gmm2(), torch.zeros(3, 2, dtype=torch.float64), Mask(torch.ones(2)), noise_std=0.0, method="ddrm", generator=[torch.Generator()] * 2), ValueError, r"one torch\.Generator or one per row of y \(3\), got 2"),
+    ("non-separable blur of 3x64x64 images (dense SVD too large)", lambda: Blur(motion_kernel(5, 30.0)).svd((3, 64, 64)), ValueError, r"Blur has no structured SVD and a dense one .* too large"),
 ]
+
+
+def _png(tmp: Path, size: int) -> Path:
+    from PIL import Image
+
+    p = tmp / f"grey{size}.png"
+    Image.new("L", (size, size), 255).save(p)
+    return p
+
+
+def _gmm2():
+    from torchdiffusion.analytic import GaussianMixture
+
+    return GaussianMixture(torch.ones(2), torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=torch.float64), 0.1)
 
 
 def _foreign(tmp: Path) -> Path:

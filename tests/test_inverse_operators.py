@@ -80,3 +80,41 @@ def test_operators_keep_dtype_and_reject_bad_inputs():
         Blur(torch.ones(2, 2))
     with pytest.raises(ValueError, match="columns"):
         Matrix(torch.randn(3, 10), (1, 4, 4))
+
+
+def _as_dense(op, shape):
+    """The same operator seen only through its matrix (so `svd` builds the dense SVD)."""
+    return Matrix(op.matrix(shape), shape)
+
+
+@pytest.mark.parametrize("op,shape", [(Downsample(2), (2, 6, 4)), (Downsample(3), (1, 6, 9)),
+                                      (Blur(gaussian_kernel(5, 1.2)), (2, 7, 5)), (Blur(motion_kernel(5, 0.0)), (1, 6, 6)),
+                                      (Blur(gaussian_kernel(3, 0.5)), (6, 4))])
+def test_structured_svds_equal_the_dense_one(op, shape):
+    """The structured forms (block-orthogonal pooling, Kronecker blur) agree with the dense SVD: same singular values,
+    same y_bar's observed part up to the basis, and the same pseudo-inverse and projections."""
+    assert op.structured_svd(shape) is not None
+    g = torch.Generator().manual_seed(4)
+    fast, dense = op.svd(shape), _as_dense(op, shape).svd(shape)
+    torch.testing.assert_close(fast.s.sort(descending=True).values, dense.s.sort(descending=True).values,
+                               atol=1e-12, rtol=1e-10)
+    x = torch.randn(3, *shape, generator=g, dtype=torch.float64)
+    y = op(x)
+    torch.testing.assert_close(op.pinv(y, shape), _as_dense(op, shape).pinv(y.reshape(3, -1), shape),
+                               atol=1e-8, rtol=1e-8)
+    # the projection onto the row space, V diag(observed) V^T x, is basis-free
+    proj = lambda svd: svd.v(svd.vt(x) * svd.observed)  # noqa: E731
+    torch.testing.assert_close(proj(fast), proj(dense), atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(fast.u(fast.ut(y)), y)  # U orthogonal on the range
+
+
+def test_large_images_get_structured_svds_and_others_a_clear_error():
+    shape = (3, 64, 64)  # 12288 numbers: a dense SVD would be 12288 x 12288
+    x = torch.randn(2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for op in (Mask((x[0] > 0).double()), Downsample(4), Blur(gaussian_kernel(9, 2.0))):
+        svd = op.svd(shape)
+        torch.testing.assert_close(svd.v(svd.vt(x)), x)
+        torch.testing.assert_close(svd.u(svd.s * svd.vt(x)), op(x))
+    assert Blur(motion_kernel(5, 30.0)).structured_svd(shape) is None  # not separable
+    with pytest.raises(ValueError, match="no structured SVD .* too large"):
+        Blur(motion_kernel(5, 30.0)).svd(shape)

@@ -7,7 +7,7 @@ then thresholding of x0 (Saharia et al. 2022), so that every sampler gets all of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -57,6 +57,14 @@ class GuidanceRecipe:
                 if v.shape[0] != num:
                     raise ValueError(f"{name}{'[' + repr(k) + ']' if k else ''} has {v.shape[0]} rows but "
                                      f"num = {num}; give one row per sample")
+
+    def repeat_rows(self, k: int) -> GuidanceRecipe:
+        """The recipe with each sample's row repeated k times in place (row b -> rows b k .. b k + k - 1), for a
+        method that carries k particles per sample."""
+        rep = lambda c: None if c is None else {n: v.repeat_interleave(k, 0) for n, v in c.items()}  # noqa: E731
+        labels = None if self.classifier_labels is None else self.classifier_labels.repeat_interleave(k, 0)
+        return replace(self, cond=rep(self.cond), uncond=rep(self.uncond), negative=rep(self.negative),
+                       classifier_labels=labels)
 
     def denoiser(self, model: Any, rows: slice) -> Any:
         """The guided denoiser for the samples in `rows`."""

@@ -12,7 +12,8 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_autoencoder, train_controlnet, train_features, ui
+from . import (demo, eval, img2img, inpaint, interpolate, invert, restore, sample, train, train_autoencoder,
+               train_controlnet, train_features, ui, upscale)
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -24,13 +25,21 @@ EXAMPLES = """examples:
   torchdiffusion train-autoencoder fashion_mnist_vae --max-cpu-minutes 20 --out runs/vae
   torchdiffusion train fashion_mnist_ldm --set autoencoder=runs/vae --out runs/ldm
   torchdiffusion ui runs --port 7860
+  torchdiffusion inpaint runs/mnist --image digit.png --mask-preset centre --num 4 --out outputs/inpaint
+  torchdiffusion img2img runs/mnist --image sketch.png --strength 0.5 --out outputs/img2img
+  torchdiffusion restore runs/mnist --image blurred.png --operator blur:1 --noise-std 0.05 --out outputs/restore
+  torchdiffusion upscale runs/mnist --image small.png --factor 4 --out outputs/upscale
+  torchdiffusion invert runs/mnist --image digit.png --nfe 50 --out outputs/invert
+  torchdiffusion interpolate runs/mnist --a one.png --b two.png --num 8 --out outputs/interpolate
 """
-COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet, ui)
+COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet, ui, inpaint, img2img, restore,
+            upscale, invert, interpolate)
 
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command module."""
-    ap = argparse.ArgumentParser(prog="torchdiffusion", description="Diffusion models: train, sample, evaluate.",
+    ap = argparse.ArgumentParser(prog="torchdiffusion",
+                                 description="Diffusion models: train, sample, evaluate, edit images.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

@@ -11,6 +11,7 @@ import torch
 
 from ..registry import CAPTIONS, DATASETS
 from .tiles import image_tiles, save_image_tiles, to_uint8_nhwc
+from .image_files import read_image, read_mask, write_image
 from .images import (
     DatasetNotFoundError,
     IDXFormatError,
@@ -88,6 +89,9 @@ __all__ = [
     "load_textures",
     "measure_attributes",
     "read_idx",
+    "read_image",
+    "read_mask",
     "save_image_tiles",
     "to_uint8_nhwc",
+    "write_image",
 ]

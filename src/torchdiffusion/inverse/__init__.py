@@ -3,12 +3,15 @@ samplers (`solve` over `METHODS`, each an `InverseMethod` beside its function), 
 interpolation (docs/inverse.md)."""
 
 from ..registry import INVERSE as METHODS
-from .editing import Inversion, ddim_invert, decode, interpolate, sdedit, slerp, strength_sigma
+from .editing import INVERTIBLE, Inversion, ddim_invert, decode, interpolate, sdedit, slerp, strength_sigma
 from .method import InverseMethod
-from .operators import SVD, Blur, Compose, Downsample, Mask, Matrix, Operator, gaussian_kernel, motion_kernel
+from .operators import Blur, Compose, Downsample, Mask, Matrix, Operator, gaussian_kernel, motion_kernel
 from .posterior import MixturePosterior
 from .solve import solve
+from .specs import MASK_PRESETS, OPERATORS, mask_preset, operator_from_spec
+from .svd import SVD
 
-__all__ = ["METHODS", "SVD", "Blur", "Compose", "Downsample", "InverseMethod", "Inversion", "Mask", "Matrix",
-           "MixturePosterior", "Operator", "ddim_invert", "decode", "gaussian_kernel", "interpolate", "motion_kernel",
-           "sdedit", "slerp", "solve", "strength_sigma"]
+__all__ = ["INVERTIBLE", "MASK_PRESETS", "METHODS", "OPERATORS", "SVD", "Blur", "Compose", "Downsample",
+           "InverseMethod", "Inversion", "Mask", "Matrix", "MixturePosterior", "Operator", "ddim_invert", "decode",
+           "gaussian_kernel", "interpolate", "mask_preset", "motion_kernel", "operator_from_spec", "sdedit", "slerp",
+           "solve", "strength_sigma"]

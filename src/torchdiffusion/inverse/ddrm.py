@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..denoiser import sigma_batch
-from ..sampling.common import check_sigmas, noise_like
+from ..sampling.common import Generators, check_sigmas, noise_like
 from .common import check_eta, spectral
 from .method import InverseMethod
 from .operators import Operator
@@ -17,7 +17,7 @@ Tensor = torch.Tensor
 
 @torch.no_grad()
 def solve_ddrm(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-               generator: torch.Generator | None = None, eta: float = 1.0, eta_b: float = 1.0) -> Tensor:
+               generator: Generators = None, eta: float = 1.0, eta_b: float = 1.0) -> Tensor:
     """DDRM (Kawar et al. 2022, eqs. 7-8): with x_bar = V^T x, x0_bar = V^T D(x, sigma), y_bar = S^+ U^T y and
     tau_i = noise_std / s_i, each coordinate steps to sigma' as
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..denoiser import describe, sigma_batch
-from ..sampling.common import check_sigmas
+from ..sampling.common import Generators, check_sigmas
 from .common import check_eta, ddim_step, spectral
 from .method import InverseMethod
 from .operators import Operator
@@ -21,7 +21,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def solve_dps(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-              generator: torch.Generator | None = None, zeta: float = 1.0, eta: float = 1.0) -> Tensor:
+              generator: Generators = None, zeta: float = 1.0, eta: float = 1.0) -> Tensor:
     """DPS (Chung et al. 2023, Alg. 1): x' = DDIM_eta(x, D(x)) - zeta_i grad_x ||y - A D(x, sigma)||^2 with
     zeta_i = zeta / ||y - A D(x)|| per row (their App. C). Alg. 1 steps in VP coordinates x_vp = alpha x,
     alpha = (1 + sigma^2)^-1/2; the same step in VE coordinates scales the gradient by 1 / (alpha alpha').
@@ -42,7 +42,7 @@ def solve_dps(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: T
 
 
 def solve_pigdm(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-                generator: torch.Generator | None = None, eta: float = 1.0, scale: float = 1.0) -> Tensor:
+                generator: Generators = None, eta: float = 1.0, scale: float = 1.0) -> Tensor:
     """Pi-GDM (Song et al. 2023, Alg. 1): p(y | x) ~ N(A D(x), r^2 A A^T + noise_std^2 I) with
     r^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2) (their r_t^2 = sigma^2 / (1 + sigma^2) for unit-variance
     data; sigma_data from the denoiser, else 1), whose gradient is the vector-Jacobian product

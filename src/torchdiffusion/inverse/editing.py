@@ -1,5 +1,5 @@
-"""Editing over the samplers: SDEdit (noise to a strength, then any sampler), DDIM inversion (DDIM's deterministic
-step run up an increasing grid) and interpolation by spherical interpolation of inverted noises."""
+"""Editing over the samplers: SDEdit (noise to a strength, then any sampler), inversion (DDIM's or Heun's
+deterministic step run up an increasing grid) and interpolation by spherical interpolation of inverted noises."""
 
 from __future__ import annotations
 
@@ -11,9 +11,24 @@ import torch
 
 from ..denoiser import describe, sigma_batch
 from ..sampling import grids, sample
-from ..sampling.common import Generators, noise_like
+from ..sampling.common import MAX_STEP_RATIO, Generators, first_order, noise_like
 
 Tensor = torch.Tensor
+TOP_GAP = 10.0  # a discrete table's top level this far above the next is left out of editing's sigma range
+
+
+def sigma_range(denoiser: Any, sigma_min: float | None, sigma_max: float | None) -> tuple[float, float]:
+    """(sigma_min, sigma_max) for editing: the given ones, else the denoiser's (`describe`), sigma_max lowered below
+    a discrete table's top level when that is more than TOP_GAP times the next (cosine's 20291 over 642): the level
+    below is noise already, and a step across the gap multiplies D's error by the ratio."""
+    info = describe(denoiser)
+    s_min = info.sigma_min if sigma_min is None else float(sigma_min)
+    if sigma_max is not None:
+        return s_min, float(sigma_max)
+    table = info.sigma_table
+    if table is not None and len(table) > 2 and float(table[-1]) > TOP_GAP * float(table[-2]):
+        return s_min, min(info.sigma_max, float(table[-2]))
+    return s_min, info.sigma_max
 
 
 def strength_sigma(strength: float, sigma_min: float, sigma_max: float, rho: float = 7.0) -> float:
@@ -31,17 +46,20 @@ def strength_sigma(strength: float, sigma_min: float, sigma_max: float, rho: flo
 def sdedit(denoiser: Any, x0: Tensor, strength: float, *, method: str = "ddim", nfe: int = 50,
            sigma_min: float | None = None, sigma_max: float | None = None, generator: Generators = None,
            **options: Any) -> Tensor:
-    """SDEdit (Meng et al. 2022, Alg. 1, VE-SDE form): x = x0 + sigma z at sigma = strength_sigma(strength), then
-    `sample` with any method (deterministic or stochastic) from sigma down to 0 in at most nfe calls. Strength 0
-    returns x0; strength 1 starts from x0 + sigma_max z, sampling from noise up to x0 / sigma_max."""
-    info = describe(denoiser)
-    s_min = info.sigma_min if sigma_min is None else float(sigma_min)
-    s_max = info.sigma_max if sigma_max is None else float(sigma_max)
+    """SDEdit (Meng et al. 2022, Alg. 1, VE-SDE form): x = x0 + sigma z at sigma = strength_sigma(strength) on
+    `sigma_range`, then `sample` with any method (deterministic or stochastic) from sigma down to 0 in at most nfe
+    calls. Strength 0 returns x0; strength 1 starts from x0 + sigma_max z, sampling from noise up to x0 / sigma_max."""
+    s_min, s_max = sigma_range(denoiser, sigma_min, sigma_max)
     s = strength_sigma(strength, s_min, s_max)
     if s == 0:
         return x0.clone()
+    table, grid_args = describe(denoiser).sigma_table, {}
+    if table is not None:  # a discrete-time model: start at a level of its table, and grid from there (a table's
+        # default grid is its own respaced from the top, whatever sigma_max; tail 0 asks for the named grid instead)
+        s, grid_args = float(grids.nearest_in_table(torch.tensor([s, 0.0]), table)[0]), {"tail": 0.0}
     x = x0 + s * noise_like(x0, generator)
-    return sample(denoiser, x, method=method, nfe=nfe, sigma_min=s_min, sigma_max=s, generator=generator, **options)
+    return sample(denoiser, x, method=method, nfe=nfe, sigma_min=s_min, sigma_max=s, generator=generator,
+                  **grid_args, **options)
 
 
 @dataclass(frozen=True)
@@ -54,39 +72,61 @@ class Inversion:
     error: Tensor
 
 
-def inversion_levels(denoiser: Any, nfe: int, sigma_min: float | None, sigma_max: float | None) -> Tensor:
-    """The nfe + 1 decreasing Karras levels from sigma_max to sigma_min (no final 0) inversion runs up."""
-    if nfe < 1:
-        raise ValueError(f"nfe must be >= 1, got {nfe}")
-    info = describe(denoiser)
-    s_min = info.sigma_min if sigma_min is None else float(sigma_min)
-    s_max = info.sigma_max if sigma_max is None else float(sigma_max)
-    return grids.karras(nfe + 1, s_min, s_max)[:-1]
+INVERTIBLE = {"ddim": 1, "heun": 2}  # the deterministic samplers inversion runs backwards: calls per step up
+
+
+def inversion_levels(denoiser: Any, nfe: int, sigma_min: float | None, sigma_max: float | None,
+                     method: str = "ddim") -> Tensor:
+    """The steps + 1 decreasing levels from sigma_max to sigma_min (no final 0) inversion runs up, steps the most
+    whose calls fit in nfe (nfe for DDIM, nfe // 2 for Heun): the Karras grid (rho 7) on `sigma_range`; for a
+    discrete-time model moved to its table's nearest levels (`grids.nearest_in_table`), so D is only asked where it
+    was trained."""
+    if method not in INVERTIBLE:
+        raise ValueError(f"inversion runs {', '.join(INVERTIBLE)} backwards, not {method!r}")
+    if nfe < INVERTIBLE[method]:
+        raise ValueError(f"nfe must be >= {INVERTIBLE[method]} for {method} inversion, got {nfe}")
+    s_min, s_max = sigma_range(denoiser, sigma_min, sigma_max)
+    table = describe(denoiser).sigma_table
+    levels = grids.karras(nfe // INVERTIBLE[method] + 1, s_min, s_max)
+    return (levels if table is None else grids.nearest_in_table(levels, table))[:-1]
+
+
+def invert_step(denoiser: Any, x: Tensor, s: float, s_up: float, method: str) -> Tensor:
+    """One step up s -> s_up > s of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma: DDIM's
+    x' = D + (s_up / s)(x - D) (Euler), or Heun's trapezoid (Karras et al. 2022, Alg. 1) except where Heun's
+    sampler would take this step down as Euler's (`first_order`)."""
+    d = denoiser(x, sigma_batch(s, x))
+    x_euler = torch.lerp(d, x, s_up / s)
+    if method == "ddim" or first_order(s_up, s, MAX_STEP_RATIO):
+        return x_euler
+    d_up = denoiser(x_euler, sigma_batch(s_up, x))
+    return x + 0.5 * (s_up - s) * ((x - d) / s + (x_euler - d_up) / s_up)
 
 
 @torch.no_grad()
 def ddim_invert(denoiser: Any, x0: Tensor, *, nfe: int = 50, sigma_min: float | None = None,
-                sigma_max: float | None = None, reconstruct: bool = True) -> Inversion:
+                sigma_max: float | None = None, reconstruct: bool = True, method: str = "ddim") -> Inversion:
     """DDIM inversion (Song, Meng & Ermon 2021, Sec. 4.3; Dhariwal & Nichol 2021, App. F): x0 taken as the state at
     sigma_min, then DDIM's step x' = D + (s' / s)(x - D) (Euler on the probability-flow ODE in these coordinates) up
-    the increasing grid to sigma_max, nfe calls; with `reconstruct`, DDIM from that noise back down the same grid to
-    0 (nfe + 1 calls). The error falls at DDIM's order 1 as nfe grows."""
-    levels = inversion_levels(denoiser, nfe, sigma_min, sigma_max).flip(0).tolist()  # increasing
+    the increasing grid to sigma_max, nfe calls (method="heun": Heun's step, at most nfe calls); with
+    `reconstruct`, the same sampler from that noise back down the same grid to 0 (`decode`). The error falls at the
+    sampler's order (1 for DDIM, 2 for Heun) as nfe grows."""
+    levels = inversion_levels(denoiser, nfe, sigma_min, sigma_max, method).flip(0).tolist()  # increasing
     x = x0
     for s, s_up in zip(levels[:-1], levels[1:]):
-        d = denoiser(x, sigma_batch(s, x))
-        x = torch.lerp(d, x, s_up / s)
+        x = invert_step(denoiser, x, s, s_up, method)
     if not reconstruct:
         return Inversion(x, x0, torch.full((len(x0),), math.nan, dtype=x0.dtype))
-    rec = decode(denoiser, x, nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max)
+    rec = decode(denoiser, x, nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max, method=method)
     return Inversion(x, rec, (rec - x0).reshape(len(x0), -1).pow(2).mean(1).sqrt())
 
 
 def decode(denoiser: Any, noise: Tensor, *, nfe: int = 50, sigma_min: float | None = None,
-           sigma_max: float | None = None) -> Tensor:
-    """DDIM from inverted noise down the inversion's own levels, then to 0 (nfe + 1 calls)."""
-    levels = inversion_levels(denoiser, nfe, sigma_min, sigma_max)
-    return sample(denoiser, noise, method="ddim", grid=grids.append_zero(levels))
+           sigma_max: float | None = None, method: str = "ddim") -> Tensor:
+    """The sampler from inverted noise down the inversion's own levels, then to 0 (DDIM: nfe + 1 calls; Heun: two
+    per step and one for the step to 0)."""
+    levels = inversion_levels(denoiser, nfe, sigma_min, sigma_max, method)
+    return sample(denoiser, noise, method=method, grid=grids.append_zero(levels))
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -104,10 +144,10 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 
 @torch.no_grad()
 def interpolate(denoiser: Any, x_a: Tensor, x_b: Tensor, ts: Sequence[float], *, nfe: int = 50,
-                sigma_min: float | None = None, sigma_max: float | None = None) -> Tensor:
-    """Interpolation between two samples (Song, Meng & Ermon 2021, Sec. 5.3): DDIM-invert both (1, ...) rows, slerp
+                sigma_min: float | None = None, sigma_max: float | None = None, method: str = "ddim") -> Tensor:
+    """Interpolation between two samples (Song, Meng & Ermon 2021, Sec. 5.3): invert both (1, ...) rows, slerp
     their noises at each t in ts, decode each; returns (len(ts), ...)."""
     both = ddim_invert(denoiser, torch.cat([x_a, x_b]), nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max,
-                       reconstruct=False).noise
+                       reconstruct=False, method=method).noise
     z = torch.cat([slerp(both[:1], both[1:], float(t)) for t in ts])
-    return decode(denoiser, z, nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max)
+    return decode(denoiser, z, nfe=nfe, sigma_min=sigma_min, sigma_max=sigma_max, method=method)

@@ -1,10 +1,9 @@
 """Linear measurement operators y = A x on one sample's shape, batched over the leading dim: the forward map, its
 adjoint, a dense matrix and an SVD for the spectral methods (DDRM, Pi-GDM, SMC), and composition (`A @ B`).
 
-The SVD is A = U diag(s) V^T on flattened samples (Kawar et al. 2022, Sec. 3): `vt` maps a sample to its n spectral
-coordinates, `v` maps back, `ut` maps a measurement to the same n coordinates (0 where s = 0) and `u` back. A mask
-has a free diagonal SVD; every other operator gets a dense one built from its matrix, for samples of a few thousand
-numbers at most (a structured fast form can replace `svd` where a method needs larger ones).
+The SVD is A = U diag(s) V^T on flattened samples (`svd.py`). Mask, Downsample and Blur with a separable kernel have
+structured SVDs that never form a dense matrix (diagonal, block-orthogonal, Kronecker); other operators get a dense
+one built from their matrix, for samples of at most DENSE_SVD_LIMIT numbers.
 """
 
 from __future__ import annotations
@@ -12,54 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .svd import SVD, check_dense_size, dense_svd, diagonal_svd, kronecker_svd, pooling_svd, separable_factors
+
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
-
-
-class SVD:
-    """A = U diag(s) V^T in V's coordinates: s (n,) is 0 on the null space; `observed` marks s > 0."""
-
-    def __init__(self, s: Tensor, vt: Callable[[Tensor], Tensor], v: Callable[[Tensor], Tensor],
-                 ut: Callable[[Tensor], Tensor], u: Callable[[Tensor], Tensor]):
-        self.s, self.vt, self.v, self.ut, self.u = s, vt, v, ut, u
-        self.observed = s > 0
-
-    def y_bar(self, y: Tensor) -> Tensor:
-        """S^+ U^T y (B, n): the measurement as noisy spectral coordinates of x0, 0 where unobserved."""
-        s = self.s.to(y)
-        return torch.where(s > 0, self.ut(y) / torch.where(s > 0, s, 1), 0)
-
-
-def diagonal_svd(d: Tensor, shape: Shape) -> SVD:
-    """The SVD of x -> d * x (U = V = I): singular values |d|, signs moved into U."""
-    flat = d.reshape(-1)
-    sign = torch.where(flat < 0, -1.0, 1.0).to(flat)
-    return SVD(flat.abs(), lambda x: x.reshape(x.shape[0], -1), lambda z: z.reshape(z.shape[0], *shape),
-               lambda y: y.reshape(y.shape[0], -1) * sign.to(y), lambda z: (z * sign.to(z)).reshape(z.shape[0], *shape))
-
-
-def dense_svd(A: Tensor, shape: Shape, out_shape: Shape, rtol: float = 1e-10) -> SVD:
-    """The SVD of a dense (m, n) matrix on flattened samples; singular values below rtol * max are zero."""
-    m, n = A.shape
-    U, S, Vh = torch.linalg.svd(A.double(), full_matrices=True)  # U (m, m), S (min(m, n),), Vh (n, n)
-    r = min(m, n)
-    s = torch.zeros(n, dtype=torch.float64)
-    s[:r] = torch.where(S > rtol * S.max().clamp_min(1e-300), S, 0)
-
-    def ut(y: Tensor) -> Tensor:
-        z = y.reshape(y.shape[0], m) @ U.to(y)  # (B, m)
-        return F.pad(z[:, :r], (0, n - r))
-
-    def u(z: Tensor) -> Tensor:
-        return (z[:, :r] @ U[:, :r].T.to(z)).reshape(z.shape[0], *out_shape)
-
-    return SVD(s, lambda x: x.reshape(x.shape[0], n) @ Vh.T.to(x), lambda z: (z @ Vh.to(z)).reshape(z.shape[0], *shape),
-               ut, u)
 
 
 class Operator(ABC):
@@ -85,11 +44,19 @@ class Operator(ABC):
         return rows.T.contiguous()
 
     def svd(self, shape: Shape) -> SVD:
-        """A = U diag(s) V^T (dense unless the operator has a structured form); cached per shape."""
+        """A = U diag(s) V^T (`structured_svd` where the operator has one, else dense); cached per shape."""
+        shape = tuple(shape)
         cache = self.__dict__.setdefault("_svd", {})
         if shape not in cache:
-            cache[shape] = dense_svd(self.matrix(shape), shape, self.out_shape(shape))
+            cache[shape] = self.structured_svd(shape)
+            if cache[shape] is None:
+                check_dense_size(shape, type(self).__name__)
+                cache[shape] = dense_svd(self.matrix(shape), shape, self.out_shape(shape))
         return cache[shape]
+
+    def structured_svd(self, shape: Shape) -> SVD | None:
+        """An SVD that needs no dense matrix, or None (then `svd` builds a dense one)."""
+        return None
 
     def pinv(self, y: Tensor, shape: Shape) -> Tensor:
         """A^+ y = V S^+ U^T y, the least-norm solution of A x = y."""
@@ -128,7 +95,7 @@ class Mask(Operator):
     def out_shape(self, shape: Shape) -> Shape:
         return shape
 
-    def svd(self, shape: Shape) -> SVD:
+    def structured_svd(self, shape: Shape) -> SVD:
         if tuple(self.mask.shape) != tuple(shape):
             raise ValueError(f"the mask has shape {tuple(self.mask.shape)}, the samples {tuple(shape)}")
         return diagonal_svd(self.mask, shape)
@@ -184,6 +151,11 @@ class Downsample(Operator):
         f = self.factor
         return y.repeat_interleave(f, -1).repeat_interleave(f, -2) / f**2
 
+    def structured_svd(self, shape: Shape) -> SVD:
+        if len(shape) < 2 or shape[-1] % self.factor or shape[-2] % self.factor:
+            raise ValueError(f"H and W must be multiples of the factor {self.factor}, got shape {tuple(shape)}")
+        return pooling_svd(self.factor, shape)
+
 
 class Blur(Operator):
     """Deblurring: 'same' cross-correlation of each channel with a 2-D kernel (odd size), zeros outside the image."""
@@ -203,6 +175,17 @@ class Blur(Operator):
     def adjoint(self, y: Tensor) -> Tensor:
         img, lead = _as_images(y)
         return F.conv_transpose2d(img, self.kernel.to(y)[None, None], padding=self._pad()).reshape(*lead, *y.shape[-2:])
+
+    def structured_svd(self, shape: Shape) -> SVD | None:
+        """A separable kernel outer(a, b) blurs columns by a and rows by b: the Kronecker SVD of the two 1-D 'same'
+        correlations (exact, zero padding kept; no circulant approximation). None for other kernels."""
+        ab = separable_factors(self.kernel)
+        if ab is None or len(shape) < 2:
+            return None
+        H, W = shape[-2:]
+        A_h = Blur(ab[0][:, None]).matrix((H, 1))  # (H, H): correlation down the columns with a
+        A_w = Blur(ab[1][None, :]).matrix((1, W))  # (W, W): along the rows with b
+        return kronecker_svd(A_h, A_w, shape)
 
 
 def gaussian_kernel(size: int, std: float) -> Tensor:

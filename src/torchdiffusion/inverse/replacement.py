@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..denoiser import sigma_batch
-from ..sampling.common import check_sigmas, noise_like
+from ..sampling.common import Generators, check_sigmas, noise_like
 from .common import Spectral, check_eta, ddim_step, spectral
 from .method import InverseMethod
 from .operators import Operator
@@ -17,7 +17,7 @@ from .operators import Operator
 Tensor = torch.Tensor
 
 
-def replace(x: Tensor, sp: Spectral, s: float, generator: torch.Generator | None) -> Tensor:
+def replace(x: Tensor, sp: Spectral, s: float, generator: Generators) -> Tensor:
     """x with each observed spectral coordinate set to y_bar_i + sqrt(s^2 - tau_i^2) z where s >= tau_i: y_bar_i is
     x0_i noised to tau_i, so this is x0_i noised to s (a coordinate noisier than s keeps the model's value)."""
     xb = sp.svd.vt(x)  # (B, n)
@@ -30,7 +30,7 @@ def replace(x: Tensor, sp: Spectral, s: float, generator: torch.Generator | None
 
 @torch.no_grad()
 def solve_replacement(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-                      generator: torch.Generator | None = None, eta: float = 1.0) -> Tensor:
+                      generator: Generators = None, eta: float = 1.0) -> Tensor:
     """Song et al. 2021 (App. I.2): a DDIM(eta) step of the unconditional model (eta = 1: ancestral), then the
     observed part replaced by the noised measurement (`replace`)."""
     check_eta(eta)
@@ -69,7 +69,7 @@ def repaint_calls(steps: int, options: dict[str, Any]) -> int:
 
 @torch.no_grad()
 def solve_repaint(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-                  generator: torch.Generator | None = None, jump_length: int = 5, jump_n_sample: int = 2) -> Tensor:
+                  generator: Generators = None, jump_length: int = 5, jump_n_sample: int = 2) -> Tensor:
     """RePaint (Lugmayr et al. 2022, Alg. 1): each step down is DDPM's ancestral step with the known part replaced;
     each jump up renoises x from sigma to sigma_up (x + sqrt(sigma_up^2 - sigma^2) z, the forward process), so the
     known and generated parts are harmonised again."""

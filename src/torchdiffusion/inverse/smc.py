@@ -20,9 +20,8 @@ from typing import Any
 import torch
 
 from ..denoiser import sigma_batch
-from ..rng import rand
-from ..sampling.common import check_sigmas, noise_like
-from .common import Spectral, spectral
+from ..sampling.common import Generators, check_sigmas
+from .common import Spectral, row_noise, row_uniform, spectral
 from .method import InverseMethod
 from .operators import Operator
 
@@ -36,12 +35,12 @@ def log_normal(y: Tensor, mean: Tensor, var: Tensor, where: Tensor) -> Tensor:
     return torch.where(where, terms, 0).sum(-1)
 
 
-def systematic_resample(logw: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Ancestor indices (B, P) by systematic resampling of each row's normalised weights (Kitagawa 1996)."""
+def systematic_resample(logw: Tensor, u0: Tensor) -> Tensor:
+    """Ancestor indices (B, P) by systematic resampling of each row's normalised weights at offsets u0 (B,) in
+    [0, 1) (Kitagawa 1996)."""
     B, P = logw.shape
     cdf = torch.softmax(logw, dim=1).cumsum(1)
-    u = (torch.arange(P, dtype=logw.dtype, device=logw.device) + rand((B, 1), generator, dtype=logw.dtype,
-                                                                        device=logw.device)) / P
+    u = (torch.arange(P, dtype=logw.dtype, device=logw.device) + u0[:, None]) / P
     return torch.searchsorted(cdf, u.contiguous()).clamp_max(P - 1)
 
 
@@ -52,7 +51,7 @@ def _twist(sp: Spectral, sigma: float) -> Tensor:
 
 @torch.no_grad()
 def solve_smc(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-              generator: torch.Generator | None = None, particles: int = 64, ess_threshold: float = 0.5) -> Tensor:
+              generator: Generators = None, particles: int = 64, ess_threshold: float = 0.5) -> Tensor:
     """Twisted SMC with fully adapted proposals (module docstring): `particles` per row of y (row b's at x[b * P:
     (b + 1) P]), run down the grid to its last nonzero level sigma_min (the step to 0 is not taken: the likelihood
     there is singular when noise_std = 0); resampled (systematic) when the effective sample size falls below
@@ -73,17 +72,19 @@ def solve_smc(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: T
         log_pred = log_normal(sp.y_bar, mean, v + _twist(sp, s_next), obs)
         logw = logw + (log_pred - (log_normal(sp.y_bar, xb, _twist(sp, s), obs) if k > 0 else 0)).reshape(B, P)
         ess = 1 / torch.softmax(logw, 1).pow(2).sum(1)  # (B,)
+        u0 = row_uniform(B, generator, logw)  # drawn at every step, so a row's stream never depends on other rows
         if bool((ess < ess_threshold * P).any()):
             redo = (ess < ess_threshold * P)[:, None]
-            idx = torch.where(redo, systematic_resample(logw, generator), torch.arange(P, device=x.device)[None])
+            idx = torch.where(redo, systematic_resample(logw, u0), torch.arange(P, device=x.device)[None])
             rows = (idx + P * torch.arange(B, device=x.device)[:, None]).reshape(-1)
             mean, logw = mean[rows], torch.where(redo, torch.zeros_like(logw), logw)
         # propose from p(x' | x) g_{k+1}(x'): per observed coordinate a product of two Gaussians
         twist = _twist(sp, s_next)
         prec = 1 / v + torch.where(obs, 1 / twist, 0)
         post_mean = (mean / v + torch.where(obs, sp.y_bar / twist, 0)) / prec
-        xb = post_mean + prec.rsqrt() * noise_like(xb, generator)
-    pick = torch.multinomial(torch.softmax(logw, 1), 1, generator=generator)[:, 0]  # (B,)
+        xb = post_mean + prec.rsqrt() * row_noise(xb, generator, P)
+    cdf = torch.softmax(logw, 1).cumsum(1)  # one particle per row drawn by its weight (inverse CDF)
+    pick = torch.searchsorted(cdf, row_uniform(B, generator, logw)[:, None]).clamp_max(P - 1)[:, 0]  # (B,)
     return sp.svd.v(xb[pick + P * torch.arange(B, device=x.device)])
 
 

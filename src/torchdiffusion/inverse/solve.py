@@ -10,7 +10,8 @@ import torch
 from ..denoiser import describe
 from ..registry import INVERSE as METHODS
 from ..sampling.budget import default_grid
-from ..sampling.common import noise_like
+from ..sampling.common import Generators
+from .common import check_generators, row_noise
 from .method import check_options
 from .operators import Operator
 
@@ -19,13 +20,14 @@ Tensor = torch.Tensor
 
 def solve(denoiser: Any, y: Tensor, operator: Operator, *, noise_std: float, method: str = "dps", nfe: int = 100,
           sigma_min: float | None = None, sigma_max: float | None = None, x: Tensor | None = None,
-          generator: torch.Generator | None = None, **options: Any) -> Tensor:
+          generator: Generators = None, **options: Any) -> Tensor:
     """Draws of x0 from p(x0 | y) for y = operator(x0) + noise_std n, one per row of y, with at most `nfe` denoiser
     calls per row, on the Karras grid (rho = 7) of the most levels that fit from sigma_max down to sigma_min, then 0.
 
     x: the start at sigma_max, (B, *shape) (B * particles rows for a particle method, row b's particles at
     b * particles ...); drawn as sigma_max * N(0, I) when None. sigma_min, sigma_max default to the denoiser's own
-    (`describe`). generator: one torch.Generator for every draw. Options are the method's keyword options
+    (`describe`). generator: one torch.Generator for every draw, or one per row of y, which makes each row's draw
+    the same whatever the batch it is solved in (as `generate` does for sampling). Options are the method's keyword options
     (`METHODS[method].options`); an unknown one is refused. The result has y's dtype and device.
     """
     m = METHODS.lookup(method)
@@ -36,6 +38,7 @@ def solve(denoiser: Any, y: Tensor, operator: Operator, *, noise_std: float, met
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     if nfe < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
+    check_generators(generator, len(y))
     with torch.no_grad():
         shape = tuple(operator.adjoint(y[:1]).shape[1:])
     info = describe(denoiser)
@@ -45,9 +48,10 @@ def solve(denoiser: Any, y: Tensor, operator: Operator, *, noise_std: float, met
     if steps < 1 or (m.particles and steps < 2):
         raise ValueError(f"nfe={nfe} is below the cost of one step of {method} ({m.calls(2 if m.particles else 1, options)})")
     sigmas = default_grid(denoiser, steps, s_min, s_max)
-    rows = len(y) * (options.get("particles", m.defaults().get("particles", 1)) if m.particles else 1)
+    group = options.get("particles", m.defaults().get("particles", 1)) if m.particles else 1
+    rows = len(y) * group
     if x is None:
-        x = s_max * noise_like(y.new_empty(rows, *shape), generator)
+        x = s_max * row_noise(y.new_empty(rows, *shape), generator, group)
     elif tuple(x.shape) != (rows, *shape):
         raise ValueError(f"x must have shape {(rows, *shape)} (one row per {'particle' if m.particles else 'sample'}), "
                          f"got {tuple(x.shape)}")
