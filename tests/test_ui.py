@@ -125,9 +125,9 @@ def test_paint_and_uploaded_masks_mark_what_to_fill_in():
     m = mask_from_paint([layer], (3, 8, 8))
     assert m.shape == (3, 8, 8) and m[:, 0, 0].eq(0).all() and m.sum() == 3 * 63
     up = np.zeros((16, 16), np.uint8)
-    up[:, 8:] = 255  # right half white: fill in
+    up[:, 8:] = 255  # right half white: kept; left half black: filled in (the CLI's mask files read the same)
     m = mask_from_upload(up, (1, 8, 8))
-    assert m[0, :, :4].eq(1).all() and m[0, :, 4:].eq(0).all()
+    assert m[0, :, :4].eq(0).all() and m[0, :, 4:].eq(1).all()
 
 
 def test_inpainting_with_a_painted_mask_keeps_the_observed_pixels(models):

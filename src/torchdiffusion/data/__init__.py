@@ -11,7 +11,7 @@ import torch
 
 from ..registry import CAPTIONS, DATASETS
 from .tiles import image_tiles, save_image_tiles, to_uint8_nhwc
-from .image_files import read_image, read_mask, write_image
+from .image_files import image_tensor, mask_tensor, read_image, read_mask, to_pil, write_image
 from .images import (
     DatasetNotFoundError,
     IDXFormatError,

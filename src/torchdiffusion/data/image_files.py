@@ -51,40 +51,58 @@ def _fit(img, size: tuple[int, int], resize: bool, what: str, path: str | os.Pat
     return img.resize((W, H), resample)
 
 
-def read_image(path: str | os.PathLike, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
-    """The image file at path as a (C, H, W) float32 tensor in [-1, 1] for samples of shape (C, H, W), C = 1 or 3:
-    converted to grayscale (luminance) or RGB (grey replicated), alpha dropped, resized bicubically when `resize`."""
+def image_tensor(img, shape: tuple[int, ...], *, resize: bool = False, where: str = "the image") -> Tensor:
+    """A Pillow image as a (C, H, W) float32 tensor in [-1, 1] for samples of shape (C, H, W), C = 1 or 3: converted
+    to grayscale (luminance) or RGB (grey replicated), alpha dropped, resized bicubically when `resize`."""
     from PIL import Image
 
     C, H, W = check_image_shape(shape)
-    img = _fit(_open(path, "image"), (H, W), resize, "image", path, Image.Resampling.BICUBIC)
+    img = _fit(img, (H, W), resize, "image", where, Image.Resampling.BICUBIC)
     arr = np.asarray(img.convert("L" if C == 1 else "RGB"), dtype=np.float32)  # (H, W) or (H, W, 3), 0..255
     arr = arr[None] if C == 1 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr)).mul_(2.0 / 255.0).sub_(1.0)
 
 
-def read_mask(path: str | os.PathLike, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
-    """The mask file at path as a (C, H, W) float32 tensor of 1 (observed: white, grey >= MASK_THRESHOLD) and 0
+def mask_tensor(img, shape: tuple[int, ...], *, resize: bool = False, where: str = "the mask") -> Tensor:
+    """A Pillow mask image as a (C, H, W) float32 tensor of 1 (observed: white, grey >= MASK_THRESHOLD) and 0
     (missing: black), its grey levels (luminance) shared by every channel; resized by nearest neighbour."""
     from PIL import Image
 
     C, H, W = check_image_shape(shape)
-    img = _fit(_open(path, "mask"), (H, W), resize, "mask", path, Image.Resampling.NEAREST)
+    img = _fit(img, (H, W), resize, "mask", where, Image.Resampling.NEAREST)
     grey = np.asarray(img.convert("L"))
     keep = torch.from_numpy((grey >= MASK_THRESHOLD).astype(np.float32))
     return keep.expand(C, H, W).contiguous()
 
 
-def write_image(x: Tensor, path: str | os.PathLike) -> Path:
-    """Write one (C, H, W) image in [-1, 1] (C = 1 or 3) as a PNG of exactly H x W pixels. Returns the path."""
+def read_image(path: str | os.PathLike, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
+    """The image file at path as `image_tensor` makes it: (C, H, W) in [-1, 1]."""
+    check_image_shape(shape)
+    return image_tensor(_open(path, "image"), shape, resize=resize, where=str(path))
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
+    """The mask file at path as `mask_tensor` makes it: (C, H, W), 1 = observed (white), 0 = missing (black)."""
+    check_image_shape(shape)
+    return mask_tensor(_open(path, "mask"), shape, resize=resize, where=str(path))
+
+
+def to_pil(x: Tensor):
+    """One (C, H, W) image in [-1, 1] (C = 1 or 3) as a grayscale or RGB Pillow image."""
     from PIL import Image
 
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"an image to write is (C, H, W) with C = 1 or 3, got shape {tuple(x.shape)}")
     u = to_uint8_nhwc(x[None])[0]  # (H, W, C)
+    return Image.fromarray(u[:, :, 0] if u.shape[2] == 1 else u)
+
+
+def write_image(x: Tensor, path: str | os.PathLike) -> Path:
+    """Write one (C, H, W) image in [-1, 1] (C = 1 or 3) as a PNG of exactly H x W pixels. Returns the path."""
+    img = to_pil(x)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(u[:, :, 0] if u.shape[2] == 1 else u).save(path, format="PNG")
+    img.save(path, format="PNG")
     return path
 
 

@@ -105,7 +105,7 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
                     mask = mask_from_upload(mask_image, shape) if mask_image is not None else \
                         mask_from_paint(painted or [], shape)
                     if bool(mask.all()):
-                        raise ValueError("inpainting: paint over the region to fill in (or upload a mask, white = "
+                        raise ValueError("inpainting: paint over the region to fill in (or upload a mask, black = "
                                          "fill in); the mask is empty")
                     settings["masked_pixels"] = int((mask[0] == 0).sum())
                 op = operator_for(task, shape, mask=mask, factor=factor, blur_size=blur_size, blur_std=blur_std)

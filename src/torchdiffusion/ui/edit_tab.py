@@ -11,7 +11,7 @@ from .context import Context
 from .edit import TASKS, edit
 from .errors import shown_in_page
 
-HELP = """**inpaint**: upload an image, paint over what to fill in (or upload a mask, white = fill in).
+HELP = """**inpaint**: upload an image, paint over what to fill in (or upload a mask, black = fill in, white = keep, as the CLI).
 **img2img**: SDEdit, noise the image to the strength and sample back. **upscale** and **restore** (deblur): with
 *simulate* on, the upload is the clean image and the low-resolution or blurred measurement is made from it; off, the
 upload is the measurement itself. Method options are the inverse method's keyword options as YAML
@@ -32,7 +32,7 @@ def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
                                         sources=["upload", "clipboard"], layers=False, transforms=(),
                                         brush=gr.Brush(colors=["#ff0000"], default_size=8, color_mode="fixed"),
                                         elem_id="edit-editor", height=360)
-                mask = gr.Image(label="Or upload a mask (white = fill in)", type="numpy", sources=["upload"],
+                mask = gr.Image(label="Or upload a mask (black = fill in, white = keep)", type="numpy", sources=["upload"],
                                 elem_id="edit-mask", height=160)
                 with gr.Row():
                     method = gr.Dropdown(sorted(METHODS), value="replacement", label="Inverse method",

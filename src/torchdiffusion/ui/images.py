@@ -1,5 +1,5 @@
-"""The page's pictures <-> the library's tensors: uploads to (1, C, H, W) in [-1, 1] at the model's size, samples to
-PIL images, painted layers to an inpainting mask. The one place the UI converts images."""
+"""The page's pictures <-> the library's tensors: uploads to (1, C, H, W) in [-1, 1] at the model's size (through
+data/image_files.py, as the CLI reads files), painted layers to an inpainting mask."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import to_uint8_nhwc
+from ..data import image_tensor, mask_tensor, to_pil  # noqa: F401  (to_pil: the page's one image writer)
 from . import limits
 
 Tensor = torch.Tensor
-
-
-def to_pil(x: Tensor) -> Image.Image:
-    """One sample (C, H, W) in [-1, 1] -> a grayscale (C = 1) or RGB (C = 3) PIL image."""
-    u = to_uint8_nhwc(x[None])[0]  # (H, W, C) uint8
-    return Image.fromarray(u[..., 0] if u.shape[-1] == 1 else u)
 
 
 def as_pil(image: Any, name: str) -> Image.Image:
@@ -36,7 +30,7 @@ def as_pil(image: Any, name: str) -> Image.Image:
 
 
 def from_image(image: Any, shape: tuple[int, ...], name: str = "the image") -> Tensor:
-    """An uploaded image resized (Lanczos) to the model's (C, H, W) -> (1, C, H, W) in [-1, 1]."""
+    """An uploaded image resized (bicubic, as the CLI's --resize) to the model's (C, H, W) -> (1, C, H, W) in [-1, 1]."""
     c, h, w = shape
     if c not in (1, 3):
         raise ValueError(f"the model's images have {c} channels; the page edits 1- or 3-channel images only")
@@ -44,9 +38,7 @@ def from_image(image: Any, shape: tuple[int, ...], name: str = "the image") -> T
     if img.mode in ("RGBA", "LA", "P"):  # transparent pixels over white, as a viewer shows them
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.LANCZOS)
-    u = np.asarray(img, dtype=np.float32).reshape(h, w, c)
-    return torch.from_numpy(u / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
+    return image_tensor(img, shape, resize=True)[None]
 
 
 def mask_from_paint(layers: list[Any], shape: tuple[int, ...]) -> Tensor:
@@ -66,9 +58,6 @@ def mask_from_paint(layers: list[Any], shape: tuple[int, ...]) -> Tensor:
 
 
 def mask_from_upload(image: Any, shape: tuple[int, ...]) -> Tensor:
-    """Inpainting mask (C, H, W) from an uploaded mask picture: white (>= 128) is missing, black observed (the
-    convention of inpainting UIs)."""
-    c, h, w = shape
-    gray = as_pil(image, "the mask image").convert("L").resize((w, h), Image.Resampling.BOX)
-    missing = np.asarray(gray) >= 128
-    return torch.from_numpy(~missing).to(torch.float32)[None].expand(c, h, w).clone()
+    """Inpainting mask (C, H, W) from an uploaded mask picture, read as the CLI reads mask files: white (>= 128) is
+    observed (kept), black missing (filled in)."""
+    return mask_tensor(as_pil(image, "the mask image"), shape, resize=True)
