@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..registry import CAPTIONS, DATASETS
-from .tiles import image_tiles, save_image_tiles, to_uint8_nhwc
+from .tiles import image_tiles, save_image_files, save_image_tiles, to_uint8_nhwc
 from .images import (
     DatasetNotFoundError,
     IDXFormatError,
@@ -71,6 +71,6 @@ __all__ = [
     "load_textures",
     "measure_attributes",
     "read_idx",
-    "save_image_tiles",
+    "save_image_files", "save_image_tiles",
     "to_uint8_nhwc",
 ]
