@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow bench bench-samplers bench-guidance data clean
+.PHONY: demo test test-slow bench bench-samplers bench-guidance bench-inverse data clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ bench-guidance: $(VENV)/.dev data
 		--scales 0,1,1.5,2,3,4 --classifier-scales 0.5,1,2,4,8 --classifier-sigma-max 10 --plot outputs/guidance_fmnist.png
 	$(PY) -m torchdiffusion train shapes_text --max-cpu-minutes 20 --set train.num_threads=1 --out runs/shapes_text20
 	$(PY) benchmarks/shapes_text.py --model runs/shapes_text20
+
+# Inpainting, 4x super-resolution (SR3 model, solve with Downsample(4), bicubic) and deblurring on Fashion-MNIST;
+# figures to docs/img/inverse_*.png, table in docs/inverse.md.
+bench-inverse: $(VENV)/.dev data
+	nice -n 5 $(PY) -m torchdiffusion train fashion_mnist --max-cpu-minutes 12 --set train.num_threads=1 --set train.ckpt_every=100 --out runs/fmnist_base
+	nice -n 5 $(PY) -m torchdiffusion train fashion_mnist_sr7 --max-cpu-minutes 10 --set train.num_threads=1 --set train.ckpt_every=100 --out runs/fmnist_sr7
+	nice -n 5 $(PY) -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 4 --set train.num_threads=1 --out runs/fmnist_clf
+	test -f runs/features-fashion_mnist.safetensors || nice -n 5 $(PY) -m torchdiffusion train-features fashion_mnist --out runs/features-fashion_mnist.safetensors
+	nice -n 5 $(PY) benchmarks/inverse_fmnist.py --model runs/fmnist_base --sr runs/fmnist_sr7 --classifier runs/fmnist_clf \
+		--features runs/features-fashion_mnist.safetensors --num 200 --max-cpu-minutes 20 --figures docs/img
 
 clean:
 	rm -rf $(VENV) outputs runs
