@@ -226,3 +226,15 @@ def test_a_saved_config_without_a_superres_section_reads_with_defaults():
     d = copy.deepcopy(SR)
     del d["superres"]
     assert make(d).superres.aug_sigma_max == 0.0
+
+
+@pytest.mark.parametrize("name,size", [("fashion_mnist_sr7", 7), ("fashion_mnist_sr14", 14)])
+def test_packaged_sr_configs_take_their_low_resolution(name, size):
+    from torchdiffusion.build import build_model
+
+    cfg = load_config(name)
+    model, bcfg = build_model(cfg.model, cfg.process)
+    assert bcfg.low_res_size == size and cfg.superres.aug_sigma_max > 0
+    x = torch.zeros(2, 1, 28, 28)
+    out = model(x, torch.full((2,), 1.0), low_res=torch.zeros(2, 1, size, size), aug_level=torch.zeros(2))
+    assert out.shape == x.shape
