@@ -85,30 +85,31 @@ def chunks(fn: Callable[[Tensor, int], Tensor], y: Tensor, size: int) -> Tensor:
     return torch.cat([fn(y[i:i + size], i) for i in range(0, len(y), size)])
 
 
-def cascade_rows(a: argparse.Namespace, base, sr, net, ref_feats: Tensor, figures: dict) -> list[dict]:
+def wait_for(path: str, minutes: float) -> None:
+    """Wait up to `minutes` for a file another job is still writing (the feature network's training)."""
+    deadline = time.monotonic() + 60 * minutes
+    while not Path(path).is_file() and time.monotonic() < deadline:
+        time.sleep(10)
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no such file (train it with `torchdiffusion train-features fashion_mnist --out ...`)")
+
+
+def cascade_outputs(a: argparse.Namespace, base, sr) -> list[tuple[str, Tensor, float]]:
     """A cascade (Ho et al. 2021): num base samples (ipndm, sr-steps), pooled to 7 x 7, super-resolved at each
-    augmentation level; FID of the base samples themselves and of each cascade."""
+    augmentation level: (name, images, CPU seconds) of the base samples, their low resolution and each cascade."""
     t0 = time.process_time()
     x, _ = generate(base, SHAPE, a.num, sampler="ipndm", steps=a.sr_steps, seed=10_000)
     x = x.clamp(-1, 1)
-    rows = [{"task": "cascade", "method": "base model alone", "fid": fid_from_features(net.embed(x), ref_feats),
-             "cpu_seconds": round(time.process_time() - t0, 1)}]
+    out = [("base model alone", x, time.process_time() - t0)]
     low = downsample_to(x, 7)
-    shown_rows = [x[:8], F.interpolate(low[:8], size=SHAPE[1:], mode="nearest")]
+    out.append(("pooled to 7x7", F.interpolate(low, size=SHAPE[1:], mode="nearest"), 0.0))
     for level in (float(v) for v in a.cascade_aug.split(",")):
         t0 = time.process_time()
-        out = upscale(sr, low, sampler="ipndm", steps=a.sr_steps, aug_sigma=level, seed=20_000).clamp(-1, 1)
-        rows.append({"task": "cascade", "method": f"base -> 7x7 -> SR3, aug_sigma {level:g}",
-                     "fid": fid_from_features(net.embed(out), ref_feats),
-                     "cpu_seconds": round(time.process_time() - t0, 1)})
-        shown_rows.append(out[:8])
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    if a.figures:
-        path = Path(a.figures) / "inverse_cascade.png"
-        save_image_tiles(torch.cat(shown_rows), path, nrow=8)
-        figures["cascade"] = {"path": str(path), "rows": ["base sample", "pooled to 7x7",
-                                                          *[f"SR3 at aug_sigma {v}" for v in a.cascade_aug.split(",")]]}
-    return rows
+        up = upscale(sr, low, sampler="ipndm", steps=a.sr_steps, aug_sigma=level, seed=20_000).clamp(-1, 1)
+        out.append((f"base -> 7x7 -> SR3, aug_sigma {level:g}", up, time.process_time() - t0))
+        print(json.dumps({"task": "cascade", "method": out[-1][0], "cpu_seconds": round(out[-1][2], 1)}),
+              file=sys.stderr, flush=True)
+    return out
 
 
 def main() -> None:
@@ -117,9 +118,11 @@ def main() -> None:
     ap.add_argument("--sr", required=True, help="super-resolution run (fashion_mnist_sr7.yaml)")
     ap.add_argument("--classifier", required=True, help="train-classifier run (fashion_mnist_classifier.yaml)")
     ap.add_argument("--features", required=True, help="feature network .safetensors (train-features --out)")
+    ap.add_argument("--wait-minutes", type=float, default=0.0,
+                    help="wait this long for --features to appear (read only after every output is drawn)")
     ap.add_argument("--num", type=int, default=200, help="test images per task")
     ap.add_argument("--nfe", type=int, default=30, help="denoiser calls per image for solve's methods")
-    ap.add_argument("--sr-steps", type=int, default=20, help="ipndm steps of the SR model")
+    ap.add_argument("--sr-steps", type=int, default=20, help="ipndm steps of the SR model (and the cascade's base)")
     ap.add_argument("--methods", default="ddrm,pigdm", help="solve methods run on every task")
     ap.add_argument("--cascade-aug", default="0,0.1",
                     help="augmentation levels of the cascade (base samples pooled to 7 x 7, then the SR model)")
@@ -136,25 +139,13 @@ def main() -> None:
     perm = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))
     pick, ref = perm[:a.num], perm[a.num:a.num + REFERENCE]
     x0, labels = x_test[pick].float(), y_test[pick]
-    net = load_feature_net(a.features)[0]
-    ref_feats = net.embed(x_test[ref].float())
     base, sr, clf = load_run(a.model), load_run(a.sr), load_run(a.classifier)
-    clf_sigma = float(clf.model.sigma_min)
 
-    def score(x: Tensor, op: Operator, y: Tensor) -> dict[str, float]:
-        x = x.clamp(-1, 1)
-        with torch.no_grad():
-            logits = torch.cat([clf.model.raw_ve(x[i:i + 500], clf_sigma) for i in range(0, len(x), 500)])
-            resid = (op(x) - y).flatten(1)
-        return {"fid": fid_from_features(net.embed(x), ref_feats),
-                "consistency": float(resid.pow(2).mean(1).sqrt().mean()),
-                "agreement": float((logits.argmax(1) == labels).float().mean())}
-
-    rows, figures = [], {}
+    # every output first (task, method, images, operator, y, CPU seconds); scores once the feature network is there
+    drawn, figures = [], {}
     for task, (op, noise_std) in tasks().items():
         g = torch.Generator().manual_seed(1)
         y = op(x0) + noise_std * torch.randn(op(x0).shape, generator=g)
-        outputs = {"original": x0}
         runs: dict[str, Callable[[], Tensor]] = {}
         if task == "sr4":
             runs["bicubic"] = lambda: bicubic(y)
@@ -166,40 +157,60 @@ def main() -> None:
             runs[f"solve {m}"] = (lambda m=m: chunks(lambda c, i: solve(
                 base.model, c, op, noise_std=noise_std, method=m, nfe=a.nfe,
                 generator=torch.Generator().manual_seed(10 + i)), y, a.batch))
+        shown_rows = [shown(task, y[:8]).clamp(-1, 1)]
         for name, fn in runs.items():
             spent = (time.process_time() - start) / 60
             if spent > a.max_cpu_minutes:
-                rows.append({"task": task, "method": name, "skipped": f"CPU budget spent ({spent:.1f} min)"})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                drawn.append((task, name, None, op, y, f"CPU budget spent ({spent:.1f} min)"))
                 continue
             t0 = time.process_time()
             out = fn().detach().float().clamp(-1, 1)
-            outputs[name] = out
-            rows.append({"task": task, "method": name, **score(out, op, y),
-                         "cpu_seconds": round(time.process_time() - t0, 1)})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        rows.append({"task": task, "method": "original", **score(x0, op, y), "cpu_seconds": 0.0})
+            drawn.append((task, name, out, op, y, time.process_time() - t0))
+            shown_rows.append(out[:8])
+            print(json.dumps({"task": task, "method": name, "cpu_seconds": round(drawn[-1][-1], 1)}),
+                  file=sys.stderr, flush=True)
+        drawn.append((task, "original", x0, op, y, 0.0))
         if a.figures:
-            cols = 8
-            grid = [shown(task, y[:cols]).clamp(-1, 1)]
-            grid += [outputs[k][:cols] for k in outputs if k != "original"] + [x0[:cols]]
             path = Path(a.figures) / f"inverse_{task}.png"
-            save_image_tiles(torch.cat(grid), path, nrow=cols)
-            figures[task] = {"path": str(path), "rows": ["measurement", *[k for k in outputs if k != "original"],
-                                                         "original"]}
+            save_image_tiles(torch.cat(shown_rows + [x0[:8]]), path, nrow=8)
+            figures[task] = {"path": str(path), "rows": ["measurement", *[d[1] for d in drawn
+                                                                          if d[0] == task and d[2] is not None]]}
+    cascade = cascade_outputs(a, base.model, sr.model) if (time.process_time() - start) / 60 <= a.max_cpu_minutes else []
+    if cascade and a.figures:
+        path = Path(a.figures) / "inverse_cascade.png"
+        save_image_tiles(torch.cat([x[:8] for _, x, _ in cascade]), path, nrow=8)
+        figures["cascade"] = {"path": str(path), "rows": [name for name, _, _ in cascade]}
 
-    if (time.process_time() - start) / 60 <= a.max_cpu_minutes:
-        rows += cascade_rows(a, base.model, sr.model, net, ref_feats, figures)
+    wait_for(a.features, a.wait_minutes)
+    net = load_feature_net(a.features)[0]
+    ref_feats = net.embed(x_test[ref].float())
+    clf_sigma = float(clf.model.sigma_min)
+    rows = []
+    for task, name, x, op, y, cpu in drawn:
+        if x is None:
+            rows.append({"task": task, "method": name, "skipped": cpu})
+            continue
+        with torch.no_grad():
+            logits = torch.cat([clf.model.raw_ve(x[i:i + 500], clf_sigma) for i in range(0, len(x), 500)])
+            resid = (op(x) - y).flatten(1)
+        rows.append({"task": task, "method": name, "fid": fid_from_features(net.embed(x), ref_feats),
+                     "consistency": float(resid.pow(2).mean(1).sqrt().mean()),
+                     "agreement": float((logits.argmax(1) == labels).float().mean()), "cpu_seconds": round(cpu, 1)})
+    for name, x, cpu in cascade:
+        if name != "pooled to 7x7":
+            rows.append({"task": "cascade", "method": name, "fid": fid_from_features(net.embed(x), ref_feats),
+                         "cpu_seconds": round(cpu, 1)})
+
     cpu = (time.process_time() - start) / 60
     print(f"\n{a.num} test images per task; FID against {REFERENCE} other test images; solve at {a.nfe} NFE; "
           f"SR model ipndm {a.sr_steps} steps; CPU time {cpu:.1f} min ({platform.processor() or platform.machine()})\n")
     print("| task | method | FID | consistency (RMS A x - y) | classifier agreement | CPU s |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
-        if "consistency" not in r and "skipped" not in r:  # the cascade: no measurement, no label
-            print(f"| {r['task']} | {r['method']} | {r['fid']:.2f} | - | - | {r['cpu_seconds']:.0f} |")
-        elif "skipped" in r:
+        if "skipped" in r:
             print(f"| {r['task']} | {r['method']} | skipped: {r['skipped']} | | | |")
+        elif "consistency" not in r:  # the cascade: no measurement, no label
+            print(f"| {r['task']} | {r['method']} | {r['fid']:.2f} | - | - | {r['cpu_seconds']:.0f} |")
         else:
             print(f"| {r['task']} | {r['method']} | {r['fid']:.2f} | {r['consistency']:.3f} | {r['agreement']:.3f} | "
                   f"{r['cpu_seconds']:.0f} |")
