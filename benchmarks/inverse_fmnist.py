@@ -12,12 +12,14 @@ For each task and method the outputs of N test images are scored by
 The N test images and the 2000 reference images are disjoint slices of one fixed permutation of the test set; no
 option is tuned here (library defaults; the SR model at augmentation level 0), so there is no tuning set.
 
-    nice -n 5 python -m torchdiffusion train fashion_mnist --max-cpu-minutes 12 --set train.num_threads=1 --out runs/fmnist_base
-    nice -n 5 python -m torchdiffusion train fashion_mnist_sr7 --max-cpu-minutes 10 --set train.num_threads=1 --out runs/fmnist_sr7
-    nice -n 5 python -m torchdiffusion train-classifier fashion_mnist_classifier --max-cpu-minutes 4 --set train.num_threads=1 --out runs/fmnist_clf
+    make bench-inverse   # or, step by step:
+    nice -n 5 python -m torchdiffusion train fashion_mnist --max-steps 500 --set train.num_threads=1 --out runs/fmnist_base
+    nice -n 5 python -m torchdiffusion train fashion_mnist_sr7 --max-steps 500 --set train.num_threads=1 --out runs/fmnist_sr7
+    nice -n 5 python -m torchdiffusion train-classifier fashion_mnist_classifier --max-steps 500 --set train.num_threads=1 \\
+        --out runs/fmnist_clf
     nice -n 5 python -m torchdiffusion train-features fashion_mnist --out runs/features-fashion_mnist.safetensors
     nice -n 5 python benchmarks/inverse_fmnist.py --model runs/fmnist_base --sr runs/fmnist_sr7 --classifier runs/fmnist_clf \\
-        --features runs/features-fashion_mnist.safetensors --num 200 --max-cpu-minutes 20 --figures docs/img
+        --features runs/features-fashion_mnist.safetensors --num 200 --methods ddrm --sr-methods ddrm,pigdm --figures docs/img
 
 Figures: one PNG per task, rows = measurement, each method's output, original (8 test images per row).
 """
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, default=30, help="denoiser calls per image for solve's methods")
     ap.add_argument("--sr-steps", type=int, default=20, help="ipndm steps of the SR model (and the cascade's base)")
     ap.add_argument("--methods", default="ddrm,pigdm", help="solve methods run on every task")
+    ap.add_argument("--sr-methods", default=None, help="solve methods of the 4x super-resolution task (default --methods)")
     ap.add_argument("--cascade-aug", default="0,0.1",
                     help="augmentation levels of the cascade (base samples pooled to 7 x 7, then the SR model)")
     ap.add_argument("--max-cpu-minutes", type=float, default=20.0, help="skip the remaining runs past this")
@@ -153,7 +156,7 @@ def main() -> None:
                                                                     seed=i), y, a.batch)
         if task == "deblur":
             runs["measurement"] = lambda: y
-        for m in a.methods.split(","):
+        for m in ((a.sr_methods or a.methods) if task == "sr4" else a.methods).split(","):
             runs[f"solve {m}"] = (lambda m=m: chunks(lambda c, i: solve(
                 base.model, c, op, noise_std=noise_std, method=m, nfe=a.nfe,
                 generator=torch.Generator().manual_seed(10 + i)), y, a.batch))
