@@ -169,15 +169,16 @@ def main() -> None:
             t0 = time.process_time()
             out = fn().detach().float().clamp(-1, 1)
             drawn.append((task, name, out, op, y, time.process_time() - t0))
-            shown_rows.append(out[:8])
+            if name != "measurement":  # already the figure's first row
+                shown_rows.append(out[:8])
             print(json.dumps({"task": task, "method": name, "cpu_seconds": round(drawn[-1][-1], 1)}),
                   file=sys.stderr, flush=True)
         drawn.append((task, "original", x0, op, y, 0.0))
         if a.figures:
             path = Path(a.figures) / f"inverse_{task}.png"
             save_image_tiles(torch.cat(shown_rows + [x0[:8]]), path, nrow=8)
-            figures[task] = {"path": str(path), "rows": ["measurement", *[d[1] for d in drawn
-                                                                          if d[0] == task and d[2] is not None]]}
+            figures[task] = {"path": str(path), "rows": ["measurement", *[d[1] for d in drawn if d[0] == task and d[2]
+                                                                          is not None and d[1] != "measurement"]]}
     cascade = cascade_outputs(a, base.model, sr.model) if (time.process_time() - start) / 60 <= a.max_cpu_minutes else []
     if cascade and a.figures:
         path = Path(a.figures) / "inverse_cascade.png"
