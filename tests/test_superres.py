@@ -106,6 +106,8 @@ def test_the_trainer_feeds_the_augmented_low_res_with_its_level(tmp_path):
     tr.noise_gen.set_state(state)
     want = training_condition(x0, 4, 0.3, tr.noise_gen)
     assert set(cond) == {"low_res", "aug_level"}
+    with pytest.raises(ValueError, match="pass x0"):
+        tr.condition(labels, idx)
     assert torch.equal(cond["low_res"], want["low_res"]) and torch.equal(cond["aug_level"], want["aug_level"])
     seen = []
     tr.model.backbone.register_forward_pre_hook(lambda m, a, kw: seen.append(kw), with_kwargs=True)

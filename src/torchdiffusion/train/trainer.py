@@ -151,6 +151,8 @@ class Trainer:
         if self.low_res_size:
             from ..inverse.superres import training_condition
 
+            if x0 is None:
+                raise ValueError("a super-resolution model's condition is made from the batch: pass x0")
             cond.update(training_condition(x0, self.low_res_size, self.cfg.superres.aug_sigma_max, self.noise_gen))
         if self.num_classes:
             if labels.min() < 0 or labels.max() >= self.num_classes:
