@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-slow test-ui ui-browser bench bench-samplers bench-guidance bench-kjv data clean
+.PHONY: demo test test-slow test-ui ui-browser bench bench-samplers bench-guidance bench-kjv bench-inverse data clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,16 @@ bench-guidance: $(VENV)/.dev data
 # Masked diffusion against the autoregressive baseline on the KJV, 30 CPU-minutes each (docs/discrete.md).
 bench-kjv: $(VENV)/.dev data
 	nice -n 5 $(PY) benchmarks/kjv_text.py --max-cpu-minutes 30 --runs runs/kjv_bench --out outputs/kjv_text.json
+
+# Inpainting, 4x super-resolution (SR3 model, solve with Downsample(4), bicubic) and deblurring on Fashion-MNIST;
+# figures to docs/img/inverse_*.png, table in docs/inverse.md.
+bench-inverse: $(VENV)/.dev data
+	nice -n 5 $(PY) -m torchdiffusion train fashion_mnist --max-steps 500 --set train.num_threads=1 --set train.ckpt_every=100 --out runs/fmnist_base
+	nice -n 5 $(PY) -m torchdiffusion train fashion_mnist_sr7 --max-steps 500 --set train.num_threads=1 --set train.ckpt_every=100 --out runs/fmnist_sr7
+	nice -n 5 $(PY) -m torchdiffusion train-classifier fashion_mnist_classifier --max-steps 500 --set train.num_threads=1 --out runs/fmnist_clf
+	test -f runs/features-fashion_mnist.safetensors || nice -n 5 $(PY) -m torchdiffusion train-features fashion_mnist --out runs/features-fashion_mnist.safetensors
+	nice -n 5 $(PY) benchmarks/inverse_fmnist.py --model runs/fmnist_base --sr runs/fmnist_sr7 --classifier runs/fmnist_clf \
+		--features runs/features-fashion_mnist.safetensors --num 200 --methods ddrm --sr-methods ddrm,pigdm --figures docs/img
 
 clean:
 	rm -rf $(VENV) outputs runs

@@ -114,7 +114,8 @@ def test_config_errors_name_the_key_path():
         load_config("no_such_config")
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "toy2d", "textures", "digits"])
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "toy2d", "textures", "digits", "fashion_mnist_sr7",
+                                  "fashion_mnist_sr14"])
 def test_packaged_configs_load_and_build(name):
     from torchdiffusion.build import build_model
     cfg = load_config(name)

@@ -19,7 +19,8 @@ from .typed_dict import ConfigError, from_dict, short
 # Bounds on sizes a config can ask for, far above any run this library makes on one machine, so a typo (an extra
 # digit) fails at once instead of allocating until the machine gives out; TORCHDIFFUSION_NO_LIMITS=1 lifts them.
 LIMITS = {"process.T": 100_000, "train.batch_size": 100_000, "train.max_steps": 100_000_000,
-          "sample.steps": 10_000, "sample.num": 1_000_000, "data.limit": 100_000_000}
+          "sample.steps": 10_000, "sample.num": 1_000_000, "data.limit": 100_000_000,
+          "superres.aug_sigma_max": 100.0, "superres.aug_sigma": 100.0}
 MAX_BACKBONE_PARAMETERS = 2_000_000_000  # counted on the meta device, before any memory is allocated
 NO_LIMITS_ENV = "TORCHDIFFUSION_NO_LIMITS"
 
@@ -128,6 +129,16 @@ class SampleConfig:
 
 
 @dataclass
+class SuperResConfig:
+    """Noise conditioning augmentation of a super-resolution model (model.params.low_res_size > 0; Ho et al. 2021,
+    "Cascaded Diffusion Models", sec. 3.2): its low_res is the training image average-pooled to low_res_size, plus
+    Gaussian noise of std s ~ U[0, aug_sigma_max], and the model is told s (its aug_level)."""
+
+    aug_sigma_max: float = 0.0                   # training: largest std of the noise on low_res (0: clean low_res)
+    aug_sigma: float = 0.0                       # sampling (tiles, cascade, upscale): the default std on low_res
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
@@ -138,6 +149,7 @@ class RunConfig:
     # latent diffusion (Rombach et al. 2022): an autoencoder run directory (`train-autoencoder --out`) or checkpoint;
     # the model is trained on its scaled latents of the data and its samples are decoded to images
     autoencoder: str | None = None
+    superres: SuperResConfig = field(default_factory=SuperResConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,10 +318,23 @@ def validate(cfg: RunConfig) -> None:
         check_options(cfg.sample.sampler, cfg.sample.options)
     except ValueError as e:
         raise ConfigError(f"sample.options: {e}") from None
+    _validate_superres(cfg)
     if cfg.loss.kind == "hybrid" and cfg.process.name != "ddpm":
         raise ConfigError("loss.kind: 'hybrid' needs process.name 'ddpm' (a discrete variational bound)")
     if cfg.loss.kind == "hybrid" and not cfg.model.params.get("learned_variance", False):
         raise ConfigError("loss.kind: 'hybrid' needs model.params.learned_variance: true")
+
+
+def _validate_superres(cfg: RunConfig) -> None:
+    """superres.* finite and >= 0, and only on a super-resolution model (model.params.low_res_size > 0)."""
+    sc = cfg.superres
+    for name in ("aug_sigma_max", "aug_sigma"):
+        v = getattr(sc, name)
+        if not 0 <= v < float("inf"):
+            raise ConfigError(f"superres.{name}: must be a finite number >= 0, got {v}")
+    if (sc.aug_sigma_max or sc.aug_sigma) and not cfg.model.params.get("low_res_size", 0):
+        raise ConfigError("superres.aug_sigma_max / superres.aug_sigma apply to a super-resolution model only; "
+                          "set model.params.low_res_size (e.g. 7 for 7x7 -> 28x28) or drop them")
 
 
 def _validate_backbone(mc: ModelConfig) -> None:

@@ -12,8 +12,8 @@ import os
 import sys
 import traceback
 
-from . import (demo, eval, img2img, inpaint, interpolate, invert, restore, sample, train, train_autoencoder,
-               train_controlnet, train_features, ui, upscale)
+from . import (cascade, demo, eval, img2img, inpaint, interpolate, invert, restore, sample, train,
+               train_autoencoder, train_controlnet, train_features, ui, upscale)
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -31,9 +31,10 @@ EXAMPLES = """examples:
   torchdiffusion upscale runs/mnist --image small.png --factor 4 --out outputs/upscale
   torchdiffusion invert runs/mnist --image digit.png --nfe 50 --out outputs/invert
   torchdiffusion interpolate runs/mnist --a one.png --b two.png --num 8 --out outputs/interpolate
+  torchdiffusion cascade runs/fashion_mnist runs/fashion_mnist_sr7 --num 16 --out outputs/cascade
 """
 COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet, ui, inpaint, img2img, restore,
-            upscale, invert, interpolate)
+            upscale, invert, interpolate, cascade)
 
 
 def parser() -> argparse.ArgumentParser:

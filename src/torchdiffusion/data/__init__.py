@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..registry import CAPTIONS, DATASETS
-from .tiles import image_tiles, save_image_tiles, to_uint8_nhwc
+from .tiles import image_tiles, save_image_files, save_image_tiles, to_uint8_nhwc
 from .image_files import image_tensor, mask_tensor, read_image, read_mask, to_pil, write_image
 from .images import (
     DatasetNotFoundError,
@@ -91,6 +91,7 @@ __all__ = [
     "read_idx",
     "read_image",
     "read_mask",
+    "save_image_files",
     "save_image_tiles",
     "to_uint8_nhwc",
     "write_image",

@@ -64,3 +64,18 @@ def save_image_tiles(images: Tensor | np.ndarray, path: str | os.PathLike, nrow:
     # uint8 (H, W) is read as mode "L" and (H, W, 3) as "RGB".
     Image.fromarray(sheet[:, :, 0] if sheet.shape[2] == 1 else sheet).save(path, format="PNG")
     return path
+
+
+def save_image_files(images: Tensor | np.ndarray, folder: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """Write each of (N, C, H, W) images in [-1, 1] as its own PNG at its own size, folder/{prefix}{i:05d}.png."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, tile in enumerate(to_uint8_nhwc(images)):
+        if tile.shape[2] not in (1, 3):
+            raise ValueError(f"images must have 1 or 3 channels, got {tile.shape[2]}")
+        paths.append(folder / f"{prefix}{i:05d}.png")
+        Image.fromarray(tile[:, :, 0] if tile.shape[2] == 1 else tile).save(paths[-1], format="PNG")
+    return paths

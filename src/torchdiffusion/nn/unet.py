@@ -3,6 +3,9 @@
 Residual blocks take the noise embedding by adaptive group norm, self-attention runs at chosen
 resolutions, class labels add to the noise embedding, and text-like context enters attention by
 appending its keys and values to the image tokens' (GLIDE, Nichol et al. 2022, sec. 2.3 / appendix).
+A super-resolution model (SR3, Saharia et al. 2021, sec. 2.4) takes a low-resolution image, resized to x's size
+and concatenated to x as extra input channels, with the level of the Gaussian noise it was corrupted by embedded
+like the noise level (noise conditioning augmentation, Ho et al. 2021, "Cascaded Diffusion Models", sec. 3.2).
 Any H, W works: downsampling is a stride-2 conv (28 -> 14 -> 7 -> 4) and each upsample targets the
 exact size of the skip it meets.
 """
@@ -22,6 +25,9 @@ from .config import BackboneConfig
 from .embeddings import NoiseEmbedding
 
 Tensor = torch.Tensor
+LOW_RES_UPSAMPLING = ("nearest", "bilinear", "bicubic")
+# aug_level (a noise std, about 0 to 1 on data in [-1, 1]) times this spans the sinusoids' range as DDPM's step does
+AUG_LEVEL_SCALE = 1000.0
 
 
 @dataclass
@@ -44,7 +50,11 @@ class UNetConfig(BackboneConfig):
     learned_variance: bool = False  # doubled output: prediction, then v of Nichol & Dhariwal 2021 eq. 15
     num_classes: int = 0  # > 0: label embedding added to the noise embedding; label == num_classes is null
     context_dim: int = 0  # > 0: attention blocks also attend to context (B, L, context_dim)
-    image_size: int = 32  # only used to place attention at attn_resolutions
+    image_size: int = 32  # places attention at attn_resolutions; the size low_res is resized to
+    # > 0: SR3 - the model takes low_res (B, in_channels, low_res_size, low_res_size) and aug_level (B,), the std
+    # of the Gaussian noise low_res was corrupted by; image_size must be a multiple of low_res_size
+    low_res_size: int = 0
+    low_res_upsample: str = "bicubic"  # nearest | bilinear | bicubic: how low_res is resized to image_size
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists
@@ -54,7 +64,13 @@ class UNetConfig(BackboneConfig):
             raise ValueError(f"UNetConfig.channel_mult must be non-empty positive ints, got {self.channel_mult}")
         self.check_at_least(1, "in_channels", "base_channels", "num_heads", "groups", "image_size")
         self.check_at_least(1, "out_channels", optional=True)
-        self.check_at_least(0, "num_res_blocks", "num_classes", "context_dim")
+        self.check_at_least(0, "num_res_blocks", "num_classes", "context_dim", "low_res_size")
+        if self.low_res_size and (self.low_res_size > self.image_size or self.image_size % self.low_res_size):
+            raise ValueError(f"UNetConfig.low_res_size ({self.low_res_size}) must divide image_size "
+                             f"({self.image_size}): the super-resolution factor is image_size / low_res_size")
+        if self.low_res_upsample not in LOW_RES_UPSAMPLING:
+            raise ValueError(f"UNetConfig.low_res_upsample must be one of {', '.join(LOW_RES_UPSAMPLING)}, "
+                             f"got {self.low_res_upsample!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
         for m in set(self.channel_mult):
@@ -198,7 +214,9 @@ class UNet(nn.Module):
                 attn = Attention(cout, c.num_heads, c.groups, c.context_dim, skip_scale)
             return Block(ResBlock(cin, cout, emb_dim, c.groups, c.dropout, skip_scale), attn)
 
-        self.conv_in = nn.Conv2d(c.in_channels, ch0, 3, padding=1)
+        # SR3: the resized low_res rides along x as in_channels more input channels
+        self.aug_embed = NoiseEmbedding(ch0, emb_dim) if c.low_res_size else None
+        self.conv_in = nn.Conv2d(c.in_channels * (2 if c.low_res_size else 1), ch0, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skip_chs, ch, res = [ch0], ch0, c.image_size
         level_res = []  # nominal spatial size of each level: image_size, ceil(/2), ...
@@ -235,10 +253,12 @@ class UNet(nn.Module):
         self.conv_out = zero_(nn.Conv2d(ch, c.total_out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None,
-                context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
-        """x (B, C, H, W), noise_level (B,), class_labels (B,) long, context (B, L, D), context_mask (B, L) bool."""
-        emb, context = self.embedding(x, noise_level, class_labels, context, context_mask)
-        h, skips = self.encode(x, emb, context, context_mask)
+                context: Tensor | None = None, context_mask: Tensor | None = None, low_res: Tensor | None = None,
+                aug_level: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), noise_level (B,), class_labels (B,) long, context (B, L, D), context_mask (B, L) bool,
+        low_res (B, C, low_res_size, low_res_size), aug_level (B,) (None: 0)."""
+        emb, context = self.embedding(x, noise_level, class_labels, context, context_mask, low_res, aug_level)
+        h, skips = self.encode(self.with_low_res(x, low_res), emb, context, context_mask)
         h = self.middle(h, emb, context, context_mask)
         return self.decode(h, skips, emb, context, context_mask)
 
@@ -246,11 +266,21 @@ class UNet(nn.Module):
     # middle, and step caching (DeepCache, Ma et al. 2023) can rerun only the shallowest level.
 
     def embedding(self, x: Tensor, noise_level: Tensor, class_labels: Tensor | None = None,
-                  context: Tensor | None = None, context_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """(SiLU(noise + label embedding) (B, 4 * base_channels), the normed context or None), inputs checked."""
+                  context: Tensor | None = None, context_mask: Tensor | None = None, low_res: Tensor | None = None,
+                  aug_level: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(SiLU(noise + augmentation level + label embedding) (B, 4 * base_channels), the normed context or None),
+        inputs checked."""
         c = self.config
         check_backbone_input("UNet", x, "(B, C, H, W)", 4, c.in_channels, class_labels, c.num_classes)
         emb = self.embed(noise_level)  # (B, 4 * base_channels)
+        if self.aug_embed is not None:  # SR3 with noise-conditioning augmentation (Ho et al. 2021, sec. 4.1)
+            level = torch.zeros(x.shape[0], device=x.device) if aug_level is None else aug_level
+            if level.shape != (x.shape[0],):
+                raise ValueError(f"aug_level must have shape ({x.shape[0]},), got {tuple(level.shape)}")
+            emb = emb + self.aug_embed(AUG_LEVEL_SCALE * level)
+        elif low_res is not None or aug_level is not None:
+            raise ValueError("low_res / aug_level given but UNetConfig.low_res_size == 0 (not a super-resolution "
+                             "model)")
         if self.label_embed is not None:
             if class_labels is None:  # no labels: the null label, i.e. the unconditional model
                 class_labels = torch.full((x.shape[0],), c.num_classes, dtype=torch.long, device=x.device)
@@ -299,3 +329,20 @@ class UNet(nn.Module):
         if stop is not None:
             return h
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def with_low_res(self, x: Tensor, low_res: Tensor | None) -> Tensor:
+        """x with the upsampled low-resolution image as extra channels (B, 2C, H, W) for an SR model, else x."""
+        return torch.cat([x, self.upsampled(x, low_res)], dim=1) if self.aug_embed is not None else x
+
+    def upsampled(self, x: Tensor, low_res: Tensor | None) -> Tensor:
+        """low_res (B, C, s, s) resized to x's (H, W) by config.low_res_upsample, in x's dtype (SR3's input)."""
+        c = self.config
+        want = (x.shape[0], c.in_channels, c.low_res_size, c.low_res_size)
+        if low_res is None:
+            raise ValueError(f"this is a super-resolution model (SR3): it needs low_res, a {c.low_res_size}x"
+                             f"{c.low_res_size} image per sample (e.g. `torchdiffusion cascade` or "
+                             f"torchdiffusion.inverse.superres.upscale)")
+        if tuple(low_res.shape) != want:
+            raise ValueError(f"low_res must have shape {want}, got {tuple(low_res.shape)}")
+        align = {} if c.low_res_upsample == "nearest" else {"align_corners": False}
+        return F.interpolate(low_res.to(x.dtype), size=x.shape[-2:], mode=c.low_res_upsample, **align)

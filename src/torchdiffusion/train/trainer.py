@@ -86,6 +86,12 @@ class Trainer:
                               f"with torchdiffusion.latent.LatentTrainer (`torchdiffusion train` picks it)")
         self.data = self.prepare_data(self.data)
         self.model, self.backbone_cfg = build_model(cfg.model, cfg.process)
+        self.low_res_size = int(getattr(self.backbone_cfg, "low_res_size", 0))  # > 0: super-resolution (SR3)
+        if self.low_res_size and (self.data.ndim != 4 or self.data.shape[-1] % self.low_res_size
+                                  or self.data.shape[-2] != self.data.shape[-1]):
+            raise ConfigError(f"model.params.low_res_size {self.low_res_size}: dataset {cfg.data.name!r} has items "
+                              f"of shape {tuple(self.data.shape[1:])}; a super-resolution model needs square images "
+                              f"whose side is a multiple of low_res_size")
         self.model.to(self.dist.device)
         self.discrete = is_discrete(cfg)
         if self.discrete:
@@ -151,13 +157,21 @@ class Trainer:
         """Classes the backbone is conditioned on (0: unconditional); label == num_classes is the null label."""
         return int(getattr(self.backbone_cfg, "num_classes", 0))
 
-    def condition(self, labels: Tensor, idx: Tensor | None = None, mine: slice = slice(None)) -> dict[str, Tensor]:
+    def condition(self, labels: Tensor, idx: Tensor | None = None, mine: slice = slice(None),
+                  x0: Tensor | None = None) -> dict[str, Tensor]:
         """Backbone conditioning of this rank's slice of a global micro-batch (labels, captions of items idx), each
         dropped to null with probability train.cond_drop, so one model is conditional and unconditional (Ho &
-        Salimans 2022, Alg. 1). Dropout is drawn for the whole micro-batch on every rank."""
+        Salimans 2022, Alg. 1), and a super-resolution model's noise-augmented low-resolution x0 (never dropped).
+        Dropout and augmentation are drawn for the whole micro-batch on every rank."""
         cond: dict[str, Tensor] = {}
         if self.cfg.loss.kind == "classifier":  # a classifier's labels are its targets
             return cond
+        if self.low_res_size:
+            from ..inverse.superres import training_condition
+
+            if x0 is None:
+                raise ValueError("a super-resolution model's condition is made from the batch: pass x0")
+            cond.update(training_condition(x0, self.low_res_size, self.cfg.superres.aug_sigma_max, self.noise_gen))
         if self.num_classes:
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(f"dataset {self.cfg.data.name!r} has labels in [{int(labels.min())}, "
@@ -191,7 +205,7 @@ class Trainer:
         total = 0.0
         for i in range(self.accumulate):
             x0, labels, idx = self.next_batch(self.micro)
-            cond = self.condition(labels, idx, mine)
+            cond = self.condition(labels, idx, mine, x0)
             sync = i == self.accumulate - 1 or not hasattr(self.net, "no_sync")  # DDP: all-reduce on the last one
             with (contextlib.nullcontext() if sync else self.net.no_sync()):
                 with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -330,8 +344,14 @@ class Trainer:
             cond = {"class_labels": torch.arange(n) % nrow}
         if self.captions is not None:  # the first n items' captions, at guidance scale 1
             cond.update(self.captions.rows(torch.arange(n) % len(self.data)))
-        x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
-                        seed=self.cfg.train.seed, cond=cond, **sc.options)
+        if self.low_res_size:  # the first n items' low resolution, super-resolved
+            from ..inverse.superres import downsample_to, upscale
+
+            x = upscale(self.ema, downsample_to(self.data[:n].float(), self.low_res_size), sampler=sc.sampler,
+                        steps=sc.steps, aug_sigma=self.cfg.superres.aug_sigma, seed=self.cfg.train.seed, **sc.options)
+        else:
+            x, _ = generate(self.ema, tuple(self.data.shape[1:]), n, sampler=sc.sampler, steps=sc.steps,
+                            seed=self.cfg.train.seed, cond=cond, **sc.options)
         x = self.decode_samples(x)
         if x.ndim == 4:
             save_image_tiles(x.clamp(-1, 1), path, nrow=nrow)
