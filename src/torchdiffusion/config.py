@@ -63,7 +63,7 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow
+    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow | flow_cosine
     schedule: str = "cosine"                     # beta schedule of ddpm (linear, scaled_linear, cosine, sigmoid, logsnr_linear)
     T: int = 1000                                # number of discrete steps of ddpm
     zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
@@ -83,9 +83,10 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t))
+    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t)) | consistency (iCT)
     weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
-    t_sampling: str = "uniform"                  # uniform | lognormal
+    t_sampling: str = "uniform"                  # uniform | lognormal | logit_normal (SD3's, for flows)
+    coupling: str = "independent"                # data-noise pairing: independent | ot (minibatch OT-CFM; flows only)
     gamma: float = 5.0                           # min-SNR-gamma
     hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid
     importance_sampling: bool = True             # importance-sample t for L_hybrid
@@ -209,7 +210,7 @@ def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None
 
 def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
-    from .losses import T_SAMPLINGS, WEIGHTINGS
+    from .losses import COUPLINGS, T_SAMPLINGS, WEIGHTINGS
     from .registry import BACKBONES, DATASETS, LOSSES, PREDICTIONS, PROCESSES, SAMPLERS
     from .sampling import check_options
     from .schedules import BETA_SCHEDULES
@@ -224,6 +225,8 @@ def validate(cfg: RunConfig) -> None:
                           "a noise-conditional classifier needs both set to 'classifier'")
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
+    _one_of("loss.coupling", cfg.loss.coupling, COUPLINGS)
+    _validate_fewstep(cfg)
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
     _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
@@ -274,6 +277,24 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("loss.kind: 'hybrid' needs process.name 'ddpm' (a discrete variational bound)")
     if cfg.loss.kind == "hybrid" and not cfg.model.params.get("learned_variance", False):
         raise ConfigError("loss.kind: 'hybrid' needs model.params.learned_variance: true")
+
+
+FLOW_PROCESSES = ("flow", "flow_cosine")
+
+
+def _validate_fewstep(cfg: RunConfig) -> None:
+    """OT coupling pairs data and noise for a flow's denoising loss; consistency training needs the consistency
+    parameterisation on a continuous process."""
+    lc = cfg.loss
+    if lc.coupling == "ot" and (cfg.process.name not in FLOW_PROCESSES or lc.kind not in ("simple", "edm")):
+        raise ConfigError(f"loss.coupling: 'ot' pairs data with noise for flow matching; it needs process.name one of "
+                          f"{', '.join(FLOW_PROCESSES)} and loss.kind simple or edm (got {cfg.process.name!r}, "
+                          f"{lc.kind!r}); a diffusion process's samplers assume independent noise")
+    if lc.kind == "consistency" and (cfg.model.prediction != "consistency" or cfg.process.name == "ddpm"):
+        raise ConfigError(f"loss.kind: 'consistency' (consistency training, Song & Dhariwal 2023) needs "
+                          f"model.prediction 'consistency' (its boundary condition f(x, sigma_min) = x) and a "
+                          f"continuous process (edm, ve, vp, flow...), got {cfg.model.prediction!r} on "
+                          f"{cfg.process.name!r}")
 
 
 def _validate_backbone(mc: ModelConfig) -> None:

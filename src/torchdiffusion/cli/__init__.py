@@ -1,4 +1,4 @@
-"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features`.
+"""Command line: `torchdiffusion train | train-classifier | sample | demo | eval | train-features | distill`.
 
 One module per command, each with `add_parser(subparsers)` and `run(args) -> dict`; this module assembles them and
 turns a user's error into one line and exit status 2. The CLI only parses and calls the library.
@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, sample, train, train_features
+from . import demo, distill, eval, sample, train, train_features
 
 EXAMPLES = """examples:
   torchdiffusion train mnist --max-minutes 5 --out runs/mnist
@@ -21,8 +21,9 @@ EXAMPLES = """examples:
   torchdiffusion demo
   torchdiffusion eval runs/fmnist --num 1000 --samplers ddim,dpmpp_2m --nfe 5,10,20,50 --out outputs/eval
   torchdiffusion train-features fashion_mnist --epochs 3
+  torchdiffusion distill runs/toy2d --method consistency --max-cpu-minutes 5 --out runs/toy2d-cd
 """
-COMMANDS = (train, sample, demo, eval, train_features)
+COMMANDS = (train, sample, demo, eval, train_features, distill)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ from .method import Method, check_options
 Tensor = torch.Tensor
 
 
-GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential}
+GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential,
+                                                          "fewstep": grids.fewstep}
 
 
 def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras",
