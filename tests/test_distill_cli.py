@@ -82,3 +82,15 @@ def test_distill_refuses_other_options_on_resume_and_bad_input(flow_run, tmp_pat
     assert main(base[:3] + [str(tmp_path / "pd3"), "--start-steps", "3", "--no-progress"]) == 2
     assert "power of 2" in capsys.readouterr().err
     assert main(["distill", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("method", ["progressive", "consistency", "reflow"])
+def test_distill_an_image_unet_ddpm_teacher(tiny_run, tmp_path, capsys, method):
+    """The tiny DDPM U-Net run of conftest: a discrete-time teacher on images distils with every method."""
+    out = tmp_path / method
+    assert main(["distill", str(tiny_run), "--method", method, "--out", str(out), "--max-steps", "2",
+                 "--start-steps", "2", "--levels", "4", "--pairs", "8", "--pair-nfe", "3", "--batch-size", "4",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--steps", "2", "--num", "4", "--tiles", str(tmp_path / "t.png")]) == 0
+    assert last_json(capsys)["nfe"] == 2

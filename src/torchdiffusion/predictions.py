@@ -196,6 +196,12 @@ class ConsistencyPrecond(EDMPrecond):
 
     name = "consistency"
 
+    @staticmethod
+    def default_noise_input(process: GaussianProcess) -> str:
+        # the process's usual input (as for eps, v...), so a student started from a teacher's weights on the same
+        # process reads its noise level the way the teacher learned to
+        return Prediction.default_noise_input(process)
+
     def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         s_min = self.process.sigma_ve_min
         _, _, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
