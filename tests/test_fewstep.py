@@ -42,6 +42,14 @@ def test_fewstep_grids_nest_and_are_uniform_in_flow_time():
 
 
 @pytest.mark.parametrize("method", ["consistency", "ddim_fewstep"])
+def test_a_student_sampler_runs_on_the_fewstep_grid_without_tail(gmm, method):
+    from torchdiffusion.sampling import budget_grid
+
+    for n in (1, 2, 5):
+        assert torch.equal(budget_grid(gmm, method, n, sigma_max=80.0), grids.fewstep(n, 0.0, 80.0))
+
+
+@pytest.mark.parametrize("method", ["consistency", "ddim_fewstep"])
 def test_a_student_sampler_with_n_steps_makes_n_calls(gmm, method):
     for n in (1, 2, 3):
         counted = CountingDenoiser(gmm)
