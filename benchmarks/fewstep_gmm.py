@@ -281,7 +281,7 @@ def plot(p: Problem, students: dict[str, Any], path: str) -> None:
         ax.set_title(f"{title}\nS = {straightness(d, z.float() if isinstance(d, torch.nn.Module) else z):.3f}")
         ax.set_aspect("equal")
     fig.suptitle("Paths in flow time from noise (black) to samples (red); grey: the mixture")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 

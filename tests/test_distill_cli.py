@@ -79,7 +79,7 @@ def test_distill_refuses_other_options_on_resume_and_bad_input(flow_run, tmp_pat
     capsys.readouterr()
     assert main(base + ["--max-steps", "2", "--start-steps", "4"]) == 2
     assert "start_steps: saved 2 vs now 4" in capsys.readouterr().err
-    assert main(base[:3] + [str(tmp_path / "pd3"), "--start-steps", "3", "--no-progress"]) == 2
+    assert main(base[:3] + [str(tmp_path / "pd3"), "--method", "progressive", "--start-steps", "3"]) == 2
     assert "power of 2" in capsys.readouterr().err
     assert main(["distill", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
 

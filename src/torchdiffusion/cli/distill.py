@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                "--out runs/toy2d-cd")
     sp.add_argument("teacher", help="the teacher: a run directory or a checkpoint file")
     sp.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                    help=f"distillation method (default {DEFAULT_METHOD}: the best 2-evaluation student in "
+                    help=f"distillation method (default {DEFAULT_METHOD}: the lowest 2-evaluation error in "
                          f"docs/fewstep.md)")
     sp.add_argument("--out", type=out_dir, required=True, help="the student's run directory")
     sp.add_argument("--max-steps", type=positive_int(10_000_000), default=2000,

@@ -1,7 +1,8 @@
 """Few-step generation by distillation: progressive distillation, consistency distillation and training, and
 rectified flow's reflow, each a `Distiller` over a teacher Denoiser and a student ModelDenoiser (docs/fewstep.md)."""
 
-from .common import Distiller, ddim_step, heun_step, pseudo_huber
+from ..losses.consistency import pseudo_huber
+from .common import Distiller, ddim_step, heun_step
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller, progressive_target

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ..denoiser import sigma_batch
-from ..losses.consistency import pseudo_huber  # noqa: F401 - one distance for CT and CD
 
 Tensor = torch.Tensor
 

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from ..model_denoiser import ModelDenoiser
-from ..losses.consistency import karras_levels
+from ..losses.consistency import karras_levels, pseudo_huber
 from ..rng import randn
 from ..train.ema import ema_decay_at, make_ema, update_ema
-from .common import frozen_copy, heun_step, pseudo_huber
+from .common import frozen_copy, heun_step, mean_square
 
 Tensor = torch.Tensor
 
@@ -50,7 +50,7 @@ class ConsistencyDistiller:
             target = self.target(x_hat, s, **cond)
         out = self.student(x_next, s_next, **cond)
         if self.distance == "l2":
-            return (out - target).pow(2).flatten(1).mean(1)
+            return mean_square(out, target)
         return pseudo_huber(out, target)
 
     def after_step(self, step: int, total: int) -> None:

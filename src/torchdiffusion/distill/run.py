@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from .reflow import ReflowDistiller, reflow_pairs
 Tensor = torch.Tensor
 METHODS = ("progressive", "consistency", "reflow")
 SAMPLE_STEPS = {"progressive": 1, "consistency": 2, "reflow": 2}  # the student's default evaluations
-DEFAULT_METHOD = "progressive"  # the best 2-evaluation student of benchmarks/fewstep_gmm.py (docs/fewstep.md)
+DEFAULT_METHOD = "reflow"  # the lowest 2-evaluation map error of benchmarks/fewstep_gmm.py (docs/fewstep.md)
 
 
 @dataclass
@@ -39,12 +38,11 @@ class DistillOptions:
     batch_size: int = 128
     lr: float = 1e-4
     seed: int = 0
-    start_steps: int = 64              # progressive: the first teacher's DDIM steps are twice this... halved to 1
+    start_steps: int = 64              # progressive: student steps of the first round (its teacher takes 2x), halved to 1
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
     pair_nfe: int = 35                 # reflow: the teacher's Heun calls per pair
     ckpt_every: int = 500
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def fixed(self) -> dict[str, Any]:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
