@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--method-minutes", type=float, default=30.0, help="CPU minutes of each distillation")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--num", type=int, default=1000, help="samples per FID")
+    ap.add_argument("--progressive-steps", type=int, default=3000,
+                    help="progressive distillation's schedule (its rounds share it; set it to what fits the "
+                         "CPU budget, or the last rounds never run)")
     ap.add_argument("--out", default="outputs/fewstep_fmnist")
     args = ap.parse_args()
     out = Path(args.out)
@@ -66,8 +69,9 @@ def main() -> None:
     rows = {"teacher (ipndm)": fid(teacher, "ipndm", [2, 20], out / "eval-teacher", args.num)}
     for m in args.methods.split(","):
         run = out / m
+        steps = args.progressive_steps if m == "progressive" else 100_000  # the others stop at the CPU budget
         td("distill", str(teacher), "--method", m, "--max-cpu-minutes", str(args.method_minutes), "--out", str(run),
-           "--no-progress", "--max-steps", "100000")
+           "--no-progress", "--max-steps", str(steps))
         sampler = "consistency" if m == "consistency" else "ddim_fewstep"
         scores = fid(run, sampler, [1, 2, 4], out / f"eval-{m}", args.num)
         if m == "progressive":  # the 2-step round's own student at 2 calls
