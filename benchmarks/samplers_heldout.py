@@ -220,7 +220,7 @@ def peers_and_reference(seed: int | str, family: str, K: Any, points: int, cache
 def ours(seed: int | str, family: str, cached: dict[str, Any], calibrate: bool,
          grid_rule: Callable[[Any, int], tuple[str, torch.Tensor | None]] | None = None) -> dict[str, dict[int, float]]:
     """Ours on the default grid (`sample`), or (a sweep) the method and grid of grid_rule(model, nfe) as the default's
-    row; calibrated ipndm where asked."""
+    row; the default sampler on a calibrated grid where asked."""
     gmm = problem(seed)
     smin, smax, table = family_range(family)
     model = Model(gmm, smin, smax, table)
