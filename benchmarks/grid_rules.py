@@ -64,6 +64,14 @@ CANDIDATES: dict[str, Rule] = {
     "ipndm, tail 0.04 (20/n)^3, no knee": rule(0.04, 20, None),
     "unipc, tail 0.04 (20/n)^3, no knee": rule(0.04, 20, None, method="unipc"),
     "unipc, tail 0.04 (20/n)^3, knee 30": rule(0.04, 20, 30, method="unipc"),
+    "ipndm, tail 0.04 (20/n)^3, knee 30": rule(0.04, 20, 30),
+    "ipndm, tail 0.02 (20/n)^3, no knee": rule(0.02, 20, None),
+    "ipndm, karras rho 7, tail 0.04 (20/n)^3": rule(0.04, 20, None, grid="karras"),
+    "unipc, tail 0.02 (20/n)^3, no knee": rule(0.02, 20, None, method="unipc"),
+    "unipc, karras rho 7, tail 0.04 (20/n)^3": rule(0.04, 20, None, grid="karras", method="unipc"),
+    "dpmpp_3m <15 else ipndm, tail 0.04 (20/n)^3, no knee": rule(0.04, 20, None, method=low("dpmpp_3m", "ipndm")),
+    "ipndm, no knee, table trailing": rule(0.04, 20, None, table="trailing"),
+    "unipc, no knee, table trailing": rule(0.04, 20, None, method="unipc", table="trailing"),
 }
 for r in (3.0, 5.0):
     for k in (10, 30):
@@ -84,3 +92,4 @@ CANDIDATES.update({
     "unipc <40 else ipndm, tail 0.04 (20/n)^3, knee 10, first step <= 3x": rule(
         0.04, 20, 10, method=low("unipc", "ipndm", 40), first=3.0),
 })
+CHOSEN = "unipc, tail 0.04 (20/n)^3, knee 10, first step <= 3x"  # the library's default since (docs/samplers.md)
