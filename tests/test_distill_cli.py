@@ -53,6 +53,25 @@ def test_consistency_training_run_trains_and_samples(tmp_path, capsys):
     assert last_json(capsys)["nfe"] == 2
 
 
+@pytest.mark.parametrize("how", ["max_steps_flag", "config"])
+def test_ict_curriculum_runs_over_the_run_horizon(tmp_path, monkeypatch, how):
+    """iCT's level count follows the step the run ends at: `--max-steps` if given (train.max_steps stays 10000),
+    else train.max_steps; the last step sees progress (K - 1) / K, so the curriculum reaches its final stage."""
+    from torchdiffusion.losses import consistency
+
+    seen: list[float] = []
+    real = consistency.ict_num_levels
+    monkeypatch.setattr(consistency, "ict_num_levels", lambda p, *a, **k: seen.append(p) or real(p, *a, **k))
+    train = {**FLOW["train"], "max_steps": 10_000 if how == "max_steps_flag" else 8}
+    cfg = {**FLOW, "process": {"name": "edm"}, "loss": {"kind": "consistency"}, "train": train,
+           "model": {**FLOW["model"], "prediction": "consistency"}, "sample": {"sampler": "consistency", "steps": 2}}
+    (tmp_path / "ct.yaml").write_text(yaml.safe_dump(cfg))
+    flag = ["--max-steps", "8"] if how == "max_steps_flag" else []
+    assert main(["train", str(tmp_path / "ct.yaml"), "--out", str(tmp_path / "ct"), "--no-progress", *flag]) == 0
+    assert seen == pytest.approx([k / 8 for k in range(8)])
+    assert real(seen[-1]) == 1281  # the last of the 8 stages (K/K' = 8): s1 + 1 levels
+
+
 @pytest.mark.parametrize("method", ["progressive", "consistency", "reflow"])
 def test_distill_makes_a_run_that_sample_reads(flow_run, tmp_path, capsys, method):
     out = tmp_path / method
