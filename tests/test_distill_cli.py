@@ -113,3 +113,25 @@ def test_distill_an_image_unet_ddpm_teacher(tiny_run, tmp_path, capsys, method):
     capsys.readouterr()
     assert main(["sample", str(out), "--steps", "2", "--num", "4", "--tiles", str(tmp_path / "t.png")]) == 0
     assert last_json(capsys)["nfe"] == 2
+
+
+@pytest.mark.parametrize("method,sampler", [("consistency", "consistency"), ("reflow", "ddim_fewstep"),
+                                            ("progressive", "ddim_fewstep")])
+def test_eval_scores_a_distilled_student_at_its_own_budgets(flow_run, tmp_path, capsys, method, sampler):
+    """teacher -> distill -> eval: by default a student is scored with its own few-step sampler, N calls for
+    --nfe N, and without bits/dim (its samples come from the few-step map, not from its ODE)."""
+    out = tmp_path / method
+    assert main(["distill", str(flow_run), "--method", method, "--out", str(out), "--max-steps", "3",
+                 "--start-steps", "2", "--levels", "6", "--pairs", "32", "--pair-nfe", "3", "--batch-size", "16",
+                 "--no-progress"]) == 0
+    assert main(["eval", str(out), "--num", "32", "--nfe", "1,2", "--no-plots", "--no-progress"]) == 0
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert [(r["sampler"], r["nfe_requested"], r["nfe_used"]) for r in report["results"]] == [
+        (sampler, 1, 1), (sampler, 2, 2)]
+    assert all(r["finite_fraction"] == 1.0 and r["swd"] >= 0 and r["mmd"] == r["mmd"] for r in report["results"])
+    assert "bpd" not in report and "bpd" not in report["metrics"]
+    assert f"--samplers {sampler}" in report["command"]
+    if method == "consistency":  # no likelihood to report: one paragraph, exit 2
+        capsys.readouterr()
+        assert main(["eval", str(out), "--num", "8", "--nfe", "1", "--metrics", "bpd", "--no-plots"]) == 2
+        assert "consistency model" in capsys.readouterr().err
