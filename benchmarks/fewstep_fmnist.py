@@ -13,6 +13,13 @@ The goal of the issue: the default method's 2-call FID at most 1.5x the teacher'
 most 2.5x. Tables are printed as Markdown with the command and machine.
 
     nice -n 5 python benchmarks/fewstep_fmnist.py --teacher-minutes 30 --method-minutes 30 --out outputs/fewstep
+
+A smoke run of the whole pipeline (parsing of eval's report, grids; about 8 minutes of wall time, meaningless FIDs):
+
+    python benchmarks/fewstep_fmnist.py --teacher-minutes 0.4 --method-minutes 0.3 --num 64 --methods progressive \
+        --progressive-steps 6 --progressive-start-steps 4 --out /tmp/fewstep_smoke
+
+A progressive run whose budget ends before its 2-step round is scored at 2 calls by its last student, with a note.
 """
 
 from __future__ import annotations
