@@ -268,7 +268,7 @@ def plot(p: Problem, students: dict[str, Any], path: str) -> None:
     z = p.z[:60]
     panels = [("exact teacher (PF-ODE)", p.gmm), ("after reflow", students.get("reflow")),
               ("OT-CFM (minibatch OT coupling)", students.get("ot-cfm"))]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.8), sharex=True, sharey=True, layout="constrained")
     for ax, (title, d) in zip(axes, panels):
         if d is None:
             continue
@@ -281,7 +281,6 @@ def plot(p: Problem, students: dict[str, Any], path: str) -> None:
         ax.set_title(f"{title}\nS = {straightness(d, z.float() if isinstance(d, torch.nn.Module) else z):.3f}")
         ax.set_aspect("equal")
     fig.suptitle("Paths in flow time from noise (black) to samples (red); grey: the mixture")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 

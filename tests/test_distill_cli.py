@@ -53,6 +53,25 @@ def test_consistency_training_run_trains_and_samples(tmp_path, capsys):
     assert last_json(capsys)["nfe"] == 2
 
 
+@pytest.mark.parametrize("how", ["max_steps_flag", "config"])
+def test_ict_curriculum_runs_over_the_run_horizon(tmp_path, monkeypatch, how):
+    """iCT's level count follows the step the run ends at: `--max-steps` if given (train.max_steps stays 10000),
+    else train.max_steps; the last step sees progress (K - 1) / K, so the curriculum reaches its final stage."""
+    from torchdiffusion.losses import consistency
+
+    seen: list[float] = []
+    real = consistency.ict_num_levels
+    monkeypatch.setattr(consistency, "ict_num_levels", lambda p, *a, **k: seen.append(p) or real(p, *a, **k))
+    train = {**FLOW["train"], "max_steps": 10_000 if how == "max_steps_flag" else 8}
+    cfg = {**FLOW, "process": {"name": "edm"}, "loss": {"kind": "consistency"}, "train": train,
+           "model": {**FLOW["model"], "prediction": "consistency"}, "sample": {"sampler": "consistency", "steps": 2}}
+    (tmp_path / "ct.yaml").write_text(yaml.safe_dump(cfg))
+    flag = ["--max-steps", "8"] if how == "max_steps_flag" else []
+    assert main(["train", str(tmp_path / "ct.yaml"), "--out", str(tmp_path / "ct"), "--no-progress", *flag]) == 0
+    assert seen == pytest.approx([k / 8 for k in range(8)])
+    assert real(seen[-1]) == 1281  # the last of the 8 stages (K/K' = 8): s1 + 1 levels
+
+
 @pytest.mark.parametrize("method", ["progressive", "consistency", "reflow"])
 def test_distill_makes_a_run_that_sample_reads(flow_run, tmp_path, capsys, method):
     out = tmp_path / method
@@ -94,3 +113,55 @@ def test_distill_an_image_unet_ddpm_teacher(tiny_run, tmp_path, capsys, method):
     capsys.readouterr()
     assert main(["sample", str(out), "--steps", "2", "--num", "4", "--tiles", str(tmp_path / "t.png")]) == 0
     assert last_json(capsys)["nfe"] == 2
+
+
+@pytest.mark.parametrize("method,sampler", [("consistency", "consistency"), ("reflow", "ddim_fewstep"),
+                                            ("progressive", "ddim_fewstep")])
+def test_eval_scores_a_distilled_student_at_its_own_budgets(flow_run, tmp_path, capsys, method, sampler):
+    """teacher -> distill -> eval: by default a student is scored with its own few-step sampler, N calls for
+    --nfe N, and without bits/dim (its samples come from the few-step map, not from its ODE)."""
+    out = tmp_path / method
+    assert main(["distill", str(flow_run), "--method", method, "--out", str(out), "--max-steps", "3",
+                 "--start-steps", "2", "--levels", "6", "--pairs", "32", "--pair-nfe", "3", "--batch-size", "16",
+                 "--no-progress"]) == 0
+    assert main(["eval", str(out), "--num", "32", "--nfe", "1,2", "--no-plots", "--no-progress"]) == 0
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert [(r["sampler"], r["nfe_requested"], r["nfe_used"]) for r in report["results"]] == [
+        (sampler, 1, 1), (sampler, 2, 2)]
+    assert all(r["finite_fraction"] == 1.0 and r["swd"] >= 0 and r["mmd"] == r["mmd"] for r in report["results"])
+    assert "bpd" not in report and "bpd" not in report["metrics"]
+    assert f"--samplers {sampler}" in report["command"]
+    if method == "consistency":  # no likelihood to report: one paragraph, exit 2
+        capsys.readouterr()
+        assert main(["eval", str(out), "--num", "8", "--nfe", "1", "--metrics", "bpd", "--no-plots"]) == 2
+        assert "consistency model" in capsys.readouterr().err
+
+
+ODE_SAMPLERS = sorted(k for k, m in __import__("torchdiffusion.sampling", fromlist=["METHODS"]).METHODS.items()
+                      if m.kind == "ODE")
+
+
+@pytest.fixture(scope="module")
+def flow_reference(flow_run, tmp_path_factory):
+    """The flow run's probability-flow map at seed 0, by RK4 with 64 steps."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("ref") / "rk4.npz"
+    assert main(["sample", str(flow_run), "--sampler", "rk4", "--steps", "64", "--num", "16", "--npz", str(path)]) == 0
+    return np.load(path)["arr_0"]
+
+
+@pytest.mark.parametrize("sampler", ODE_SAMPLERS)
+def test_a_flow_run_samples_with_every_ode_sampler(flow_run, flow_reference, tmp_path, capsys, sampler):
+    """Every registered deterministic sampler draws from a flow-matching run: finite, the run's shape, and (at 24
+    steps) near the flow's own map, the same seeds' RK4 solution."""
+    import numpy as np
+
+    capsys.readouterr()
+    assert main(["sample", str(flow_run), "--sampler", sampler, "--steps", "24", "--num", "16", "--seed", "0",
+                 "--npz", str(tmp_path / "s.npz")]) == 0
+    assert last_json(capsys)["num"] == 16
+    x = np.load(tmp_path / "s.npz")["arr_0"]
+    assert x.shape == flow_reference.shape == (16, 2) and np.isfinite(x).all()
+    err = np.abs(x - flow_reference).max() / np.abs(flow_reference).max()
+    assert err < 5e-3, err  # the 10-step field is nearly straight: a wrong time or scale, not step error, fails this

@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "and write OUT/report.json and PNG plots. See docs/eval.md.")
     ev.add_argument("run", help="run directory or checkpoint file")
     ev.add_argument("--num", type=positive_int(1_000_000), default=1000, help="samples per (sampler, NFE)")
-    ev.add_argument("--samplers", default="ddim,dpmpp_2m", help="comma-separated sampler names")
+    ev.add_argument("--samplers", default=None,
+                    help="comma-separated sampler names (default: a few-step student's own sampler, consistency or "
+                         "ddim_fewstep, else ddim,dpmpp_2m)")
     ev.add_argument("--nfe", default="5,10,20,50", help="comma-separated denoiser-call budgets per sample")
     ev.add_argument("--metrics", default=None, help="images: fid,kid,pr,is,bpd; 2-D toys: swd,mmd,bpd (default all)")
     ev.add_argument("--features", default=None, metavar="FILE_OR_DATASET",
@@ -51,7 +53,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     """Prints a table, returns the JSON summary line."""
     from ..evaluate import BpdOptions, EvalOptions, evaluate_run, parse_list, parse_nfe, summary_table
 
-    o = EvalOptions(samplers=parse_list(a.samplers, "--samplers"), nfe=parse_nfe(a.nfe),
+    o = EvalOptions(samplers=[] if a.samplers is None else parse_list(a.samplers, "--samplers"), nfe=parse_nfe(a.nfe),
                     metrics=None if a.metrics is None else parse_list(a.metrics, "--metrics"), num=a.num,
                     features=a.features, feature_epochs=a.feature_epochs, bpd_num=a.bpd_num, out=a.out, seed=a.seed,
                     batch_size=a.batch_size, cond=a.cond, raw_weights=a.raw_weights, plots=not a.no_plots,

@@ -26,7 +26,7 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
     p.add_argument("--max-minutes", type=budget, default=None, help="stop (and checkpoint) after this wall time")
     p.add_argument("--max-cpu-minutes", type=budget, default=None,
                    help="stop (and checkpoint) after this much CPU time of the process, all threads together")
-    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None, help="stop at this optimizer step (overrides the config)")
+    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None, help="stop at this optimizer step (overrides train.max_steps, also as the end of a curriculum such as iCT's; a --max-cpu-minutes or --max-minutes budget cannot be known in steps, so there set train.max_steps to what fits)")
     p.add_argument("--out", type=out_dir, default=None, help="run directory (default runs/<config name>)")
     p.add_argument("--restart", action="store_true",
                    help="start over at step 0: the run directory's checkpoints and logs are moved aside into "

@@ -29,9 +29,13 @@ CONDITIONING = ("auto", "null", "uniform")
 MMD_BANDWIDTHS = (0.1, 0.2, 0.5, 1.0, 2.0)  # toy data has sigma_data = 1: a sum of kernels across its scales
 
 
+STUDENT_SAMPLERS = ("consistency", "ddim_fewstep")  # samplers of few-step students (distill, loss.kind consistency)
+DEFAULT_SAMPLERS = ["ddim", "dpmpp_2m"]
+
+
 @dataclass
 class EvalOptions:
-    samplers: list[str]
+    samplers: list[str]                # empty: the run's own sampler for a student, else DEFAULT_SAMPLERS
     nfe: list[int]
     metrics: list[str] | None = None   # None: every metric for the data kind
     num: int = 1000
@@ -249,7 +253,16 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
         return evaluate_text(run, loaded, o)
     model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
+    student = cfg.sample.sampler in STUDENT_SAMPLERS or "distill" in meta or cfg.model.prediction == "consistency"
+    if not o.samplers:  # a student is scored with its own few-step sampler (N steps = N calls)
+        o.samplers = [cfg.sample.sampler] if cfg.sample.sampler in STUDENT_SAMPLERS else list(DEFAULT_SAMPLERS)
     metrics = validate(o, toy)
+    if student and o.metrics is None:  # default metrics: a student's samples come from a few-step map, not its ODE
+        metrics = [m for m in metrics if m != "bpd"]
+    if cfg.model.prediction == "consistency" and "bpd" in metrics:
+        raise ValueError(f"{run} is a consistency model: its network maps x_sigma to the end of the probability-flow "
+                         f"path, not to E[x0 | x_sigma], so it defines neither a variational bound nor an ODE "
+                         f"likelihood; drop bpd from --metrics")
     if loaded.codec is not None and o.metrics is None:  # default metrics: a latent model has no image likelihood
         metrics = [m for m in metrics if m != "bpd"]
     if loaded.codec is not None and "bpd" in metrics:

@@ -21,7 +21,7 @@ LossFn = Callable[..., Tensor]
 @dataclass(frozen=True)
 class TrainingObjective:
     """A loss kind: its per-sample loss, how its t is drawn (None: the config's loss.t_sampling), and whether it
-    takes the training progress (step / train.max_steps, for a curriculum)."""
+    takes the training progress (step / the run's horizon: --max-steps, else train.max_steps; for a curriculum)."""
 
     loss: LossFn
     t_sampling: str | None = None

@@ -65,6 +65,9 @@ class Trainer:
         without it, checkpoints that cannot be read are a CheckpointError, never a silent fresh start.
         """
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        # the step a curriculum (iCT's levels) ends at: run(max_steps=N) sets it to N, otherwise train.max_steps;
+        # a time or CPU budget cannot be turned into a step count in advance, so it leaves train.max_steps
+        self.horizon = cfg.train.max_steps
         # under torchrun each rank takes its local GPU (or the CPU); a single process takes `device`
         self.dist = Dist.from_env(resolve_device(device))
         self.quiet = quiet or not self.dist.is_main  # rank 0 alone logs, writes sample tiles and checkpoints
@@ -198,7 +201,7 @@ class Trainer:
         eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)
         eps = couple(lc.coupling, x0, eps)[mine].to(dev)  # paired on the global micro-batch, as every rank sees it
         return objective(model, x0[mine].to(dev), t=t, eps=eps, labels=labels[mine].to(dev), config=lc,
-                         progress=self.step / self.cfg.train.max_steps, **cond)
+                         progress=self.step / self.horizon, **cond)
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
@@ -379,6 +382,7 @@ class Trainer:
 
         tc, main = self.cfg.train, self.dist.is_main
         target = max_steps if max_steps is not None else tc.max_steps
+        self.horizon = target  # a curriculum follows the run's step horizon (--max-steps overrides the config's)
         log = writer = None
         metrics = self.run_dir / "metrics.jsonl"
         if main:
