@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow; token runs:
+    name: str = "ddpm"                           # registry.PROCESSES: ddpm | vp | subvp | ve | edm | flow | flow_cosine; token runs:
                                                  # registry.DISCRETE_PROCESSES (masked, absorbing, ...) | autoregressive
     schedule: str = "cosine"                     # beta schedule of ddpm (linear, scaled_linear, cosine, sigmoid, logsnr_linear)
                                                  # or of a D3PM kernel (linear, cosine, mutual_info)
@@ -88,10 +88,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t));
+    kind: str = "simple"                         # registry.LOSSES: simple | hybrid | edm | classifier (noisy p(y | x_t)) | consistency (iCT);
                                                  # token runs: masked | d3pm | autoregressive
     weighting: str = "uniform"                   # uniform | snr | min_snr | elbo | edm
-    t_sampling: str = "uniform"                  # uniform | lognormal
+    t_sampling: str = "uniform"                  # uniform | lognormal | logit_normal (SD3's, for flows)
+    coupling: str = "independent"                # data-noise pairing: independent | ot (minibatch OT-CFM; flows only)
     gamma: float = 5.0                           # min-SNR-gamma
     hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid
     importance_sampling: bool = True             # importance-sample t for L_hybrid
@@ -246,7 +247,7 @@ def _one_of(path: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None
 
 def validate(cfg: RunConfig) -> None:
     """Check names and ranges that the dataclass types alone cannot."""
-    from .losses import T_SAMPLINGS, WEIGHTINGS
+    from .losses import COUPLINGS, T_SAMPLINGS, WEIGHTINGS
     from .registry import BACKBONES, DATASETS, DISCRETE_PROCESSES, LOSSES, PREDICTIONS, PROCESSES, SAMPLERS
     from .sampling import check_options
     from .schedules import BETA_SCHEDULES
@@ -268,6 +269,8 @@ def validate(cfg: RunConfig) -> None:
                           "a noise-conditional classifier needs both set to 'classifier'")
     _one_of("loss.weighting", cfg.loss.weighting, WEIGHTINGS)
     _one_of("loss.t_sampling", cfg.loss.t_sampling, T_SAMPLINGS)
+    _one_of("loss.coupling", cfg.loss.coupling, COUPLINGS)
+    _validate_fewstep(cfg)
     _one_of("train.precision", cfg.train.precision, ("fp32", "bf16"))
     _one_of("train.nan_policy", cfg.train.nan_policy, NAN_POLICIES)
     _one_of("train.parallel", cfg.train.parallel, PARALLEL_MODES)
@@ -335,6 +338,24 @@ def _validate_superres(cfg: RunConfig) -> None:
     if (sc.aug_sigma_max or sc.aug_sigma) and not cfg.model.params.get("low_res_size", 0):
         raise ConfigError("superres.aug_sigma_max / superres.aug_sigma apply to a super-resolution model only; "
                           "set model.params.low_res_size (e.g. 7 for 7x7 -> 28x28) or drop them")
+
+
+FLOW_PROCESSES = ("flow", "flow_cosine")
+
+
+def _validate_fewstep(cfg: RunConfig) -> None:
+    """OT coupling pairs data and noise for a flow's denoising loss; consistency training needs the consistency
+    parameterisation on a continuous process."""
+    lc = cfg.loss
+    if lc.coupling == "ot" and (cfg.process.name not in FLOW_PROCESSES or lc.kind not in ("simple", "edm")):
+        raise ConfigError(f"loss.coupling: 'ot' pairs data with noise for flow matching; it needs process.name one of "
+                          f"{', '.join(FLOW_PROCESSES)} and loss.kind simple or edm (got {cfg.process.name!r}, "
+                          f"{lc.kind!r}); a diffusion process's samplers assume independent noise")
+    if lc.kind == "consistency" and (cfg.model.prediction != "consistency" or cfg.process.name == "ddpm"):
+        raise ConfigError(f"loss.kind: 'consistency' (consistency training, Song & Dhariwal 2023) needs "
+                          f"model.prediction 'consistency' (its boundary condition f(x, sigma_min) = x) and a "
+                          f"continuous process (edm, ve, vp, flow...), got {cfg.model.prediction!r} on "
+                          f"{cfg.process.name!r}")
 
 
 def _validate_backbone(mc: ModelConfig) -> None:

@@ -166,20 +166,50 @@ class EDMPrecond(Prediction):
     def default_noise_input(process: GaussianProcess) -> str:
         return "c_noise"
 
+    def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """c_skip, c_out, c_in, c_noise at the VE level sigma."""
+        return edm_scalings(sigma, self.sigma_data)
+
     def c_in(self, t: Tensor) -> Tensor:
         # EDM's c_in acts on the VE state x = x_t / alpha
-        return edm_scalings(self.process.sigma_ve(t), self.sigma_data)[2] / self.process.alpha(t)
+        return self.scalings(self.process.sigma_ve(t))[2] / self.process.alpha(t)
 
     def target(self, x0: Tensor, eps: Tensor, xt: Tensor, t: Tensor) -> Tensor:
-        c_skip, c_out, _, _ = edm_scalings(self.process.sigma_ve(t), self.sigma_data)
+        c_skip, c_out, _, _ = self.scalings(self.process.sigma_ve(t))
         x = xt / expand_like(self.process.alpha(t), xt)
         return (x0 - expand_like(c_skip, x0) * x) / expand_like(c_out, x0)
 
     def to_x0(self, out: Tensor, xt: Tensor, t: Tensor, sigma_ve: Tensor | None = None) -> Tensor:
         sigma = self.process.sigma_ve(t) if sigma_ve is None else sigma_ve
-        c_skip, c_out, _, _ = edm_scalings(sigma, self.sigma_data)
+        c_skip, c_out, _, _ = self.scalings(sigma)
         x = xt / expand_like(self.process.alpha(t), xt)
         return expand_like(c_skip, x) * x + expand_like(c_out, x) * out
 
     def error_factor(self, t: Tensor) -> Tensor:
-        return 1 / edm_scalings(self.process.sigma_ve(t), self.sigma_data)[1] ** 2
+        return 1 / self.scalings(self.process.sigma_ve(t))[1] ** 2
+
+
+class ConsistencyPrecond(EDMPrecond):
+    """A consistency model's boundary parameterisation (Song et al. 2023, App. C): f = c_skip x + c_out F with
+    c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2), c_out = (sigma - sigma_min) sigma_data /
+    sqrt(sigma^2 + sigma_data^2), so f(x, sigma_min) = x exactly; sigma_min is the process's lowest VE level."""
+
+    name = "consistency"
+
+    @staticmethod
+    def default_noise_input(process: GaussianProcess) -> str:
+        # the process's usual input (as for eps, v...), so a student started from a teacher's weights on the same
+        # process reads its noise level the way the teacher learned to
+        return Prediction.default_noise_input(process)
+
+    def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        s_min = self.process.sigma_ve_min
+        _, _, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
+        d = (sigma - s_min).clamp(min=0)  # below the boundary f is the identity too
+        c_skip = self.sigma_data**2 / (d**2 + self.sigma_data**2)
+        c_out = d * self.sigma_data / torch.sqrt(sigma**2 + self.sigma_data**2)
+        return c_skip, c_out, c_in, c_noise
+
+    def error_factor(self, t: Tensor) -> Tensor:
+        # c_out = 0 at the boundary, where the output is not learned: weight it as just above
+        return 1 / self.scalings(self.process.sigma_ve(t))[1].clamp(min=1e-6) ** 2

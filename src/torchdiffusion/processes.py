@@ -264,6 +264,31 @@ class Flow(GaussianProcess):
         return 1.0
 
 
+class FlowCosine(GaussianProcess):
+    """Trigonometric interpolant x_t = cos(pi t / 2) x0 + sin(pi t / 2) eps (Albergo & Vanden-Eijnden 2023, eq. 2.6;
+    the GVP path of Ma et al. 2024): variance preserving, with the velocity of a flow."""
+
+    def __init__(self, t_min: float = 1e-4, t_max: float = 1.0 - 1e-4):
+        self.t_min, self.t_max = t_min, t_max
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.cos(0.5 * math.pi * _t(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sin(0.5 * math.pi * _t(t))
+
+    def t_of_logsnr(self, logsnr: Tensor) -> Tensor:
+        # alpha / sigma = cot(pi t / 2) = exp(lambda / 2)
+        return torch.atan(torch.exp(-0.5 * _t(logsnr))) * (2 / math.pi)
+
+    def f(self, t: Tensor) -> Tensor:
+        return -0.5 * math.pi * torch.tan(0.5 * math.pi * _t(t))
+
+    def g(self, t: Tensor) -> Tensor:
+        # g^2 = -sigma^2 d lambda / dt = pi tan(pi t / 2)
+        return torch.sqrt(math.pi * torch.tan(0.5 * math.pi * _t(t)))
+
+
 class DiscreteVP(GaussianProcess):
     """DDPM: q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), t = 0..T-1 (Ho et al. 2020, eq. 2).
 

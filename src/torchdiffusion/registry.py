@@ -49,18 +49,19 @@ class Registry(Mapping[str, Any]):
 _P = "torchdiffusion.processes:"
 PROCESSES = Registry("process", {  # GaussianProcess subclasses, built by their from_config(ProcessConfig)
     "ddpm": _P + "DiscreteVP", "vp": _P + "VPLinear", "subvp": _P + "SubVP", "ve": _P + "VE", "edm": _P + "EDM",
-    "flow": _P + "Flow",
+    "flow": _P + "Flow", "flow_cosine": _P + "FlowCosine",
 })
 
 _Q = "torchdiffusion.predictions:"
 PREDICTIONS = Registry("prediction type", {  # Prediction subclasses
     "eps": _Q + "EpsPrediction", "x0": _Q + "X0Prediction", "v": _Q + "VPrediction", "score": _Q + "ScorePrediction",
-    "velocity": _Q + "VelocityPrediction", "edm": _Q + "EDMPrecond",
+    "velocity": _Q + "VelocityPrediction", "edm": _Q + "EDMPrecond", "consistency": _Q + "ConsistencyPrecond",
 })
 
 _L = "torchdiffusion.losses.objectives:"
 LOSSES = Registry("loss kind", {  # TrainingObjective instances: what the trainer minimises (config loss.kind)
     "simple": _L + "SIMPLE", "edm": _L + "EDM", "hybrid": _L + "HYBRID", "classifier": _L + "CLASSIFIER",
+    "consistency": _L + "CONSISTENCY",
     # token runs (losses.discrete.DiscreteObjective): MDLM's bound, D3PM's hybrid loss, next-token cross-entropy
     "masked": "torchdiffusion.losses.discrete:MASKED", "d3pm": "torchdiffusion.losses.discrete:D3PM",
     "autoregressive": "torchdiffusion.losses.discrete:AUTOREGRESSIVE",
@@ -97,6 +98,8 @@ SAMPLERS = Registry("sampler", {  # sampling.method.Method objects, each beside 
     "ddpm": _S + "ddpm:DDPM", "euler_ancestral": _S + "ancestral:EULER_ANCESTRAL",
     "dpmpp_2s_ancestral": _S + "dpmpp:DPMPP_2S_ANCESTRAL", "dpmpp_2m_sde": _S + "dpmpp:DPMPP_2M_SDE",
     "edm_stochastic": _S + "ancestral:EDM_STOCHASTIC", "em": _S + "sde:EM", "pc": _S + "sde:PC", "ald": _S + "sde:ALD",
+    # few-step students, on the few-step grid they are trained on (docs/fewstep.md)
+    "consistency": _S + "fewstep:CONSISTENCY", "ddim_fewstep": _S + "fewstep:DDIM_FEWSTEP",
 })
 
 _X = "torchdiffusion.discrete."

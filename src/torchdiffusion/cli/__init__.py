@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from . import (cascade, demo, eval, img2img, inpaint, interpolate, invert, restore, sample, train,
+from . import (cascade, demo, distill, eval, img2img, inpaint, interpolate, invert, restore, sample, train,
                train_autoencoder, train_controlnet, train_features, ui, upscale)
 
 EXAMPLES = """examples:
@@ -32,9 +32,10 @@ EXAMPLES = """examples:
   torchdiffusion invert runs/mnist --image digit.png --nfe 50 --out outputs/invert
   torchdiffusion interpolate runs/mnist --a one.png --b two.png --num 8 --out outputs/interpolate
   torchdiffusion cascade runs/fashion_mnist runs/fashion_mnist_sr7 --num 16 --out outputs/cascade
+  torchdiffusion distill runs/toy2d --method consistency --max-cpu-minutes 5 --out runs/toy2d-cd
 """
 COMMANDS = (train, sample, demo, eval, train_features, train_autoencoder, train_controlnet, ui, inpaint, img2img, restore,
-            upscale, invert, interpolate, cascade)
+            upscale, invert, interpolate, cascade, distill)
 
 
 def parser() -> argparse.ArgumentParser:

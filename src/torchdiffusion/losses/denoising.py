@@ -7,6 +7,7 @@ v: (alpha^2+sigma^2)^2/sigma^2; edm: 1/c_out^2, ...). A weighting w(t) in x0 spa
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from ..rng import randn
 
 Tensor = torch.Tensor
 WEIGHTINGS = ("uniform", "snr", "min_snr", "elbo", "edm")
-T_SAMPLINGS = ("uniform", "lognormal")
+T_SAMPLINGS = ("uniform", "lognormal", "logit_normal")
 
 
 def x0_weight(weighting: str, process: GaussianProcess, t: Tensor, gamma: float = 5.0,
@@ -44,9 +45,22 @@ def x0_weight(weighting: str, process: GaussianProcess, t: Tensor, gamma: float 
     raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
 
 
+def logit_normal_density(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """Density of t = sigmoid(n), n ~ N(mean, std^2) on (0, 1): N(logit t; mean, std^2) / (t (1 - t))
+    (Esser et al. 2024, eq. 19)."""
+    z = (torch.log(t) - torch.log1p(-t) - mean) / std
+    return torch.exp(-0.5 * z**2) / (std * math.sqrt(2 * math.pi) * t * (1 - t))
+
+
 def sample_t(process: GaussianProcess, n: int, *, generator: torch.Generator | None = None,
-             method: str = "uniform", p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
-    """Training times: uniform integers for DDPM, uniform in [t_min, t_max], or EDM's log-normal sigma."""
+             method: str = "uniform", p_mean: float = -1.2, p_std: float = 1.2, logit_mean: float = 0.0,
+             logit_std: float = 1.0) -> Tensor:
+    """Training times: uniform integers for DDPM, uniform in [t_min, t_max], EDM's log-normal sigma, or logit-normal
+    t = t_min + sigmoid(n) (t_max - t_min), n ~ N(logit_mean, logit_std^2) (Esser et al. 2024, eq. 19)."""
+    if method == "logit_normal":
+        u = torch.sigmoid(logit_mean + logit_std * torch.randn(n, generator=generator, dtype=torch.float64))
+        t = process.t_min + u * (process.t_max - process.t_min)
+        return t.round() if process.discrete else t
     if method == "lognormal":  # ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, Table 1)
         sig = torch.exp(p_mean + p_std * torch.randn(n, generator=generator, dtype=torch.float64))
         return process.t_of_sigma_ve(sig).clamp(process.t_min, process.t_max)

@@ -9,6 +9,7 @@ from .budget import GRID_KNEE, budget_grid, default_grid, resolve_knee, resolve_
 from .calibrate import calibrate_grid
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
+from .fewstep import sample_consistency, sample_ddim_fewstep
 from .dpm_solver import sample_dpm_solver
 from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
 from .lms import sample_ipndm, sample_lms
@@ -20,6 +21,6 @@ from .unipc import sample_unipc
 
 __all__ = ["GRID_KNEE", "METHODS", "Method", "budget_grid", "calibrate_grid", "check_max_ratio", "check_options", "default_grid", "grids",
            "resolve_knee", "resolve_tail", "sample", "sample_ald", "sample_ddim", "sample_ddpm", "sample_dopri5",
-           "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
+           "sample_consistency", "sample_ddim_fewstep", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
            "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
            "sample_ipndm", "sample_lms", "sample_pc", "sample_rk4", "sample_unipc"]

@@ -19,7 +19,8 @@ from .method import Method, check_options
 Tensor = torch.Tensor
 
 
-GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential}
+GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karras, "exponential": grids.exponential,
+                                                          "fewstep": grids.fewstep}
 
 
 def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras",
@@ -60,8 +61,8 @@ def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) ->
             raise ValueError(f"tail must be a finite noise level >= 0, got {tail!r}")
         return float(tail)
     info = describe(denoiser)
-    if method.kind != "ODE" or method.evals_per_step is None or info.sigma_data is None:
-        return None
+    if method.kind != "ODE" or method.evals_per_step is None or info.sigma_data is None or method.grid == "fewstep":
+        return None  # (a student's few-step grid is the one it was trained on: no tail)
     if info.discrete and method.grid != "exponential":
         return None
     return grids.default_tail(nfe, info.sigma_data)

@@ -51,6 +51,23 @@ def exponential(n: int, sigma_min: float, sigma_max: float, knee: float = math.i
     return append_zero(sig)
 
 
+def fewstep(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """n levels uniform in u = sigma / (1 + sigma) from sigma_max down, excluding u = 0, then 0: the grid few-step
+    students are distilled on and sampled with (progressive distillation, reflow, multistep consistency).
+
+    u is the linear-flow time of sigma (x_t = (1 - u) x0 + u eps has sigma_ve = u / (1 - u)), so for a flow this
+    is uniform in t (Liu et al. 2023); grids of n and 2n steps nest, as progressive distillation's halving needs
+    (Salimans & Ho 2022, Alg. 2). sigma_min is not used: the lowest level is u_max / n.
+    """
+    if n < 1 or not 0 < sigma_max < math.inf:
+        raise ValueError(f"need n >= 1 and a finite sigma_max > 0, got {n}, {sigma_max}")
+    u_max = sigma_max / (1 + sigma_max)
+    u = u_max * (1 - torch.arange(n, dtype=torch.float64) / n)
+    sig = u / (1 - u)
+    sig[0] = sigma_max  # exact despite rounding
+    return append_zero(sig)
+
+
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> Tensor:
     """log sigma interpolated with a polynomial ramp of power rho (rho = 1 is exponential)."""
     ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho

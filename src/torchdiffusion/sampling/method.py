@@ -35,7 +35,7 @@ class Method:
     grid: the default grid family: "karras" (rho = 7, Karras et al. 2022, eq. 5) or "exponential" (uniform in
         log-SNR) for the multistep exponential integrators, whose extrapolation weights depend on the step ratios
         h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
-        best with a grid tail (docs/samplers.md, "Grid tail").
+        best with a grid tail (docs/samplers.md, "Grid tail"); "fewstep" (`grids.fewstep`) for distilled students.
     """
 
     fn: Callable[..., Tensor]

@@ -22,7 +22,7 @@ from ..model_denoiser import ModelDenoiser
 from ..devices import bf16_supported, resolve_device
 from ..data import load_dataset, save_image_tiles
 from ..generate import generate
-from ..losses import ImportanceSampler, hybrid_loss, sample_t
+from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
 from ..registry import LOSSES
 from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
                          optimizer_to_flat, prune_checkpoints, read_newest, save_checkpoint)
@@ -195,8 +195,10 @@ class Trainer:
             return objective(model, x0, generator=self.noise_gen, mine=mine, config=lc)
         t = sample_t(model.process, x0.shape[0], generator=self.noise_gen,
                      method=objective.t_sampling or lc.t_sampling)[mine].to(dev)
-        eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)[mine].to(dev)
-        return objective(model, x0[mine].to(dev), t=t, eps=eps, labels=labels[mine].to(dev), config=lc, **cond)
+        eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)
+        eps = couple(lc.coupling, x0, eps)[mine].to(dev)  # paired on the global micro-batch, as every rank sees it
+        return objective(model, x0[mine].to(dev), t=t, eps=eps, labels=labels[mine].to(dev), config=lc,
+                         progress=self.step / self.cfg.train.max_steps, **cond)
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train

@@ -1,0 +1,56 @@
+"""`torchdiffusion distill`: distil a trained run into a few-step student run (progressive, consistency, reflow)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import budget, non_negative_int, out_dir, positive_float, positive_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..distill.run import DEFAULT_METHOD, METHODS
+
+    sp = sub.add_parser("distill", help="distil a trained run into a one- or two-step student",
+                        description="Distil a teacher run (its EMA weights) into a student run directory that "
+                                    "`sample` and `eval` read: `sample OUT --steps N` then makes N network "
+                                    "evaluations. progressive: Salimans & Ho 2022 (rounds halving DDIM steps; each "
+                                    "round's student is kept in OUT/rounds/steps-N); consistency: Song et al. 2023 "
+                                    "(Heun teacher steps, EMA target); reflow: Liu et al. 2023 (teacher ODE pairs, a "
+                                    "linear flow trained on them). An existing OUT is resumed from its newest "
+                                    "checkpoint with the same options.",
+                        epilog="example: torchdiffusion distill runs/toy2d --method consistency --max-cpu-minutes 5 "
+                               "--out runs/toy2d-cd")
+    sp.add_argument("teacher", help="the teacher: a run directory or a checkpoint file")
+    sp.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                    help=f"distillation method (default {DEFAULT_METHOD}: the lowest 2-evaluation error in "
+                         f"docs/fewstep.md)")
+    sp.add_argument("--out", type=out_dir, required=True, help="the student's run directory")
+    sp.add_argument("--max-steps", type=positive_int(10_000_000), default=2000,
+                    help="length of the schedule in optimizer steps (progressive rounds share it)")
+    sp.add_argument("--max-cpu-minutes", type=budget, default=None,
+                    help="stop (and checkpoint) after this much CPU time; rerun to resume")
+    sp.add_argument("--batch-size", type=positive_int(100_000), default=128)
+    sp.add_argument("--lr", type=positive_float, default=1e-4)
+    sp.add_argument("--seed", type=non_negative_int, default=0)
+    sp.add_argument("--start-steps", type=positive_int(65_536), default=64,
+                    help="progressive: student steps of the first round (a power of 2; the teacher takes twice)")
+    sp.add_argument("--levels", type=positive_int(100_000), default=18,
+                    help="consistency: number of Karras noise levels of the teacher's Heun steps")
+    sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,
+                    help="reflow: (noise, sample) pairs drawn by the teacher's ODE")
+    sp.add_argument("--pair-nfe", type=positive_int(10_000), default=35, help="reflow: teacher calls per pair")
+    sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(handler=run)
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    from ..distill.run import DistillOptions, distill
+
+    o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                       start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
+                       ckpt_every=a.ckpt_every)
+    result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
+    return {"run_dir": str(a.out), **result}
