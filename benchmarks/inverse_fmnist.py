@@ -128,7 +128,10 @@ def main() -> None:
     ap.add_argument("--methods", default="ddrm,pigdm", help="solve methods run on every task")
     ap.add_argument("--sr-methods", default=None, help="solve methods of the 4x super-resolution task (default --methods)")
     ap.add_argument("--cascade-aug", default="0,0.1",
-                    help="augmentation levels of the cascade (base samples pooled to 7 x 7, then the SR model)")
+                    help="augmentation levels of the cascade (base samples pooled to 7 x 7, then the SR model); "
+                         "'' skips the cascade")
+    ap.add_argument("--tasks", default=",".join(tasks()), help="tasks to run (default: all)")
+    ap.add_argument("--smc-particles", type=int, default=8, help="particles per image of the smc method")
     ap.add_argument("--max-cpu-minutes", type=float, default=20.0, help="skip the remaining runs past this")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=100)
@@ -146,7 +149,11 @@ def main() -> None:
 
     # every output first (task, method, images, operator, y, CPU seconds); scores once the feature network is there
     drawn, figures = [], {}
-    for task, (op, noise_std) in tasks().items():
+    chosen = a.tasks.split(",")
+    unknown = sorted(set(chosen) - set(tasks()))
+    if unknown:
+        raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks())}")
+    for task, (op, noise_std) in ((t, tasks()[t]) for t in chosen):
         g = torch.Generator().manual_seed(1)
         y = op(x0) + noise_std * torch.randn(op(x0).shape, generator=g)
         runs: dict[str, Callable[[], Tensor]] = {}
@@ -157,9 +164,11 @@ def main() -> None:
         if task == "deblur":
             runs["measurement"] = lambda: y
         for m in ((a.sr_methods or a.methods) if task == "sr4" else a.methods).split(","):
-            runs[f"solve {m}"] = (lambda m=m: chunks(lambda c, i: solve(
+            options = {"particles": a.smc_particles} if m == "smc" else {}
+            name = f"solve {m}" + (f" ({a.smc_particles} particles)" if m == "smc" else "")
+            runs[name] = (lambda m=m, options=options: chunks(lambda c, i: solve(
                 base.model, c, op, noise_std=noise_std, method=m, nfe=a.nfe,
-                generator=torch.Generator().manual_seed(10 + i)), y, a.batch))
+                generator=torch.Generator().manual_seed(10 + i), **options), y, a.batch))
         shown_rows = [shown(task, y[:8]).clamp(-1, 1)]
         for name, fn in runs.items():
             spent = (time.process_time() - start) / 60
@@ -179,7 +188,8 @@ def main() -> None:
             save_image_tiles(torch.cat(shown_rows + [x0[:8]]), path, nrow=8)
             figures[task] = {"path": str(path), "rows": ["measurement", *[d[1] for d in drawn if d[0] == task and d[2]
                                                                           is not None and d[1] != "measurement"]]}
-    cascade = cascade_outputs(a, base.model, sr.model) if (time.process_time() - start) / 60 <= a.max_cpu_minutes else []
+    cascade = cascade_outputs(a, base.model, sr.model) if a.cascade_aug and \
+        (time.process_time() - start) / 60 <= a.max_cpu_minutes else []
     if cascade and a.figures:
         path = Path(a.figures) / "inverse_cascade.png"
         save_image_tiles(torch.cat([x[:8] for _, x, _ in cascade]), path, nrow=8)

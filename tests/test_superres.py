@@ -3,6 +3,7 @@ noise-augmentation level reaches its embedding in training and sampling, a tiny 
 and bad configs and inputs are one clear error."""
 
 import copy
+import re
 import json
 
 import pytest
@@ -240,3 +241,37 @@ def test_packaged_sr_configs_take_their_low_resolution(name, size):
     x = torch.zeros(2, 1, 28, 28)
     out = model(x, torch.full((2,), 1.0), low_res=torch.zeros(2, 1, size, size), aug_level=torch.zeros(2))
     assert out.shape == x.shape
+
+
+def test_the_upscale_command_routes_through_an_sr_model(sr_run, tmp_path, capsys):
+    """`upscale --sr-run SR_RUN`: the 4x4 input to the SR model's 8x8 output by `superres.upscale`, the same draws
+    as the library call with the same seeds; a wrong input size, RUN with --sr-run, or a solve-route flag is one
+    paragraph and exit status 2."""
+    from torchdiffusion.cli import main
+    from torchdiffusion.data.image_files import read_image, write_image
+
+    g = torch.Generator().manual_seed(0)
+    write_image(torch.rand(1, 4, 4, generator=g) * 2 - 1, tmp_path / "low.png")
+    write_image(torch.rand(1, 2, 2, generator=g) * 2 - 1, tmp_path / "tiny.png")
+    argv = ["upscale", "--sr-run", str(sr_run), "--image", str(tmp_path / "low.png"), "--num", "2", "--seed", "3",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["route"] == "sr_model" and out["factor"] == 2 and out["sampler"] == "ddim" and out["steps"] == 2
+    got = torch.stack([read_image(f, (1, 8, 8)) for f in out["files"]])
+    model, _ = load(sr_run)
+    low = read_image(tmp_path / "low.png", (1, 4, 4))[None].expand(2, -1, -1, -1)
+    want = upscale(model, low, sampler="ddim", steps=2, seed=3).clamp(-1, 1)
+    assert (got - want).abs().max() <= 1.5 / 127.5  # 8-bit rounding of the PNG
+    bad = [(["--image", str(tmp_path / "tiny.png")], r"tiny\.png is 2x2, but the SR model .* takes 4x4 inputs"),
+           (["--image", str(tmp_path / "low.png"), "--factor", "4"], r"--factor 4 does not take this SR model's 4x4"),
+           (["--image", str(tmp_path / "low.png"), "--method", "pigdm"], r"--method apply to posterior sampling"),
+           (["--image", str(tmp_path / "low.png"), "--steps", "2", "--nfe", "4"], r"--steps or --nfe .* not both"),
+           ([str(sr_run), "--image", str(tmp_path / "low.png")], r"not both: got RUN")]
+    for extra, pattern in bad:
+        code = main(["upscale", "--sr-run", str(sr_run), *extra, "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err
+        assert code == 2 and re.search(pattern, err), (extra, err)
+    code = main(["upscale", str(sr_run), "--image", str(tmp_path / "low.png"), "--aug-sigma", "0.1", "--out",
+                 str(tmp_path / "bad")])
+    assert code == 2 and "--aug-sigma apply to --sr-run" in capsys.readouterr().err

@@ -20,9 +20,12 @@ IMAGE_HELP = ("a PNG (any Pillow-readable image); converted to the model's chann
               "like the training data (8-bit u -> u / 127.5 - 1)")
 
 
-def add_model_arguments(sp: argparse.ArgumentParser, *, seeded: bool = True, num_help: str | None = None) -> None:
-    """RUN, --out, --resize, --seed and --num (where outputs are random), --device, --raw-weights, guidance."""
-    sp.add_argument("path", metavar="RUN", help="run directory or checkpoint (.safetensors) of an image model")
+def add_model_arguments(sp: argparse.ArgumentParser, *, seeded: bool = True, num_help: str | None = None,
+                        run_help: str | None = None) -> None:
+    """RUN (optional where run_help says how else the model is given), --out, --resize, --seed and --num (where
+    outputs are random), --device, --raw-weights, guidance."""
+    sp.add_argument("path", metavar="RUN", nargs=None if run_help is None else "?", default=None,
+                    help=run_help or "run directory or checkpoint (.safetensors) of an image model")
     sp.add_argument("--out", type=out_dir, required=True, metavar="DIR",
                     help="output directory: one PNG per result, grid.png (the input first), settings.json")
     sp.add_argument("--resize", action="store_true",

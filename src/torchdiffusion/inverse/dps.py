@@ -41,13 +41,25 @@ def solve_dps(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: T
     return x.detach()
 
 
+def _no_overshoot(operator: Operator, step: Tensor, e: Tensor) -> Tensor:
+    """Per row, lambda = min(1, <A d, e> / ||A d||^2) (B, 1, ...), clamped at 0: the step d along which the
+    residual e = y - A D falls most, cut where it would pass the least-squares fit. Pi-GDM's d is exact (lambda = 1)
+    when x0 | x has covariance r^2 I; on correlated data (images: A's coarse components vary far more than r^2) and
+    through a trained network's Jacobian at large sigma it overshoots by orders of magnitude and diverges."""
+    ad = _rows(operator(step))
+    lam = ((ad * _rows(e)).sum(1) / ad.pow(2).sum(1).clamp_min(1e-30)).clamp(0.0, 1.0)
+    return lam.reshape(-1, *[1] * (step.ndim - 1))
+
+
 def solve_pigdm(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
                 generator: Generators = None, eta: float = 1.0, scale: float = 1.0) -> Tensor:
     """Pi-GDM (Song et al. 2023, Alg. 1): p(y | x) ~ N(A D(x), r^2 A A^T + noise_std^2 I) with
     r^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2) (their r_t^2 = sigma^2 / (1 + sigma^2) for unit-variance
     data; sigma_data from the denoiser, else 1), whose gradient is the vector-Jacobian product
     g = (dD/dx)^T A^T (r^2 A A^T + noise_std^2)^-1 (y - A D) (their eq. 8, taken through A's SVD); the step is
-    DDIM(eta) around the guided estimate D + scale sigma^2 g (Tweedie's formula for the posterior score)."""
+    DDIM(eta) around the guided estimate D + lambda scale sigma^2 g (Tweedie's formula for the posterior score), with
+    lambda <= 1 the largest fraction of the step that does not carry A D past y (`_no_overshoot`; 1 where the
+    covariance r^2 I is right, as in the paper's derivation)."""
     check_eta(eta)
     sp = spectral(operator, y, tuple(x.shape[1:]), noise_std)
     s_obs = sp.svd.s.to(x)
@@ -61,7 +73,8 @@ def solve_pigdm(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas:
             e = sp.svd.ut(y - operator(x0.detach()))  # U^T (y - A D), (B, n)
             v = sp.svd.v(s_obs / (r2 * s_obs**2 + noise_std**2).clamp_min(1e-30) * e)  # A^T (r^2 AA^T + s_y^2)^-1 e
             (g,) = torch.autograd.grad((x0 * v).sum(), xg)
-        guided = x0.detach() + scale * s**2 * g
+        step = scale * s**2 * g
+        guided = x0.detach() + _no_overshoot(operator, step, y - operator(x0.detach())) * step
         x = ddim_step(x, guided, s, s_next, eta, generator)
     return x.detach()
 

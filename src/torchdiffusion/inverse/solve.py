@@ -47,7 +47,10 @@ def solve(denoiser: Any, y: Tensor, operator: Operator, *, noise_std: float, met
     steps = m.steps_for(nfe, options)
     if steps < 1 or (m.particles and steps < 2):
         raise ValueError(f"nfe={nfe} is below the cost of one step of {method} ({m.calls(2 if m.particles else 1, options)})")
-    sigmas = default_grid(denoiser, steps, s_min, s_max)
+    # a discrete-time model's own grid (its table, respaced) spans the whole table; a range asked for is kept by
+    # moving the Karras grid on it to the nearest table levels instead (x starts at s_max either way)
+    ranged = info.sigma_table is not None and (sigma_min is not None or sigma_max is not None)
+    sigmas = default_grid(denoiser, steps, s_min, s_max, tail=s_min if ranged else None)
     group = options.get("particles", m.defaults().get("particles", 1)) if m.particles else 1
     rows = len(y) * group
     if x is None:
