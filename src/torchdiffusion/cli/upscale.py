@@ -66,7 +66,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     if not a.noise_std >= 0:
         raise ValueError(f"--noise-std must be >= 0, got {a.noise_std}")
-    loaded, model, (C, H, W) = load_image_model(a)
+    loaded, model, (C, H, W) = load_image_model(a, pixel_task="upscale")
     factor = factor_for(a, (H, W))
     low = read_image(a.image, (C, H // factor, W // factor), resize=a.resize)[None]
     draws, settings = by_solve(a, model, low, factor)
