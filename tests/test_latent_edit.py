@@ -125,12 +125,15 @@ def test_pixel_measurements_are_refused_on_a_latent_model(ldm_run, tmp_path, cap
     assert "latent diffusion model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_web_ui_edits_latent_models_as_the_cli_does(ldm_run):
+def test_the_web_ui_draws_and_edits_latent_models_as_the_cli_does(ldm_run):
     pytest.importorskip("gradio")
+    from torchdiffusion.ui.draw import draw
     from torchdiffusion.ui.edit import edit
     from torchdiffusion.ui.runs import Models
 
     models = Models(ldm_run.parent)
+    images, _ = draw(models, "ldm", sampler="ddim", steps=2, seed=0, batch=2)  # the Generate tab decodes too
+    assert [im.size for im in images] == [(8, 8)] * 2
     img = np.zeros((8, 8), np.uint8)
     img[4:] = 255
     y, out, s = edit(models, "ldm", "img2img", img, strength=0.5, nfe=2, count=2)
