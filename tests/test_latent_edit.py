@@ -149,3 +149,17 @@ def test_the_web_ui_draws_and_edits_latent_models_as_the_cli_does(ldm_run):
             edit(models, "ldm", task, img, nfe=2)
     with pytest.raises(ValueError, match="noise std to 0"):
         edit(models, "ldm", "inpaint", img, painted=[layer], noise_std=0.1, nfe=2)
+
+
+@pytest.mark.parametrize("command", ["sample", "img2img"])
+@pytest.mark.parametrize("flags, message", [(["--threshold", "dynamic"], "not pixels in"),
+                                            (["--classifier", "CLF"], "classifier of its latents")])
+def test_guidance_that_assumes_pixels_is_refused_on_a_latent_model(ldm_run, tmp_path, capsys, command, flags,
+                                                                   message):
+    a = ldm_run.parent.parent / "a.png"
+    args = ["--num", "2", "--steps", "2"] if command == "sample" else ["--image", str(a), "--strength", "0.5",
+                                                                         "--out", str(tmp_path / "o")]
+    flags = [str(ldm_run) if f == "CLF" else f for f in flags]
+    assert main([command, str(ldm_run), *args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .common import add_device_argument, non_negative_int, out_dir, positive_int, prepare_output_file
-from .guidance_args import add_guidance_arguments, recipe_from_args
+from .guidance_args import add_guidance_arguments, recipe_from_args, refuse_pixel_guidance
 from .sampler_options import parse_options
 
 Tensor = torch.Tensor
@@ -60,6 +60,7 @@ def load_image_model(a: argparse.Namespace, *, pixel_task: str | None = None
     if loaded.config.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model")
     if loaded.codec is not None:
+        refuse_pixel_guidance(a, loaded)
         if pixel_task is not None:
             from ..inverse import latent_refusal
 
