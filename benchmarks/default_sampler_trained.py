@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,6 +39,8 @@ def main() -> None:
     ap.add_argument("--ref-nfe", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-cpu-minutes", type=float, default=10.0)
+    ap.add_argument("--rules", default=None, help="score the candidate rules of benchmarks/grid_rules.py whose name "
+                    "contains one of these comma-separated strings ('all': every one) instead of --methods")
     a = ap.parse_args()
     torch.set_num_threads(1)
     nfes = [int(n) for n in a.nfe.split(",")]
@@ -55,10 +59,19 @@ def main() -> None:
                   f"{run.config.model.prediction}), {a.num} starts, reference dpmpp_3m at {a.ref_nfe} calls\n")
             print("| method | " + " | ".join(f"NFE {n}: RMS / SW2 / far" for n in nfes) + " |")
             print("|---|" + "---:|" * len(nfes))
-            for name in methods:
+            rows: dict[str, Any] = {name: (lambda m, n, name=name: (name, None)) for name in methods}
+            if a.rules:
+                sys.path.insert(0, str(Path(__file__).parent))
+                import grid_rules
+                keys = a.rules.split(",")
+                rows = {"ddim": rows.get("ddim", lambda m, n: ("ddim", None))}
+                rows.update({k: r for k, r in grid_rules.CANDIDATES.items() if a.rules == "all" or
+                             any(s in k for s in keys)})
+            for name, rule in rows.items():
                 cells = []
                 for n in nfes:
-                    y = sample(model, x, method=name, nfe=n).flatten(1)
+                    method, grid = rule(model, n)
+                    y = sample(model, x, method=method, nfe=n, grid=grid).flatten(1)
                     rms = (y - ref).pow(2).mean(1).sqrt()
                     sw = float(sliced_wasserstein(y, ref, generator=torch.Generator().manual_seed(0)))
                     far = float((rms > 5 * scale).double().mean())

@@ -291,12 +291,28 @@ def test_exponential_grid_with_a_knee_is_uniform_in_log_sigma_over_sigma_plus_kn
             grids.exponential(*bad)
 
 
+def test_exponential_grid_caps_its_first_step_and_keeps_the_rest_of_its_shape():
+    smin, smax, knee, n = 0.02, 152.0, 5.0, 20
+    free = grids.exponential(n, smin, smax, knee)
+    assert float(free[0] / free[1]) > 10  # the knee makes one long first step (152 -> 13 on toy2d's range)
+    s = grids.exponential(n, smin, smax, knee, first=3.0)
+    assert len(s) == n + 1 and s[0] == smax and s[-2] == smin and s[-1] == 0 and (s.diff() < 0).all()
+    assert float(s[0] / s[1]) == pytest.approx(3.0)
+    torch.testing.assert_close(s[1:], grids.exponential(n - 1, smin, smax / 3, knee), rtol=0, atol=0)
+    # a first step already within the cap, too few levels, or a cap below sigma_min: the grid unchanged
+    assert torch.equal(grids.exponential(n, smin, smax, first=3.0), grids.exponential(n, smin, smax))
+    assert torch.equal(grids.exponential(2, smin, smax, knee, first=3.0), grids.exponential(2, smin, smax, knee))
+    assert torch.equal(grids.exponential(n, 1.0, 2.5, 0.1, first=3.0), grids.exponential(n, 1.0, 2.5, 0.1))
+    with pytest.raises(ValueError, match="first > 1"):
+        grids.exponential(n, smin, smax, knee, first=1.0)
+
+
 def test_default_exponential_grid_has_its_knee_at_ten_sigma_data(gmm):
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
     for name in ("unipc", "dpmpp_2m", "ipndm"):
         D = Recording(gmm)
         sample(D, x, method=name, nfe=12, sigma_min=0.002, sigma_max=80.0)
-        want = grids.exponential(12, grids.default_tail(12, gmm.sigma_data), 80.0, 10 * gmm.sigma_data)
+        want = grids.exponential(12, grids.default_tail(12, gmm.sigma_data), 80.0, 10 * gmm.sigma_data, first=3.0)
         torch.testing.assert_close(torch.tensor(D.sigmas, dtype=torch.float64), want[:-1], rtol=1e-12, atol=0)
         assert resolve_knee(gmm, METHODS[name]) == 10 * gmm.sigma_data
     # no sigma_data, a stochastic method or a Karras-family method: no knee

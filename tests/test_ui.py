@@ -254,3 +254,37 @@ def test_class_labels_and_guidance_reach_a_conditional_model(cond_models):
         draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=1, labels="10")
     with pytest.raises(ValueError, match="integers separated by commas"):
         draw(cond_models, "cond", sampler="ddim", steps=3, seed=0, batch=1, labels="cat")
+
+
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory):
+    """A text-conditional tiny run (captioned shapes, 16x16, caption dropout), trained 1 step."""
+    from test_conditioning import TEXT, make
+    from torchdiffusion.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("text")
+    Trainer(make({**TEXT, "train": {**TEXT["train"], "ckpt_every": 1}}), out / "runs" / "text", progress=False,
+            quiet=True).run(max_steps=1)
+    return Models(out / "runs")
+
+
+def test_prompt_and_negative_prompt_reach_a_text_conditional_model(text_models):
+    args = dict(sampler="ddim", steps=3, seed=5, batch=2, prompt="a large red circle", scale=3.0)
+    images, s = draw(text_models, "text", **args)
+    assert len(images) == 2 and images[0].size == (16, 16)
+    assert s["prompt"] == "a large red circle" and s["negative_prompt"] == "" and s["guidance_scale"] == 3.0
+    again, _ = draw(text_models, "text", **args)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(images, again))  # same seed, same images
+    _, s = draw(text_models, "text", **args, negative_prompt="a blue square")
+    assert s["negative_prompt"] == "a blue square"
+    from torchdiffusion.text.context import encode_prompts
+    from torchdiffusion.ui.conditions import recipe
+
+    with text_models.use("text") as loaded:
+        made, _ = recipe(loaded.model, 2, prompt="a large red circle", negative_prompt="a blue square",
+                         scale=3.0)
+    torch.testing.assert_close(made.cond["context"], encode_prompts(["a large red circle"] * 2)["context"])
+    torch.testing.assert_close(made.negative["context"], encode_prompts(["a blue square"] * 2)["context"])
+    assert not made.uncond["context_mask"].any()  # the unconditional branch is the empty context
+    with pytest.raises(ValueError, match="text-conditional: give a prompt"):
+        draw(text_models, "text", sampler="ddim", steps=3, seed=0, batch=1)

@@ -91,7 +91,7 @@ def check_shapes(ckpt: Path, weights: dict[str, Tensor], cfg: RunConfig) -> None
 def load(path: str | Path, *, raw_weights: bool = False,
          device: str | torch.device = "cpu") -> tuple[ModelDenoiser | nn.Module, RunConfig]:
     """(denoiser, run config) of a checkpoint file or a run directory (its newest checkpoint), EMA weights by
-    default, ready to sample on `device`: `x = td.sample(model, noise, method="ipndm", nfe=20)`; a token run gives
+    default, ready to sample on `device`: `x = td.sample(model, noise, method="unipc", nfe=20)`; a token run gives
     its token model: `ids, _ = generate_tokens(model, num, length)` (torchdiffusion.discrete.generate)."""
     run = load_run(path, raw_weights=raw_weights, device=device)
     return run.model, run.config

@@ -5,7 +5,7 @@ kind, order, cost), named in `torchdiffusion.registry.SAMPLERS` (here as METHODS
 from . import grids
 from .adaptive import sample_dopri5
 from .ancestral import sample_edm_stochastic, sample_euler_ancestral
-from .budget import GRID_KNEE, budget_grid, default_grid, resolve_knee, resolve_tail, sample
+from .budget import GRID_FIRST_STEP, GRID_KNEE, budget_grid, default_grid, resolve_knee, resolve_tail, sample
 from .calibrate import calibrate_grid
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
@@ -19,7 +19,7 @@ from ..registry import SAMPLERS as METHODS
 from .sde import sample_ald, sample_euler_maruyama, sample_pc
 from .unipc import sample_unipc
 
-__all__ = ["GRID_KNEE", "METHODS", "Method", "budget_grid", "calibrate_grid", "check_max_ratio", "check_options", "default_grid", "grids",
+__all__ = ["GRID_FIRST_STEP", "GRID_KNEE", "METHODS", "Method", "budget_grid", "calibrate_grid", "check_max_ratio", "check_options", "default_grid", "grids",
            "resolve_knee", "resolve_tail", "sample", "sample_ald", "sample_ddim", "sample_ddpm", "sample_dopri5",
            "sample_consistency", "sample_ddim_fewstep", "sample_dpm_solver", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
            "sample_edm_stochastic", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",

@@ -26,7 +26,7 @@ GRIDS: dict[str, Callable[[int, float, float], Tensor]] = {"karras": grids.karra
 def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, grid: str = "karras",
                  tail: float | None = None, knee: float | None = None) -> Tensor:
     """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0; `knee` (exponential grid only)
-    coarsens it above that noise level (`grids.exponential`).
+    coarsens it above that noise level, its first step capped at GRID_FIRST_STEP in sigma (`grids.exponential`).
 
     A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: respaced with trailing spacing when tail is None, else the named
     grid moved to the nearest table levels (`grids.nearest_in_table`).
@@ -35,7 +35,7 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     if knee is not None:
         if grid != "exponential":
             raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
-        named = partial(grids.exponential, knee=knee)
+        named = partial(grids.exponential, knee=knee, first=GRID_FIRST_STEP)
     else:
         named = GRIDS[grid]
     table = describe(denoiser).sigma_table
@@ -69,6 +69,7 @@ def resolve_tail(denoiser: Any, method: Method, nfe: int, tail: float | None) ->
 
 
 GRID_KNEE = 10.0  # the default exponential grid's knee in units of sigma_data (docs/samplers.md, "Grid knee")
+GRID_FIRST_STEP = 3.0  # the knee grid's first step is at most this ratio in sigma (docs/samplers.md, "Held-out protocol")
 
 
 def resolve_knee(denoiser: Any, method: Method) -> float | None:
@@ -148,7 +149,8 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
     `grids.default_tail(nfe, denoiser.sigma_data)` for deterministic fixed-step methods when the denoiser has a
     `sigma_data` (sigma_min otherwise, and for stochastic methods; a discrete-time model keeps its trailing table for
     Karras-family methods); tail=0 ends the grid at sigma_min; a float sets it.
-    The exponential grid of those methods also coarsens above a knee at GRID_KNEE sigma_data (`resolve_knee`).
+    The exponential grid of those methods also coarsens above a knee at GRID_KNEE sigma_data (`resolve_knee`), its
+    first step at most a factor GRID_FIRST_STEP in sigma.
     generator: one torch.Generator for the in-loop noise of stochastic methods, or one per sample (row of x), which
     makes every sample independent of the batch it is drawn in (see common.noise_like).
     Every denoiser output is checked (`CheckedDenoiser`): a floating-point tensor of x's shape, never broadcast.

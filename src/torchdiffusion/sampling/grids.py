@@ -31,17 +31,26 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tens
     return append_zero((hi + ramp * (lo - hi)) ** rho)
 
 
-def exponential(n: int, sigma_min: float, sigma_max: float, knee: float = math.inf) -> Tensor:
+def exponential(n: int, sigma_min: float, sigma_max: float, knee: float = math.inf, first: float = math.inf) -> Tensor:
     """Uniform in v = log(sigma / (sigma + knee)): uniform in log sigma (log-SNR in VE coordinates) well below knee,
-    coarsening above it, where v ~ -knee / sigma; knee = inf is exactly log-uniform.
+    coarsening above it, where v ~ -knee / sigma; knee = inf is exactly log-uniform. `first` caps the first step's
+    ratio sigma_0 / sigma_1: where the grid's is larger, sigma_max is followed by this grid's n - 1 levels from
+    sigma_max / first down (the cap is waived where n < 3 or sigma_max / first <= sigma_min).
 
     Exponential integrators are exact while D(x, sigma) is constant in sigma, and D = mu + Sigma (x - mu) / sigma^2
-    + O(sigma^-4) far above the data scale, so steps there can grow; knee = 10 sigma_data was selected on held-out
-    Gaussian mixtures (docs/samplers.md, "Grid knee"). The inverse is closed form: sigma = knee e^v / (1 - e^v).
+    + O(sigma^-4) far above the data scale, so steps there can grow; knee = 10 sigma_data was selected on Gaussian
+    mixtures (docs/samplers.md, "Grid knee"). A trained network's x0 error grows with sigma, and one long first step
+    from sigma_max carries it into states the network never saw, hence the cap (docs/samplers.md, "The default
+    sampler on a trained eps-prediction model"). The inverse is closed form: sigma = knee e^v / (1 - e^v).
     """
-    if n < 1 or not 0 < sigma_min <= sigma_max or not knee > 0:
-        raise ValueError(f"need n >= 1, 0 < sigma_min <= sigma_max and knee > 0, got {n}, {sigma_min}, {sigma_max}, "
-                         f"{knee}")
+    if n < 1 or not 0 < sigma_min <= sigma_max or not knee > 0 or not first > 1:
+        raise ValueError(f"need n >= 1, 0 < sigma_min <= sigma_max, knee > 0 and first > 1, got {n}, {sigma_min}, "
+                         f"{sigma_max}, {knee}, {first}")
+    if n >= 3 and sigma_max / first > sigma_min:
+        g = exponential(n, sigma_min, sigma_max, knee)
+        if float(g[0] / g[1]) > first:
+            return torch.cat([g[:1], exponential(n - 1, sigma_min, sigma_max / first, knee)])
+        return g
     if math.isinf(knee):
         return append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
     v = lambda s: math.log(s) - math.log(s + knee)  # noqa: E731
