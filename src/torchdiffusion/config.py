@@ -314,7 +314,8 @@ def validate(cfg: RunConfig) -> None:
     _validate_backbone(cfg.model)
     if cfg.autoencoder is not None and (not cfg.autoencoder.strip() or not Path(cfg.autoencoder).exists()):
         raise ConfigError(f"autoencoder: {cfg.autoencoder!r} does not exist; train an autoencoder first "
-                          f"(`torchdiffusion train-autoencoder fashion_mnist_vae --out {cfg.autoencoder}`)")
+                          f"(`torchdiffusion train-autoencoder fashion_mnist_vae --out {cfg.autoencoder}`, or shapes_vae for "
+                          f"shapes_text_ldm)")
     if is_discrete(cfg):
         return
     try:

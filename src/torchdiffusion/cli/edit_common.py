@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .common import add_device_argument, non_negative_int, out_dir, positive_int, prepare_output_file
-from .guidance_args import add_guidance_arguments, recipe_from_args
+from .guidance_args import add_guidance_arguments, recipe_from_args, refuse_pixel_guidance
 from .sampler_options import parse_options
 
 Tensor = torch.Tensor
@@ -49,8 +49,11 @@ def add_solve_arguments(sp: argparse.ArgumentParser, default_method: str, nfe: i
                     help="a method option, e.g. --option zeta=0.5 (dps), --option particles=16 (smc) (repeatable)")
 
 
-def load_image_model(a: argparse.Namespace) -> tuple[Any, Any, tuple[int, int, int]]:
-    """(loaded run, its model, image shape (C, H, W)): the output directory checked first, then the model."""
+def load_image_model(a: argparse.Namespace, *, pixel_task: str | None = None
+                     ) -> tuple[Any, Any, tuple[int, int, int]]:
+    """(loaded run, its model, image shape (C, H, W)): the output directory checked first, then the model. A latent
+    model's image shape is its autoencoder's (`loaded.codec` encodes and decodes); pixel_task names a command that
+    a latent model cannot do (ValueError)."""
     from ..data.image_files import check_image_shape
     from ..devices import resolve_device
     from ..loading import load_run
@@ -59,7 +62,19 @@ def load_image_model(a: argparse.Namespace) -> tuple[Any, Any, tuple[int, int, i
     loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     if loaded.config.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model")
+    if loaded.codec is not None:
+        refuse_pixel_guidance(a, loaded)
+        if pixel_task is not None:
+            from ..inverse import latent_refusal
+
+            raise ValueError(latent_refusal(a.path, pixel_task))
+        return loaded, loaded.model, check_image_shape(tuple(loaded.codec.image_shape))
     return loaded, loaded.model, check_image_shape(tuple(loaded.data_shape))
+
+
+def to_model(loaded: Any, x: Tensor) -> Tensor:
+    """Images (N, C, H, W) as the model's data: a latent model's scaled latents, pixel images unchanged."""
+    return x if loaded.codec is None else loaded.codec.encode(x)
 
 
 def device_of(model: Any) -> torch.device:

@@ -68,3 +68,18 @@ def recipe_from_args(a: argparse.Namespace, model: Any, num: int) -> GuidanceRec
                            prompts=a.prompt, negative_prompt=a.negative_prompt, scale=a.guidance_scale,
                            rescale=a.guidance_rescale, interval=_interval(a.guidance_interval), threshold=a.threshold,
                            classifier=classifier, classifier_scale=a.classifier_scale, names=FLAG_NAMES)
+
+
+def refuse_pixel_guidance(a: argparse.Namespace, loaded: Any) -> None:
+    """ValueError for guidance flags that assume pixels on a latent model: --threshold clips x0 to [-1, 1], which
+    the unit-variance latents are not bounded by, and a classifier of pixel images cannot read latents."""
+    if loaded.codec is None:
+        return
+    if getattr(a, "threshold", None) is not None:
+        raise ValueError(f"--threshold {a.threshold}: {a.path} is a latent diffusion model, whose x0 are latents "
+                         f"scaled to unit variance, not pixels in [-1, 1]; clipping them to [-1, 1] would distort "
+                         f"the samples (leave --threshold out)")
+    if getattr(a, "classifier", None) is not None:
+        raise ValueError(f"--classifier {a.classifier}: {a.path} is a latent diffusion model, and classifier "
+                         f"guidance needs a classifier of its latents; noise-conditional classifiers are trained "
+                         f"on pixel images only (use classifier-free guidance: --guidance-scale)")

@@ -7,7 +7,7 @@ from typing import Any
 
 from .common import finite_float, positive_int
 from .edit_common import (IMAGE_HELP, add_model_arguments, common_settings, device_of, generators, guided,
-                          load_image_model, write_results)
+                          load_image_model, to_model, write_results)
 from .sampler_options import add_sampler_option_argument, sampler_options
 
 
@@ -36,9 +36,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     options = sampler_options(a.sampler, {}, a)
     loaded, model, shape = load_image_model(a)
     x0 = read_image(a.image, shape, resize=a.resize)[None]
-    rows = x0.to(device_of(model)).expand(a.num, *shape).contiguous()
-    edited = sdedit(guided(a, model, a.num), rows, a.strength, method=a.sampler, nfe=a.nfe,
-                    generator=generators(a.seed, a.num), **options)
+    z0 = to_model(loaded, x0.to(device_of(model)))  # a latent model edits the image's latent (then decodes)
+    rows = z0.expand(a.num, *z0.shape[1:]).contiguous()
+    edited = loaded.decode(sdedit(guided(a, model, a.num), rows, a.strength, method=a.sampler, nfe=a.nfe,
+                                  generator=generators(a.seed, a.num), **options))
     return write_results(a, edited, first=x0, name="edited", settings={
         **common_settings(a, loaded.meta["path"], loaded.meta["step"]), "image": a.image, "strength": a.strength,
         "sampler": a.sampler, "nfe": a.nfe, "options": options})

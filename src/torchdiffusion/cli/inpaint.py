@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from .common import finite_float
-from .edit_common import (IMAGE_HELP, add_model_arguments, add_solve_arguments, common_settings, load_image_model,
-                          posterior_draws, write_results)
+from .edit_common import (IMAGE_HELP, add_model_arguments, add_solve_arguments, common_settings, device_of,
+                          generators, guided, load_image_model, method_options, posterior_draws, write_results)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(handler=run)
 
 
+def latent_draws(a: argparse.Namespace, loaded: Any, x: Any, mask: Any) -> tuple[Any, dict[str, Any]]:
+    """A latent model's draws by latent replacement (inverse.latent_inpaint: approximate, docs/latent.md)."""
+    from ..inverse import METHODS, latent_inpaint, latent_mask
+
+    if a.noise_std > 0:
+        raise ValueError(f"--noise-std {a.noise_std}: {a.path} is a latent diffusion model, inpainted by replacing "
+                         f"latent cells, which keeps the observed pixels exactly; a noisy measurement of pixels has "
+                         f"no counterpart on the latent grid (use a pixel-space model, or --noise-std 0)")
+    options = method_options(a.method, a.option)
+    m = METHODS.lookup(a.method)
+    particles = options.get("particles", m.defaults().get("particles", 1)) if m.particles else 1
+    dev = device_of(loaded.model)
+    rows = x.to(dev).expand(a.num, *x.shape[1:]).contiguous()
+    draws = latent_inpaint(guided(a, loaded.model, a.num, particles), loaded.codec, rows, mask.to(dev), method=a.method,
+                           nfe=a.nfe, generator=generators(a.seed, a.num), **options)
+    cells = latent_mask(mask, tuple(loaded.data_shape))
+    return draws, {"method": a.method, "nfe": a.nfe, "options": options, "noise_std": 0.0,
+                   "latent": "replacement on the latent grid (approximate)",
+                   "observed_latent_fraction": float(cells.mean())}
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     from ..data.image_files import read_image, read_mask
     from ..inverse import Mask, mask_preset
@@ -41,7 +62,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     x = read_image(a.image, shape, resize=a.resize)[None]  # (1, C, H, W)
     mask = read_mask(a.mask, shape, resize=a.resize) if a.mask else mask_preset(a.mask_preset, shape)
     op = Mask(mask)
-    draws, settings = posterior_draws(a, model, op, op(x), a.noise_std)
+    if loaded.codec is not None:
+        draws, settings = latent_draws(a, loaded, x, mask)
+    else:
+        draws, settings = posterior_draws(a, model, op, op(x), a.noise_std)
     shown = op(x) - (1 - mask)  # the input with its missing pixels black
     return write_results(a, draws, first=shown, name="inpainted", settings={
         **common_settings(a, loaded.meta["path"], loaded.meta["step"]), "image": a.image, "mask": a.mask,

@@ -9,7 +9,7 @@ import torch
 
 from .common import positive_int
 from .edit_common import IMAGE_HELP, add_model_arguments, common_settings, device_of, load_image_model, PerBatch, \
-    write_results
+    to_model, write_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +33,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.num < 2:
         raise ValueError(f"--num must be >= 2 (the two ends at least), got {a.num}")
     loaded, model, shape = load_image_model(a)
-    ends = [read_image(p, shape, resize=a.resize)[None].to(device_of(model)) for p in (a.a, a.b)]
+    ends = [to_model(loaded, read_image(p, shape, resize=a.resize)[None].to(device_of(model))) for p in (a.a, a.b)]
     ts = torch.linspace(0, 1, a.num).tolist()
-    path = interpolate(PerBatch(a, model), *ends, ts, nfe=a.nfe, method=a.sampler)
+    path = loaded.decode(interpolate(PerBatch(a, model), *ends, ts, nfe=a.nfe, method=a.sampler))
     return write_results(a, path, name="frame", nrow=a.num, settings={
         **common_settings(a, loaded.meta["path"], loaded.meta["step"]), "a": a.a, "b": a.b, "sampler": a.sampler,
         "nfe": a.nfe, "t": ts})

@@ -10,7 +10,7 @@ import numpy as np
 
 from .common import positive_int, prepare_output_file
 from .edit_common import IMAGE_HELP, add_model_arguments, common_settings, device_of, load_image_model, PerBatch, \
-    write_results
+    to_model, write_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +37,17 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     noise_out = prepare_output_file(a.noise_out or str(Path(a.out) / "noise.npz"), "--noise-out")
     loaded, model, shape = load_image_model(a)
     x0 = read_image(a.image, shape, resize=a.resize)[None]
-    inv = ddim_invert(PerBatch(a, model), x0.to(device_of(model)), nfe=a.nfe, method=a.sampler)
+    z0 = to_model(loaded, x0.to(device_of(model)))  # a latent model inverts the image's latent
+    inv = ddim_invert(PerBatch(a, model), z0, nfe=a.nfe, method=a.sampler)
     with open(noise_out, "wb") as f:  # np.savez on a name would append ".npz"
         np.savez(f, arr_0=inv.noise.cpu().numpy())
-    error = float(inv.error[0])
-    return write_results(a, inv.reconstruction, first=x0, name="reconstruction", settings={
+    reconstruction = loaded.decode(inv.reconstruction).cpu()
+    latent = {}
+    if loaded.codec is not None:  # the pixel error includes the autoencoder's own: report both parts
+        latent = {"latent_rms_error": float(inv.error[0]),
+                  "autoencoder_rms_error": float((loaded.decode(z0).cpu() - x0).pow(2).mean().sqrt())}
+    return write_results(a, reconstruction, first=x0, name="reconstruction", settings={
         **common_settings(a, loaded.meta["path"], loaded.meta["step"]), "image": a.image, "sampler": a.sampler,
-        "nfe": a.nfe, "noise": str(noise_out), "rms_error": error,
-        "max_abs_error": float((inv.reconstruction.cpu() - x0).abs().max())})
+        "nfe": a.nfe, "noise": str(noise_out), "rms_error": float(inv.error[0]) if loaded.codec is None
+        else float((reconstruction - x0).pow(2).mean().sqrt()),
+        "max_abs_error": float((reconstruction - x0).abs().max()), **latent})

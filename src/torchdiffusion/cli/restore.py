@@ -60,7 +60,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     if not a.noise_std >= 0:
         raise ValueError(f"--noise-std must be >= 0, got {a.noise_std}")
-    loaded, model, shape = load_image_model(a)
+    loaded, model, shape = load_image_model(a, pixel_task="restore")
     op = operator_from_spec(a.operator, shape)
     y = measurement(a, op, shape)
     draws, settings = posterior_draws(a, model, op, y, a.noise_std)

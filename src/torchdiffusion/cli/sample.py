@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .common import (add_device_argument, finite_float, non_negative_int, positive_int, prepare_output_file)
-from .guidance_args import add_guidance_arguments, recipe_from_args
+from .guidance_args import add_guidance_arguments, recipe_from_args, refuse_pixel_guidance
 from .sample_tokens import add_token_arguments, refuse_token_flags, run_tokens
 from .sampler_options import add_sampler_option_argument, sampler_options
 
@@ -84,6 +84,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         from ..step_cache import step_cached
 
         model = step_cached(model, a.cache_interval)
+    refuse_pixel_guidance(a, loaded)
     guidance = recipe_from_args(a, model, a.num)
     t0 = time.perf_counter()
     x, nfe = generate(model, loaded.data_shape, a.num, sampler=sampler, steps=steps, seed=a.seed,

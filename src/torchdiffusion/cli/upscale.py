@@ -153,7 +153,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("--sampler, --steps and --aug-sigma apply to --sr-run; posterior sampling with RUN "
                              "takes --method, --nfe and --option")
         a.nfe = DEFAULT_NFE if a.nfe is None else a.nfe
-        loaded, model, (C, H, W) = load_image_model(a)
+        loaded, model, (C, H, W) = load_image_model(a, pixel_task="upscale")
         factor = factor_for(a, (H, W))
         low = read_image(a.image, (C, H // factor, W // factor), resize=a.resize)[None]
         draws, settings = by_solve(a, model, low, factor)

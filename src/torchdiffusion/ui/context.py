@@ -29,6 +29,7 @@ class Context:
         if not run:
             return {}
         with self.models.use(run) as loaded:
-            return {"shape": list(loaded.data_shape), **model_conditions(loaded.model),
+            shape = loaded.data_shape if loaded.codec is None else loaded.codec.image_shape  # what the page shows
+            return {"shape": list(shape), **model_conditions(loaded.model),
                     "sampler": loaded.config.sample.sampler, "steps": loaded.config.sample.steps,
                     "step": loaded.meta["step"], "checkpoint": loaded.meta["path"]}

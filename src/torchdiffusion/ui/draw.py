@@ -45,6 +45,7 @@ def draw(models: Models, run: str, *, sampler: Any, steps: Any, seed: Any, batch
         t0 = time.perf_counter()
         x, nfe = generate(loaded.model, tuple(shape), batch, sampler=sampler, steps=steps, seed=seed,
                           batch_size=batch, guidance=guidance, callback=step, **opts)
+        x = loaded.decode(x)  # a latent model's latents decoded to images (timed as sampling, as `sample` does)
         seconds = time.perf_counter() - t0
         settings = {"run": run, "checkpoint": loaded.meta["path"], "checkpoint_step": loaded.meta["step"],
                     "sampler": sampler, "steps": steps, "nfe": nfe, "options": opts, "seed": seed,

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from ..inverse import METHODS, Blur, Downsample, Mask, gaussian_kernel, sdedit, solve
+from ..inverse import (METHODS, Blur, Downsample, Mask, gaussian_kernel, latent_inpaint, latent_refusal, sdedit,
+                       solve)
 from ..inverse.method import check_options as check_inverse_options
 from ..sampling import METHODS as SAMPLERS, check_options
 from . import limits
@@ -87,7 +88,10 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
             settings.update(blur_size=blur_size, blur_std=blur_std)
     gen = torch.Generator().manual_seed(seed)
     with models.use(run) as loaded:
-        shape = tuple(loaded.data_shape)
+        codec = loaded.codec  # a latent model: images are encoded, edited as latents and decoded
+        if codec is not None and task in ("upscale", "restore"):
+            raise ValueError(latent_refusal(f"run {run!r}", task))
+        shape = tuple(loaded.data_shape if codec is None else codec.image_shape)
         if len(shape) != 3:
             raise ValueError(f"run {run!r} models data of shape {shape}; editing needs images (C, H, W)")
         model = loaded.model
@@ -98,7 +102,9 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
                 x = from_image(image, shape).repeat(count, 1, 1, 1)
                 y_pic = x[0]
                 gens = [torch.Generator().manual_seed(seed + i) for i in range(count)]
-                out = sdedit(model, x, strength, method=sampler, nfe=nfe, generator=gens, **opts)
+                z = x if codec is None else codec.encode(x)
+                out = sdedit(model, z, strength, method=sampler, nfe=nfe, generator=gens, **opts)
+                out = out if codec is None else codec.decode(out)
             else:
                 mask = None
                 if task == "inpaint":
@@ -109,16 +115,26 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
                                          "fill in); the mask is empty")
                     settings["masked_pixels"] = int((mask[0] == 0).sum())
                 op = operator_for(task, shape, mask=mask, factor=factor, blur_size=blur_size, blur_std=blur_std)
-                if simulate or task in ("inpaint",):
+                if codec is not None:  # inpaint (the only other task a latent model takes): latent replacement
+                    if noise_std > 0:
+                        raise ValueError("a latent model inpaints by replacing latent cells and keeps the observed "
+                                         "pixels exactly; set the measurement noise std to 0")
                     x = from_image(image, shape)
-                    y = op(x)
-                    if simulate:
-                        y = y + noise_std * torch.randn(y.shape, generator=gen)
-                else:  # the upload is the measurement: a small picture to upscale, a blurred one to restore
-                    y = from_image(image, op.out_shape(shape))
-                y_pic = y[0] if task != "upscale" else op.adjoint(y)[0] * factor ** 2  # shown at the model's size
-                out = solve(model, y.repeat(count, *[1] * (y.ndim - 1)), op, noise_std=noise_std, method=method,
-                            nfe=nfe, generator=gen, **opts)
+                    y_pic = op(x)[0]
+                    out = latent_inpaint(model, codec, x.repeat(count, 1, 1, 1), mask, method=method, nfe=nfe,
+                                         generator=gen, **opts)
+                    settings["latent"] = "replacement on the latent grid (approximate)"
+                else:
+                    if simulate or task in ("inpaint",):
+                        x = from_image(image, shape)
+                        y = op(x)
+                        if simulate:
+                            y = y + noise_std * torch.randn(y.shape, generator=gen)
+                    else:  # the upload is the measurement: a small picture to upscale, a blurred one to restore
+                        y = from_image(image, op.out_shape(shape))
+                    y_pic = y[0] if task != "upscale" else op.adjoint(y)[0] * factor ** 2  # at the model's size
+                    out = solve(model, y.repeat(count, *[1] * (y.ndim - 1)), op, noise_std=noise_std, method=method,
+                                nfe=nfe, generator=gen, **opts)
         settings["seconds"] = round(time.perf_counter() - t0, 3)
     settings["torchdiffusion"] = __version__
     return to_pil(y_pic.clamp(-1, 1)), [to_pil(o) for o in out.clamp(-1, 1)], settings
