@@ -13,7 +13,7 @@ from torchdiffusion.discrete import Absorbing, BackboneDenoiser, MaskedDiffusion
 from torchdiffusion.nn import build_backbone, count_parameters
 from torchdiffusion.nn.dit import sincos_1d
 from torchdiffusion.nn.sequence import (CausalTransformer, CausalTransformerConfig, SequenceTransformer,
-                                        SequenceTransformerConfig)
+                                        SequenceTransformerConfig, apply_rotary, rotary_angles)
 from torchdiffusion.registry import BACKBONES, DISCRETE_PROCESSES
 
 
@@ -28,15 +28,17 @@ def ids(B=3, L=8, K=5, seed=0):
 
 
 def test_a_fresh_network_outputs_uniform_logits():
-    for model in (tiny(), tiny(positions="sinusoidal"), tiny(CausalTransformer), tiny(out_classes=7)):
+    for model in (tiny(), tiny(positions="sinusoidal"), tiny(positions="rotary"), tiny(CausalTransformer),
+                  tiny(out_classes=7)):
         out = model(ids(), torch.tensor([0.0, 500.0, 999.0]))
         assert out.shape == (3, 8, model.config.num_outputs) and torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_attention_is_bidirectional_or_causal(causal):
+def test_attention_is_bidirectional_or_causal(causal, positions):
     torch.manual_seed(0)
-    model = tiny(causal=causal, time_conditioning=False)
+    model = tiny(causal=causal, time_conditioning=False, positions=positions)
     with torch.no_grad():
         perturb_zero_init(model)
     x = ids(B=1)
@@ -76,6 +78,25 @@ def test_positions_shorter_sequences_and_input_checks():
         model(torch.full((3, 8), 5), torch.zeros(3))
 
 
+def test_rotary_scores_depend_on_the_offset_only_and_rotations_keep_norms():
+    """RoPE (Su et al. 2021, sec. 3.2): with the same q and k at every position, q_m . k_n is a function of m - n
+    (a Toeplitz score matrix), position 0 is not rotated, and every rotation keeps the vector's norm."""
+    g = torch.Generator().manual_seed(0)
+    cos, sin = rotary_angles(12, 8)
+    q, k = torch.randn(8, generator=g).expand(12, 8), torch.randn(8, generator=g).expand(12, 8)
+    rq, rk = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    scores = rq @ rk.T  # (12, 12)
+    for offset in range(-11, 12):
+        diag = scores.diagonal(offset)
+        torch.testing.assert_close(diag, diag[:1].expand_as(diag), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rq[0], q[0])
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+    # the backbone adds no position to the tokens then, and the rotation is the only thing that tells order
+    model = tiny(positions="rotary", time_conditioning=False)
+    assert torch.equal(model.pos_embed, torch.zeros_like(model.pos_embed))
+    assert model.state_dict().keys() == tiny(positions="sinusoidal", time_conditioning=False).state_dict().keys()
+
+
 def test_configs_round_trip_and_the_causal_twin_has_the_same_size():
     model, cfg = build_backbone("sequence_transformer", {"vocab_size": 29, "seq_len": 16, "hidden_dim": 32,
                                                          "depth": 2, "num_heads": 2, "positions": "sinusoidal"})
@@ -91,8 +112,10 @@ def test_configs_round_trip_and_the_causal_twin_has_the_same_size():
     assert BACKBONES["causal_transformer"] is CausalTransformer
     with pytest.raises(ValueError, match="unknown config key 'vocab'"):
         SequenceTransformerConfig.from_dict({"vocab": 3})
-    with pytest.raises(ValueError, match="positions must be one of learned, sinusoidal"):
-        SequenceTransformerConfig(positions="rotary")
+    with pytest.raises(ValueError, match="positions must be one of learned, sinusoidal, rotary, got 'rope'"):
+        SequenceTransformerConfig(positions="rope")
+    with pytest.raises(ValueError, match="rotary positions need an even head size"):
+        SequenceTransformerConfig(hidden_dim=12, num_heads=4, positions="rotary")
     with pytest.raises(ValueError, match="num_heads=3 must divide hidden_dim=32"):
         SequenceTransformerConfig(hidden_dim=32, num_heads=3)
 

@@ -24,7 +24,7 @@ from .embeddings import NoiseEmbedding
 Tensor = torch.Tensor
 
 FREQ_DIM = 256  # sinusoidal features of the noise level before its MLP, as in the DiT
-POSITIONS = ("learned", "sinusoidal")
+POSITIONS = ("learned", "sinusoidal", "rotary")
 
 
 @dataclass
@@ -38,7 +38,10 @@ class SequenceTransformerConfig(BackboneConfig):
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
-    positions: str = "learned"  # "learned" (normal(0, 0.02) init) or "sinusoidal" (fixed, Vaswani et al. 2017)
+    # "learned" (normal(0, 0.02) init, added), "sinusoidal" (fixed, added; Vaswani et al. 2017) or "rotary" (RoPE on
+    # queries and keys, Su et al. 2021, as in MDLM's DiT): with rotary, attending to a neighbour needs no learning of
+    # positions, which a bidirectional denoiser needs to use its context (see docs/discrete.md)
+    positions: str = "learned"
     time_conditioning: bool = True  # False: the output ignores the noise level (MDLM: not needed when masking)
     causal: bool = False  # True: position n attends to positions <= n only
 
@@ -55,6 +58,9 @@ class SequenceTransformerConfig(BackboneConfig):
                              f"got {self.positions!r}")
         if self.positions == "sinusoidal" and self.hidden_dim % 2:
             raise ValueError(f"{type(self).__name__}.hidden_dim must be even for sinusoidal positions")
+        if self.positions == "rotary" and (self.hidden_dim // self.num_heads) % 2:
+            raise ValueError(f"{type(self).__name__}: rotary positions need an even head size, got hidden_dim / "
+                             f"num_heads = {self.hidden_dim // self.num_heads}")
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -75,12 +81,29 @@ class CausalTransformerConfig(SequenceTransformerConfig):
     causal: bool = True
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the tokens, optionally causal."""
+def rotary_angles(length: int, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """(cos, sin) (L, head_dim) of RoPE (Su et al. 2021, eq. 34): position n turns channel pair (i, i + head_dim/2)
+    by n base^(-2i / head_dim)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (head_dim / 2,)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * inv_freq[None]  # (L, head_dim / 2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
 
-    def __init__(self, dim: int, num_heads: int, causal: bool):
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (..., L, h) rotated pairwise: x cos + rotate_half(x) sin, rotate_half(a, b) = (-b, a) -> (..., L, h).
+
+    Then q_m . k_n depends on positions only through m - n (Su et al. 2021, sec. 3.2)."""
+    a, b = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-b, a], dim=-1) * sin.to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the tokens, optionally causal, optionally with rotary positions."""
+
+    def __init__(self, dim: int, num_heads: int, causal: bool, rotary: bool = False):
         super().__init__()
-        self.num_heads, self.causal = num_heads, causal
+        self.num_heads, self.causal, self.rotary = num_heads, causal, rotary
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -89,6 +112,10 @@ class SelfAttention(nn.Module):
         B, L, d = x.shape
         q, k, v = (t.view(B, L, self.num_heads, d // self.num_heads).transpose(1, 2)
                    for t in self.qkv(x).chunk(3, dim=-1))  # (B, nh, L, d / nh) each
+        if self.rotary:
+            cos, sin = rotary_angles(L, d // self.num_heads)
+            cos, sin = cos.to(x.device), sin.to(x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril() if self.causal else None
         a = dot_product_attention(q, k, v, mask)  # (B, nh, L, d / nh)
         return self.proj(a.transpose(1, 2).reshape(B, L, d))
@@ -97,10 +124,10 @@ class SelfAttention(nn.Module):
 class SequenceBlock(nn.Module):
     """adaLN-Zero transformer block (Peebles & Xie 2023, fig. 3): attention and MLP sublayers gated from c."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, causal: bool):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, causal: bool, rotary: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, num_heads, causal)
+        self.attn = SelfAttention(dim, num_heads, causal, rotary)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
@@ -129,13 +156,16 @@ class SequenceTransformer(nn.Module):
         self.token_embed = nn.Embedding(c.vocab_size, d)
         if c.positions == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, c.seq_len, d))
+        elif c.positions == "rotary":  # positions enter the attention only; nothing is added to the tokens
+            self.register_buffer("pos_embed", torch.zeros(1, c.seq_len, d), persistent=False)
         else:
             self.register_buffer("pos_embed", sincos_1d(torch.arange(c.seq_len), d).float()[None], persistent=False)
         if c.time_conditioning:
             self.time_embed = NoiseEmbedding(FREQ_DIM, d)
         else:  # one learned conditioning vector shared by every sample
             self.cond = nn.Parameter(torch.zeros(d))
-        self.blocks = nn.ModuleList(SequenceBlock(d, c.num_heads, c.mlp_ratio, c.causal) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(SequenceBlock(d, c.num_heads, c.mlp_ratio, c.causal, c.positions == "rotary")
+                                    for _ in range(c.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_adaLN = nn.Linear(d, 2 * d)
         self.head = nn.Linear(d, c.num_outputs)
