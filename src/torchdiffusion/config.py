@@ -293,6 +293,9 @@ def validate(cfg: RunConfig) -> None:
                     ("process.sigma_min", pc.sigma_min), ("process.sigma_max", pc.sigma_max)]:
         if not 0 < v < float("inf"):
             raise ConfigError(f"{path}: must be a finite number > 0, got {v}")
+    for path, v, hi in [("train.lr", tc.lr, 1e3), ("train.weight_decay", tc.weight_decay, 1e3)]:
+        if v > hi:  # the optimizer's step must stay a float32 number; any such rate only diverges
+            raise ConfigError(f"{path}: {v} is above {hi:g}; no training converges at that rate (a typo?)")
     if cfg.data.limit is not None and cfg.data.limit < 1:
         raise ConfigError(f"data.limit: must be >= 1 or null, got {cfg.data.limit}")
     if not pc.sigma_min < pc.sigma_max:
