@@ -104,3 +104,18 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def add_side_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """--set, --max-cpu-minutes, --max-steps, --out, --restart, --no-progress: the flags of a resumable training run
+    beside `train` (train-autoencoder, train-controlnet). set_example: one KEY=VALUE for --set's help."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--max-cpu-minutes", type=budget, default=None,
+                   help="stop (and checkpoint) after this much CPU time of the process, all threads together")
+    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None,
+                   help="stop at this step (overrides train.max_steps)")
+    p.add_argument("--out", type=out_dir, required=True, help="run directory")
+    p.add_argument("--restart", action="store_true",
+                   help="start over at step 0: the run's checkpoints and logs are moved aside, never deleted")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_device_argument, budget, out_dir, positive_int
+from .common import add_device_argument, add_side_run_arguments, budget
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,18 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "run directory is resumed from its newest checkpoint. Use the run in a diffusion "
                                    "config with `--set autoencoder=DIR`.")
     p.add_argument("config", help="a YAML file, or the name of a packaged config (fashion_mnist_vae, fashion_mnist_vq)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set loss.disc_start=500 (repeatable)")
     p.add_argument("--max-minutes", type=budget, default=None, help="stop (and checkpoint) after this wall time")
-    p.add_argument("--max-cpu-minutes", type=budget, default=None,
-                   help="stop (and checkpoint) after this much CPU time of the process, all threads together")
-    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None,
-                   help="stop at this step (overrides train.max_steps)")
-    p.add_argument("--out", type=out_dir, required=True, help="run directory")
-    p.add_argument("--restart", action="store_true",
-                   help="start over at step 0: the run's checkpoints and logs are moved aside, never deleted")
+    add_side_run_arguments(p, "loss.disc_start=500")
     add_device_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import budget, out_dir, positive_int
+from .common import add_side_run_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,16 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "Sample with `torchdiffusion sample DIR --control IMG.png --control-scale S`.")
     p.add_argument("base", help="the base run directory (or checkpoint): a trained pixel-space U-Net")
     p.add_argument("config", help="a YAML file, or the name of a packaged config (shapes_controlnet)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set control.kind=edges (repeatable)")
-    p.add_argument("--max-cpu-minutes", type=budget, default=None,
-                   help="stop (and checkpoint) after this much CPU time of the process, all threads together")
-    p.add_argument("--max-steps", type=positive_int(100_000_000), default=None,
-                   help="stop at this step (overrides train.max_steps)")
-    p.add_argument("--out", type=out_dir, required=True, help="run directory")
-    p.add_argument("--restart", action="store_true",
-                   help="start over at step 0: the run's checkpoints and logs are moved aside, never deleted")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_side_run_arguments(p, "control.kind=edges")
     p.set_defaults(handler=run)
 
 
