@@ -25,6 +25,7 @@ from ..typed_dict import ConfigError
 from .conditions import control_image
 from .config import ControlNetRunConfig
 from .model import ControlNet, controlled_denoiser
+from ..train.data_order import epoch_order, next_indices
 
 Tensor = torch.Tensor
 RUN_KIND = "controlnet"
@@ -87,20 +88,11 @@ class ControlNetTrainer:
             raise
 
     def _epoch_order(self, epoch: int) -> Tensor:
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        return torch.randperm(len(self.images), generator=g)
+        return epoch_order(self.cfg.train.seed, epoch, len(self.images))
 
     def next_batch(self, n: int) -> tuple[Tensor, Tensor]:
         """(images, their control images) in a per-epoch permutation, so the position is two integers."""
-        idx, got = [], 0
-        while got < n:
-            take = min(n - got, len(self.images) - self.pos)
-            idx.append(self.order[self.pos:self.pos + take])
-            self.pos, got = self.pos + take, got + take
-            if self.pos == len(self.images):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self.order = self._epoch_order(self.epoch)
-        i = torch.cat(idx)
+        i, self.order, self.pos, self.epoch = next_indices(self.order, self.pos, self.epoch, n, self.cfg.train.seed)
         return self.images[i], self.controls[i]
 
     def train_step(self) -> dict[str, float]:

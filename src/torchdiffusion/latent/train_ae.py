@@ -28,6 +28,7 @@ from .codec import RUN_KIND
 from .config import AutoencoderRunConfig
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .losses import PerceptualLoss, adaptive_weight, reconstruction_loss
+from ..train.data_order import epoch_order, next_indices
 
 Tensor = torch.Tensor
 FROZEN_SECTIONS = ("data", "model")  # must not change when a run is resumed
@@ -98,19 +99,11 @@ class AutoencoderTrainer:
 
     # ---- data order: a permutation per epoch from (seed, epoch), so the position is two integers
     def _epoch_order(self, epoch: int) -> Tensor:
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data), generator=g)
+        return epoch_order(self.cfg.train.seed, epoch, len(self.data))
 
     def next_batch(self, n: int) -> Tensor:
-        idx, got = [], 0
-        while got < n:
-            take = min(n - got, len(self.data) - self.pos)
-            idx.append(self.order[self.pos:self.pos + take])
-            self.pos, got = self.pos + take, got + take
-            if self.pos == len(self.data):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self.order = self._epoch_order(self.epoch)
-        return self.data[torch.cat(idx)]
+        i, self.order, self.pos, self.epoch = next_indices(self.order, self.pos, self.epoch, n, self.cfg.train.seed)
+        return self.data[i]
 
     @property
     def gan_on(self) -> bool:

@@ -31,6 +31,7 @@ from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
 from .run_files import RunDirectory, naming, refusal
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
+from .data_order import epoch_order, next_indices
 
 Tensor = torch.Tensor
 # config sections that must not change when a run is resumed
@@ -139,20 +140,11 @@ class Trainer:
 
     # ---- data order: a permutation per epoch from (seed, epoch), so the position is two integers
     def _epoch_order(self, epoch: int) -> Tensor:
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data), generator=g)
+        return epoch_order(self.cfg.train.seed, epoch, len(self.data))
 
     def next_batch(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """The next n (items, labels, dataset indices) in data order, crossing epoch boundaries."""
-        idx, got = [], 0
-        while got < n:
-            take = min(n - got, len(self.data) - self.pos)
-            idx.append(self.order[self.pos:self.pos + take])
-            self.pos, got = self.pos + take, got + take
-            if self.pos == len(self.data):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self.order = self._epoch_order(self.epoch)
-        i = torch.cat(idx)
+        i, self.order, self.pos, self.epoch = next_indices(self.order, self.pos, self.epoch, n, self.cfg.train.seed)
         return self.data[i], self.labels[i], i
 
     @property
