@@ -16,7 +16,7 @@ import torch
 from ..data import load_dataset, save_image_tiles
 from ..devices import resolve_device
 from ..train.checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
-                                optimizer_to_flat, prune_checkpoints, read_newest, save_checkpoint)
+                                optimizer_to_flat, read_newest, save_and_prune)
 from ..train.distributed import Dist
 from ..train.ema import ema_decay_at, make_ema, update_ema
 from ..train.run_files import RunDirectory, naming, refusal
@@ -174,11 +174,7 @@ class AutoencoderTrainer:
 
     def save(self) -> Path:
         tensors, meta = self.state()
-        path = checkpoint_path(self.run_dir, self.step)
-        save_checkpoint(path, tensors, meta)
-        self._verified.add(file_signature(path))
-        prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.step, self._verified)
-        return path
+        return save_and_prune(self.run_dir, self.step, tensors, meta, self.cfg.train.keep_last, self._verified)[0]
 
     def _resume_if_possible(self) -> None:
         found = read_newest(self.run_dir)

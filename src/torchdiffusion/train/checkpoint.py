@@ -320,3 +320,13 @@ def file_signature(path: Path) -> tuple:
     """(name, size, mtime, inode): a file rewritten or replaced since it was read has another signature."""
     st = Path(path).stat()
     return Path(path).name, st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def save_and_prune(run_dir: Path, step: int, tensors: dict, meta: dict, keep_last: int, verified: set[tuple]
+                   ) -> tuple[Path, list[CheckpointError]]:
+    """Write step's checkpoint into run_dir, remember it as verified, and prune the old ones beyond keep_last:
+    (its path, the unreadable checkpoints kept, as prune_checkpoints reports them)."""
+    path = checkpoint_path(run_dir, step)
+    save_checkpoint(path, tensors, meta)
+    verified.add(file_signature(path))
+    return path, prune_checkpoints(run_dir, keep_last, step, verified)

@@ -25,7 +25,7 @@ from ..generate import generate
 from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
 from ..registry import LOSSES
 from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
-                         optimizer_to_flat, prune_checkpoints, read_newest, save_checkpoint)
+                         optimizer_to_flat, read_newest, save_and_prune)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
 from .run_files import RunDirectory, naming, refusal
@@ -252,9 +252,9 @@ class Trainer:
         tensors, meta = self.state_tensors()
         path = checkpoint_path(self.run_dir, self.step)
         if self.dist.is_main:
-            save_checkpoint(path, tensors, meta)
-            self._verified.add(file_signature(path))
-            for e in prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.step, self._verified):
+            _, unreadable = save_and_prune(self.run_dir, self.step, tensors, meta, self.cfg.train.keep_last,
+                                           self._verified)
+            for e in unreadable:
                 if str(e) not in self._unreadable_said:  # once per file, not at every save
                     self._unreadable_said.add(str(e))
                     self._say(f"keeping a checkpoint that cannot be read (never pruned): {first_line(e)}")
