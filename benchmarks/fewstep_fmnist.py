@@ -7,12 +7,14 @@ Steps, each a `torchdiffusion` command (so the script measures what a user runs)
   2. each method: `distill TEACHER --method M --max-cpu-minutes PER_METHOD` (progressive also keeps its 2-step
      round's student, OUT/rounds/steps-2, scored at 2 calls; its final 1-step student at 1 and 4);
   3. `eval RUN --metrics fid --num 1000` with the student's own sampler (consistency, ddim_fewstep) at 1, 2, 4
-     calls, and the teacher with its ipndm at 2 and 20; a 2-call sample grid per method (PNG).
+     calls, and the teacher with its config's sampler (unipc) at 2 and 20; a 2-call sample grid per method (PNG).
+     `--jobs 3` runs the three distillations at once.
 
 The goal of the issue: the default method's 2-call FID at most 1.5x the teacher's 20-call FID, its 1-call FID at
 most 2.5x. Tables are printed as Markdown with the command and machine.
 
-    nice -n 5 python benchmarks/fewstep_fmnist.py --teacher-minutes 30 --method-minutes 30 --out outputs/fewstep
+    nice -n 5 python benchmarks/fewstep_fmnist.py --teacher-minutes 30 --method-minutes 30 --jobs 3 \
+        --out outputs/fewstep
 
 A smoke run of the whole pipeline (parsing of eval's report, grids; about 8 minutes of wall time, meaningless FIDs):
 
@@ -36,15 +38,32 @@ from pathlib import Path
 METHODS = ("progressive", "consistency", "reflow")
 
 
+def command(*args: str) -> list[str]:
+    print("$ torchdiffusion " + " ".join(args), flush=True)
+    return [sys.executable, "-c", "import sys; from torchdiffusion.cli import main; sys.exit(main())", *args]
+
+
 def td(*args: str) -> dict:
     """Run one torchdiffusion command; its last stdout line is JSON."""
-    cmd = [sys.executable, "-c", "import sys; from torchdiffusion.cli import main; sys.exit(main())", *args]
-    print("$ torchdiffusion " + " ".join(args), flush=True)
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command(*args), stdout=subprocess.PIPE, text=True)
     if done.returncode:
         sys.exit(f"torchdiffusion {args[0]} failed (exit {done.returncode}); its message is above")
     out = done.stdout.strip().splitlines()
     return json.loads(out[-1]) if out else {}
+
+
+def td_parallel(jobs: list[tuple[str, ...]]) -> None:
+    """Run several torchdiffusion commands at once (one thread each), failing if any fails."""
+    procs = [(args, subprocess.Popen(command(*args), stdout=subprocess.DEVNULL)) for args in jobs]
+    failed = [args[0] for args, p in procs if p.wait()]
+    if failed:
+        sys.exit(f"torchdiffusion {', '.join(failed)} failed; the messages are above")
+
+
+def once(marker: Path) -> bool:
+    """True when a step's marker is absent (the step must run): a rerun skips finished trainings, since
+    --max-cpu-minutes counts per invocation and a second `train` would add to the budget."""
+    return not marker.exists()
 
 
 def fid(run: Path, sampler: str, nfe: list[int], out: Path, num: int) -> dict[int, float]:
@@ -71,21 +90,33 @@ def main() -> None:
                          "CPU budget, or the last rounds never run)")
     ap.add_argument("--progressive-start-steps", type=int, default=64,
                     help="progressive distillation's first student's steps (rounds halve it down to 1)")
+    ap.add_argument("--jobs", type=int, default=1, help="distillations run at once (one CPU thread each)")
     ap.add_argument("--out", default="outputs/fewstep_fmnist")
     args = ap.parse_args()
     out = Path(args.out)
     start = time.time()
     teacher = out / "teacher"
-    td("train", "fashion_mnist", "--max-cpu-minutes", str(args.teacher_minutes), "--set", "train.num_threads=1",
-       "--out", str(teacher), "--no-progress")
+    if once(out / "teacher.done"):
+        td("train", "fashion_mnist", "--max-cpu-minutes", str(args.teacher_minutes), "--set", "train.num_threads=1",
+           "--out", str(teacher), "--no-progress")
+        (out / "teacher.done").touch()
     notes: list[str] = []
-    rows = {"teacher (ipndm)": fid(teacher, "ipndm", [2, 20], out / "eval-teacher", args.num)}
-    for m in args.methods.split(","):
+    methods = args.methods.split(",")
+    distills = []
+    for m in methods:
+        if once(out / f"{m}.done"):
+            steps = args.progressive_steps if m == "progressive" else 100_000  # the others stop at the CPU budget
+            extra = ["--start-steps", str(args.progressive_start_steps)] if m == "progressive" else []
+            distills.append(("distill", str(teacher), "--method", m, "--max-cpu-minutes", str(args.method_minutes),
+                             "--out", str(out / m), "--no-progress", "--max-steps", str(steps), *extra))
+    for i in range(0, len(distills), args.jobs):
+        td_parallel(distills[i:i + args.jobs])
+    for m in methods:
+        (out / f"{m}.done").touch()
+    # the teacher with its config's sampler (unipc), as `sample` would run it
+    rows = {"teacher (unipc)": fid(teacher, "unipc", [2, 20], out / "eval-teacher", args.num)}
+    for m in methods:
         run = out / m
-        steps = args.progressive_steps if m == "progressive" else 100_000  # the others stop at the CPU budget
-        extra = ["--start-steps", str(args.progressive_start_steps)] if m == "progressive" else []
-        td("distill", str(teacher), "--method", m, "--max-cpu-minutes", str(args.method_minutes), "--out", str(run),
-           "--no-progress", "--max-steps", str(steps), *extra)
         sampler = "consistency" if m == "consistency" else "ddim_fewstep"
         scores = fid(run, sampler, [1, 2, 4], out / f"eval-{m}", args.num)
         if m == "progressive" and (run / "rounds" / "steps-2").is_dir():  # the 2-step round's student at 2 calls
