@@ -19,7 +19,10 @@ at 4x, chosen on the tuning mixtures. Straightness (Liu et al. 2023, eq. 7, in f
 paths vs the reflowed and OT-coupled students'. Learning rates are chosen per method on tuning seeds A, and all is
 reported on held-out seeds B.
 
-    nice -n 5 python benchmarks/fewstep_gmm.py --max-cpu-minutes 15 [--plot docs/figures/fewstep_paths.png]
+    nice -n 5 python benchmarks/fewstep_gmm.py --max-cpu-minutes 15 [--plot outputs/fewstep_paths.png]
+
+docs/figures/fewstep_paths.png is drawn by benchmarks/fewstep_paths.py (two mixtures, cheap); --plot draws the same
+figure for the first held-out mixture and this run's students.
 """
 
 from __future__ import annotations
@@ -245,44 +248,14 @@ def main() -> None:
     print(f"\nCPU time: {(time.process_time() - start) / 60:.1f} min")
 
 
-@torch.no_grad()
-def trajectory(denoiser: Any, z: torch.Tensor, steps: int = 60) -> torch.Tensor:
-    """Flow-time path y(t) = (1 - t) x(sigma = t / (1 - t)) from z at t = 0.999 down to 0, (steps + 1, B, 2)."""
-    t = torch.linspace(0.999, 0.0, steps + 1, dtype=torch.float64).tolist()
-    y, out = z.clone().double(), [z.clone().double()]
-    for a, b in zip(t[:-1], t[1:]):
-        x0 = denoiser((y / (1 - a)).to(torch.float32 if isinstance(denoiser, torch.nn.Module) else torch.float64),
-                      torch.full((len(y),), a / (1 - a), dtype=torch.float64)).double()
-        y = x0 + (b / a) * (y - x0) if b > 0 else x0  # DDIM = Euler in flow time
-        out.append(y)
-    return torch.stack(out)
-
-
 def plot(p: Problem, students: dict[str, Any], path: str) -> None:
-    """Paths from the same 60 noises: the exact teacher's PF-ODE, its reflowed student, an OT-CFM student."""
-    import matplotlib
+    """The path figure of benchmarks/fewstep_paths.py for this mixture and these students (one row)."""
+    from fewstep_paths import path_straightness
+    from fewstep_paths import plot as draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    z = p.z[:60]
-    panels = [("exact teacher (PF-ODE)", p.gmm), ("after reflow", students.get("reflow")),
-              ("OT-CFM (minibatch OT coupling)", students.get("ot-cfm"))]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.8), sharex=True, sharey=True, layout="constrained")
-    for ax, (title, d) in zip(axes, panels):
-        if d is None:
-            continue
-        tr = trajectory(d, z)
-        ax.scatter(p.ref[:800, 0], p.ref[:800, 1], s=2, c="0.8")
-        for i in range(len(z)):
-            ax.plot(tr[:, i, 0], tr[:, i, 1], lw=0.7, c="tab:blue", alpha=0.7)
-        ax.scatter(tr[-1, :, 0], tr[-1, :, 1], s=6, c="tab:red", zorder=3)
-        ax.scatter(z[:, 0], z[:, 1], s=6, c="k", zorder=3)
-        ax.set_title(f"{title}\nS = {straightness(d, z.float() if isinstance(d, torch.nn.Module) else z):.3f}")
-        ax.set_aspect("equal")
-    fig.suptitle("Paths in flow time from noise (black) to samples (red); grey: the mixture")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    s_vals = {"teacher": path_straightness(p.gmm, p.z)}
+    s_vals.update({k: path_straightness(m, p.z) for k, m in students.items()})
+    draw([(p.gmm, p.z[:150], students, s_vals)], path)
 
 
 if __name__ == "__main__":

@@ -165,3 +165,63 @@ def test_a_flow_run_samples_with_every_ode_sampler(flow_run, flow_reference, tmp
     assert x.shape == flow_reference.shape == (16, 2) and np.isfinite(x).all()
     err = np.abs(x - flow_reference).max() / np.abs(flow_reference).max()
     assert err < 5e-3, err  # the 10-step field is nearly straight: a wrong time or scale, not step error, fails this
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    """The tiny DDPM U-Net of conftest made class-conditional (digits' 10 labels, 10% dropped), trained 2 steps."""
+    from test_train_cli import TINY
+
+    out = tmp_path_factory.mktemp("cond")
+    cfg = {**TINY, "model": {**TINY["model"], "params": {**TINY["model"]["params"], "num_classes": 10}},
+           "train": {**TINY["train"], "cond_drop": 0.1}}
+    (out / "cond.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(out / "cond.yaml"), "--out", str(out / "run"), "--max-steps", "2",
+                 "--no-progress"]) == 0
+    return out / "run"
+
+
+def test_reflow_of_a_class_conditional_teacher_draws_labelled_pairs(class_run, tmp_path, capsys):
+    """The pairs are drawn per class (labels from the data's frequencies) and kept with their labels; the student is
+    class-conditional and samples a chosen class; pairs without labels (an earlier version's) are refused."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "reflow"
+    args = ["distill", str(class_run), "--method", "reflow", "--out", str(out), "--pairs", "24", "--pair-nfe", "3",
+            "--batch-size", "4", "--no-progress"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    pairs = load_file(str(out / "reflow_pairs.safetensors"))
+    y = pairs["class_labels"]
+    assert y.shape == (24,) and y.dtype.is_floating_point is False and 0 <= int(y.min()) and int(y.max()) < 10
+    assert len(set(y.tolist())) > 1  # drawn per class, not the null label
+    capsys.readouterr()
+    assert main(["sample", str(out), "--steps", "1", "--num", "4", "--class-label", "3",
+                 "--npz", str(tmp_path / "s.npz")]) == 0
+    assert last_json(capsys)["nfe"] == 1
+    assert main(args + ["--max-steps", "3"]) == 0  # resumed with the kept pairs
+    assert last_json(capsys)["step"] == 3
+    save_file({"z": pairs["z"], "x1": pairs["x1"]}, str(out / "reflow_pairs.safetensors"))
+    assert main(args + ["--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "without class labels" in err and "Traceback" not in err
+
+
+def test_distill_refuses_a_text_conditional_teacher_in_one_paragraph(tmp_path, capsys):
+    """A prompt-conditional teacher (context_dim > 0) is refused: exit 2, one paragraph saying why."""
+    from test_train_cli import TINY
+    from torchdiffusion.build import build_model
+    from torchdiffusion.config import RunConfig, from_dict
+    from torchdiffusion.train.checkpoint import checkpoint_path, save_checkpoint
+
+    raw = {**TINY, "model": {**TINY["model"], "params": {**TINY["model"]["params"], "context_dim": 8}}}
+    cfg = from_dict(RunConfig, raw)
+    model, bcfg = build_model(cfg.model, cfg.process)
+    weights = model.backbone.state_dict()
+    tensors = {**{f"model.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
+    save_checkpoint(checkpoint_path(tmp_path / "text", 1), tensors,
+                    {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": 1})
+    capsys.readouterr()
+    assert main(["distill", str(tmp_path / "text"), "--out", str(tmp_path / "student"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "text-conditional" in err and "Traceback" not in err and "\n\n" not in err, err
+    assert not (tmp_path / "student").exists()

@@ -6,8 +6,8 @@ from .common import Distiller, ddim_step, heun_step
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller, progressive_target
-from .reflow import ReflowDistiller, reflow_pairs, straightness
+from .reflow import ReflowDistiller, draw_reflow_pairs, reflow_pairs, straightness
 
-__all__ = ["ConsistencyDistiller", "Distiller", "ProgressiveDistiller", "ReflowDistiller", "ddim_step", "fit",
-           "heun_step", "progressive_target",
-           "pseudo_huber", "reflow_pairs", "straightness"]
+__all__ = ["ConsistencyDistiller", "Distiller", "ProgressiveDistiller", "ReflowDistiller", "ddim_step",
+           "draw_reflow_pairs", "fit", "heun_step", "progressive_target", "pseudo_huber", "reflow_pairs",
+           "straightness"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..denoiser import describe
+from ..denoiser import Conditioned, describe
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
 from ..processes import Flow
@@ -22,11 +22,28 @@ Tensor = torch.Tensor
 def reflow_pairs(teacher: Any, z: Tensor, *, method: str = "heun", nfe: int = 63, batch_size: int = 1024,
                  **cond: Any) -> Tensor:
     """x1 = the teacher's ODE map of the flow noise z (B, ...): started at its sigma_max from sigma_max * z (its
-    prior N(0, sigma_max^2) in VE coordinates), so (z, x1) is a deterministic coupling of noise and data."""
+    prior N(0, sigma_max^2) in VE coordinates), so (z, x1) is a deterministic coupling of noise and data. cond holds
+    per-pair model kwargs (class_labels (B,)), bound to the teacher batch by batch."""
     s_max = describe(teacher).sigma_max
-    out = [sample(teacher, s_max * z[i:i + batch_size], method=method, nfe=nfe,
-                  **{k: v[i:i + batch_size] for k, v in cond.items()}) for i in range(0, len(z), batch_size)]
+    out = [sample(Conditioned(teacher, **{k: v[i:i + batch_size] for k, v in cond.items()}),
+                  s_max * z[i:i + batch_size], method=method, nfe=nfe) for i in range(0, len(z), batch_size)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def draw_reflow_pairs(teacher: Any, n: int, shape: tuple[int, ...], *, nfe: int, generator: torch.Generator,
+                      class_probs: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """n pairs (z, x1, y) of the teacher: z ~ N(0, I) of the given per-sample shape, y ~ class_probs (C,) for a
+    class-conditional teacher (None: unconditional, y None), x1 its ODE map of z at label y (`reflow_pairs`), so a
+    conditional student learns each class's coupling (Liu et al. 2023, sec. 2.3, per condition)."""
+    z = torch.randn((n, *shape), generator=generator)
+    if class_probs is None:
+        return z, reflow_pairs(teacher, z, nfe=nfe).float(), None
+    p = torch.as_tensor(class_probs, dtype=torch.float64)
+    if p.ndim != 1 or len(p) == 0 or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
+        raise ValueError(f"class_probs must be a 1-D tensor of non-negative weights with a positive sum, got {p}")
+    y = torch.multinomial(p, n, replacement=True, generator=generator)
+    return z, reflow_pairs(teacher, z, nfe=nfe, class_labels=y).float(), y
 
 
 @torch.no_grad()
@@ -54,27 +71,41 @@ def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1
 class ReflowDistiller:
     """Trains a linear-flow student (process Flow, prediction velocity) on fixed teacher pairs (z, x1) by the
     conditional flow-matching loss of the pair's straight path; sampled by DDIM on the few-step grid, which for a
-    flow is Euler's method in t."""
+    flow is Euler's method in t.
+
+    labels (N,), the class of each pair, make the student class-conditional: each pair's label is replaced by the
+    null label (`null_label`, the backbone's num_classes) with probability cond_drop, so the student also learns the
+    unconditional coupling and classifier-free guidance still works (Ho & Salimans 2022)."""
 
     sampler = "ddim_fewstep"
 
     def __init__(self, pairs: tuple[Tensor, Tensor], student: ModelDenoiser, *, steps: int = 1,
-                 t_sampling: str = "uniform", ema_decay: float = 0.999, cond: dict[str, Tensor] | None = None):
+                 t_sampling: str = "uniform", ema_decay: float = 0.999, labels: Tensor | None = None,
+                 null_label: int | None = None, cond_drop: float = 0.0):
         if not isinstance(student.process, Flow) or student.prediction != "velocity":
             raise ValueError("a reflow student is a linear flow: process 'flow' with prediction 'velocity'")
         self.z, self.x1 = pairs
         if self.z.shape != self.x1.shape:
             raise ValueError(f"reflow pairs must have one shape, got {tuple(self.z.shape)}, {tuple(self.x1.shape)}")
-        self.cond = cond or {}
+        if labels is not None and (labels.shape != (len(self.z),) or null_label is None):
+            raise ValueError(f"reflow labels need one per pair ({len(self.z)}) and a null label, got shape "
+                             f"{tuple(labels.shape)} and null label {null_label}")
+        if not 0 <= cond_drop < 1:
+            raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}")
+        self.labels, self.null_label, self.cond_drop = labels, null_label, cond_drop
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
         self.ema, self.ema_decay = make_ema(student), ema_decay
 
     def loss(self, x0: Tensor, generator: torch.Generator, **cond: Any) -> Tensor:
-        """The pairs replace the data: B pairs drawn at random (x0 only gives the batch size)."""
+        """The pairs replace the data: B pairs drawn at random (x0 only gives the batch size), with their labels."""
         B = x0.shape[0]
         i = torch.randint(0, len(self.z), (B,), generator=generator)
         t = sample_t(self.student.process, B, generator=generator, method=self.t_sampling).to(x0.device)
-        pair_cond = {k: v[i].to(x0.device) for k, v in self.cond.items()}
+        pair_cond = {}
+        if self.labels is not None:
+            drop = torch.rand(B, generator=generator) < self.cond_drop
+            y = torch.where(drop, torch.full_like(self.labels[i], int(self.null_label)), self.labels[i])
+            pair_cond["class_labels"] = y.to(x0.device)
         return diffusion_loss(self.student, self.x1[i].to(x0.device), t=t, eps=self.z[i].to(x0.device), **pair_cond)
 
     def after_step(self, step: int, total: int) -> None:

@@ -21,7 +21,7 @@ from ..train.checkpoint import (CheckpointError, checkpoint_path, optimizer_from
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller
-from .reflow import ReflowDistiller, reflow_pairs
+from .reflow import ReflowDistiller, draw_reflow_pairs
 
 Tensor = torch.Tensor
 METHODS = ("progressive", "consistency", "reflow")
@@ -65,11 +65,16 @@ def student_config(teacher: RunConfig, method: str, steps: int) -> RunConfig:
     return cfg
 
 
-def _draw(cfg: RunConfig, num_classes: int):
-    """The teacher's data as a batch source: random items, their labels dropped to null at train.cond_drop."""
+def _data(cfg: RunConfig) -> tuple[Tensor, Tensor]:
+    """The teacher's training data and labels (its config's dataset and limit)."""
     data, labels = load_dataset(cfg.data.name, **cfg.data.options)
     if cfg.data.limit:
         data, labels = data[: cfg.data.limit], labels[: cfg.data.limit]
+    return data, labels
+
+
+def _draw(cfg: RunConfig, data: Tensor, labels: Tensor, num_classes: int):
+    """The teacher's data as a batch source: random items, their labels dropped to null at train.cond_drop."""
 
     def draw(n: int, g: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         i = torch.randint(0, len(data), (n,), generator=g)
@@ -93,8 +98,12 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     if tcfg.loss.kind == "classifier":
         raise ValueError(f"{teacher_path} is a noise-conditional classifier, not a diffusion model to distil")
     if getattr(teacher.backbone.config, "context_dim", 0):
-        raise ValueError(f"{teacher_path} is text-conditional; distill supports unconditional and class-conditional "
-                         f"teachers")
+        raise ValueError(f"{teacher_path} is text-conditional (its backbone attends to prompt embeddings, "
+                         f"context_dim {teacher.backbone.config.context_dim}), and distill cannot condition a student "
+                         f"on prompts: its teacher steps, reflow pairs and student would all need each item's "
+                         f"caption embedded by the text encoder, which distillation does not run. distill supports "
+                         f"unconditional and class-conditional teachers; sample this run with its own sampler at a "
+                         f"low --steps instead (e.g. --sampler unipc --steps 8)")
     for p in teacher.parameters():
         p.requires_grad_(False)
     torch.manual_seed(options.seed)
@@ -104,7 +113,8 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
         student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     num_classes = int(getattr(bcfg, "num_classes", 0))
     gen = torch.Generator().manual_seed(options.seed + 1)
-    distiller = _make(options, teacher, student, out, num_classes, progress)
+    data, labels = _data(tcfg)
+    distiller = _make(options, teacher, student, out, num_classes, labels, tcfg.train.cond_drop)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     step = _resume(out, options, student, distiller, opt, gen)
     said = set(getattr(distiller, "snapshots", {}))
@@ -121,7 +131,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    step = fit(distiller, _draw(tcfg, num_classes), opt, total=options.max_steps, start=step,
+    step = fit(distiller, _draw(tcfg, data, labels, num_classes), opt, total=options.max_steps, start=step,
                batch_size=options.batch_size, generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step,
                progress=progress)
     if step >= options.max_steps and isinstance(distiller, ProgressiveDistiller):
@@ -133,28 +143,43 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
             "steps": cfg.sample.steps}
 
 
-def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int, progress: bool) -> Any:
+def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int, labels: Tensor,
+          cond_drop: float) -> Any:
     if o.method == "progressive":
         return ProgressiveDistiller(teacher, student, start_steps=o.start_steps)
     if o.method == "consistency":
         return ConsistencyDistiller(teacher, student, levels=o.levels)
-    return ReflowDistiller(_pairs(o, teacher, student, out, num_classes), student, cond=None)
+    z, x1, y = _pairs(o, teacher, student, out, num_classes, labels)
+    return ReflowDistiller((z, x1), student, labels=y, null_label=num_classes if num_classes else None,
+                           cond_drop=cond_drop if num_classes else 0.0)
 
 
-def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int) -> tuple[Tensor, Tensor]:
-    """The reflow pairs, drawn once (unconditional: the null label for a conditional teacher) and kept in out."""
+def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int, labels: Tensor
+           ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The reflow pairs (z, x1, class labels or None), drawn once and kept in out. A class-conditional teacher's
+    pairs are drawn per class, labels in proportion to the training data's label frequencies."""
     path = out / "reflow_pairs.safetensors"
     if path.is_file():
         t = load_file(str(path))
-        return t["z"], t["x1"]
+        if num_classes and "class_labels" not in t:
+            raise ConfigError(f"{path} holds reflow pairs without class labels (drawn with the null label by an "
+                              f"earlier version) for a class-conditional teacher; use a new --out")
+        return t["z"], t["x1"], t.get("class_labels") if num_classes else None
     g = torch.Generator().manual_seed(o.seed + 2)
     shape = tuple(student.backbone.config.data_shape)
-    z = torch.randn((o.pairs, *shape), generator=g)
-    cond = {"class_labels": torch.full((o.pairs,), num_classes)} if num_classes else {}
-    x1 = reflow_pairs(teacher, z, nfe=o.pair_nfe, **cond).float()
+    probs = None
+    if num_classes:
+        known = labels[(labels >= 0) & (labels < num_classes)].long()
+        if len(known) == 0:
+            raise ValueError(f"the teacher's data has no labels in [0, {num_classes}) to draw reflow pairs per class")
+        probs = torch.bincount(known, minlength=num_classes).double()
+    z, x1, y = draw_reflow_pairs(teacher, o.pairs, shape, nfe=o.pair_nfe, generator=g, class_probs=probs)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"z": z.contiguous(), "x1": x1.contiguous()}, str(path))
-    return z, x1
+    pairs = {"z": z.contiguous(), "x1": x1.contiguous()}
+    if y is not None:
+        pairs["class_labels"] = y.contiguous()
+    save_file(pairs, str(path))
+    return z, x1, y
 
 
 def _tensors(student: Any, distiller: Any, opt: torch.optim.Optimizer, gen: torch.Generator

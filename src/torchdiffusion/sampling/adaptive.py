@@ -10,6 +10,7 @@ import torch
 from ..denoiser import sigma_batch
 from .common import Callback, check_sigmas, report
 from .dopri import B4, B5, A, C, dopri5  # noqa: F401  (the tableau, re-exported)
+from .budget import budget_grid
 from .dpmpp import sample_dpmpp_2m
 from .method import Method
 
@@ -54,13 +55,24 @@ def sample_dopri5(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.
 
 def _finish(denoiser: Any, x: Tensor, x0: Tensor, t: float, t_end: float, to_zero: bool, left: int,
             cond: dict[str, Any]) -> Tensor:
-    """The rest of the way from sigma = e^t with `left` evaluations: DPM-Solver++(2M), or one step on the known D."""
+    """The rest of the way from sigma = e^t with `left` evaluations: DPM-Solver++(2M), or one step on the known D.
+
+    To sigma = 0 that is 2M on the grid `sample` gives it for left + 1 calls from e^t (knee and tail included), its
+    first call being the known D: a log-uniform grid down to sigma_min would spend a small budget on decades of sigma
+    below the data's scale, and its error would not fall with the budget (2 calls from sigma 1e4 on a flow gave the
+    1-call answer again)."""
     if left == 0:
         return x0 if to_zero else x0 + math.exp(t_end - t) * (x - x0)
-    m = left - 1 if to_zero else left  # 2M spends one evaluation per interval, the last one to 0 included
-    rest = torch.exp(torch.linspace(t, t_end, m + 1, dtype=torch.float64)) if m > 0 else torch.tensor([math.exp(t)])
-    if to_zero:
-        rest = torch.cat([rest, rest.new_zeros(1)])
+    if to_zero:  # D(x, e^t) is known: 2M's first call is free, so its grid is that of left + 1 calls
+        grid = budget_grid(denoiser, "dpmpp_2m", left + 1, sigma_min=math.exp(t_end), sigma_max=math.exp(t))
+        known = [x0]
+
+        def reuse_first(y: Tensor, sigma: Tensor, **c: Any) -> Tensor:
+            return known.pop() if known else denoiser(y, sigma, **c)
+
+        return sample_dpmpp_2m(reuse_first, x, grid, **cond)
+    m = left  # 2M spends one evaluation per interval
+    rest = torch.exp(torch.linspace(t, t_end, m + 1, dtype=torch.float64))
     return sample_dpmpp_2m(denoiser, x, rest, **cond)
 
 

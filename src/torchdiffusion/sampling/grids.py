@@ -51,6 +51,8 @@ def exponential(n: int, sigma_min: float, sigma_max: float, knee: float = math.i
         if float(g[0] / g[1]) > first:
             return torch.cat([g[:1], exponential(n - 1, sigma_min, sigma_max / first, knee)])
         return g
+    if n == 1:  # one level is sigma_max (the endpoint fix below would overwrite it with sigma_min)
+        return append_zero(torch.tensor([sigma_max], dtype=torch.float64))
     if math.isinf(knee):
         return append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
     v = lambda s: math.log(s) - math.log(s + knee)  # noqa: E731
