@@ -398,9 +398,13 @@ def _validate_discrete(cfg: RunConfig) -> None:
         _one_of("process.masking_schedule", pc.masking_schedule, list(MASKING_SCHEDULES))
     elif name != AUTOREGRESSIVE:
         _one_of("process.schedule", pc.schedule, list(D3PM_SCHEDULES))
-    backbone = "causal_transformer" if name == AUTOREGRESSIVE else "sequence_transformer"
-    if cfg.model.backbone != backbone:
-        raise ConfigError(f"model.backbone: process.name {name!r} needs {backbone!r}, got {cfg.model.backbone!r}")
+    backbones = ("causal_transformer",) if name == AUTOREGRESSIVE else ("sequence_transformer", "token_unet")
+    if cfg.model.backbone not in backbones:
+        raise ConfigError(f"model.backbone: process.name {name!r} needs {' or '.join(map(repr, backbones))}, got "
+                          f"{cfg.model.backbone!r}")
+    if name == AUTOREGRESSIVE and cfg.model.params.get("num_classes"):
+        raise ConfigError("model.params.num_classes: the autoregressive baseline is unconditional here; class "
+                          "conditioning (and guidance) is for the diffusion token runs")
     extra = 0 if name in ("uniform", "gaussian", "nearest_neighbour") else 1  # [MASK] or [BOS]
     classes = cfg.model.params.get("vocab_size")
     if classes != pc.vocab_size + extra:

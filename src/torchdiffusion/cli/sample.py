@@ -71,7 +71,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     else:
         loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     if loaded.discrete:
-        return run_tokens(a, loaded, jsonl)
+        return run_tokens(a, loaded, jsonl, tiles)
     refuse_token_flags(a)
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":
