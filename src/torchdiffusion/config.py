@@ -96,7 +96,7 @@ class LossConfig:
     t_sampling: str = "uniform"                  # uniform | lognormal | logit_normal (SD3's, for flows)
     coupling: str = "independent"                # data-noise pairing: independent | ot (minibatch OT-CFM; flows only)
     gamma: float = 5.0                           # min-SNR-gamma
-    hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid
+    hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid; d3pm: of the cross-entropy per step
     importance_sampling: bool = True             # importance-sample t for L_hybrid
 
 

@@ -51,7 +51,8 @@ def _masked(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, 
 
 def _d3pm(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, mine: slice, config: Any,
           **cond: Tensor) -> Tensor:
-    """D3PM's L_T + T L_(t-1) + lambda CE with t ~ U{1..T} (Austin et al. 2021, eq. 5; lambda = loss.hybrid_lambda)."""
+    """D3PM's L_T + T (L_(t-1) + lambda CE) with t ~ U{1..T} (Austin et al. 2021, eq. 5, the auxiliary term summed over
+    t as the bound is; lambda = loss.hybrid_lambda)."""
     process = model.process
     t = sample_steps(x0.shape[0], process.num_steps, generator)
     x_t = process.sample_marginal(x0, t, generator)
@@ -60,7 +61,7 @@ def _d3pm(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, mi
     logits = model(x_t, t, **cond)
     loss = process.prior_kl(x0) + process.num_steps * step_terms(process, logits, x0, x_t, t)
     lam = getattr(config, "hybrid_lambda", 0.0)
-    return loss + lam * cross_entropy(process, logits, x0) if lam else loss
+    return loss + process.num_steps * lam * cross_entropy(process, logits, x0) if lam else loss
 
 
 def _autoregressive(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, mine: slice,
