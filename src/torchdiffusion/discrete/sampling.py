@@ -110,9 +110,10 @@ class DiscreteMethod:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The keyword options its function takes, from its signature."""
+        """The keyword options its function takes, from its signature (the noise, the callback and the condition are
+        not options)."""
         params = inspect.signature(self.fn).parameters.values()
-        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback"))
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback", "class_labels"))
 
 
 ANCESTRAL = DiscreteMethod(ancestral, kind="ancestral", evals_per_step=1, caches=True)
