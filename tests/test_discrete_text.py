@@ -15,7 +15,7 @@ import yaml
 from torchdiffusion.cli import main
 from torchdiffusion.config import ConfigError, load_config
 from torchdiffusion.data import DatasetNotFoundError, kjv
-from torchdiffusion.discrete import ExactDenoiser, MaskedDiffusion, SequenceDistribution, enumerated_masked_bound
+from torchdiffusion.discrete import Absorbing, ExactDenoiser, MaskedDiffusion, SequenceDistribution, enumerated_masked_bound
 from torchdiffusion.discrete.autoregressive import Autoregressive, AutoregressiveModel, autoregressive_nll
 from torchdiffusion.evaluate.text import sequence_nll
 from torchdiffusion.loading import load_run
@@ -48,7 +48,7 @@ def verses(tmp_path_factory):
     return fake_verses(tmp_path_factory.mktemp("kjv") / "verses.txt")
 
 
-@pytest.fixture(scope="module", params=["kjv_mdlm", "kjv_ar"])
+@pytest.fixture(scope="module", params=["kjv_mdlm", "kjv_ar", "kjv_d3pm"])
 def token_run(request, verses, tmp_path_factory):
     """A tiny run of each packaged token config, trained 3 steps."""
     out = tmp_path_factory.mktemp(request.param) / "run"
@@ -133,7 +133,8 @@ def test_the_stratified_held_out_bound_matches_the_enumerated_masked_bound():
 def test_a_token_run_loads_as_its_token_model(token_run):
     loaded = load_run(token_run)
     assert loaded.discrete and loaded.meta["step"] == 3
-    kind = AutoregressiveModel if loaded.config.process.name == "autoregressive" else MaskedDiffusion
+    kind = {"autoregressive": AutoregressiveModel, "masked": MaskedDiffusion, "absorbing": Absorbing}[
+        loaded.config.process.name]
     assert isinstance(loaded.model if kind is AutoregressiveModel else loaded.model.process, kind)
     assert [json.loads(line)["step"] for line in (token_run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
@@ -175,7 +176,9 @@ def test_a_token_run_resumes_exactly(verses, tmp_path):
     (["--length", "0"], "must be at least 1"),
     (["--length", "17"], r"--length must be in \[1, 16\]"),
     (["--tiles", "x.png"], "--tiles do not apply"),
-    (["--guidance-scale", "3"], "--guidance-scale do not apply"),
+    (["--guidance-scale", "3"], "--guidance-scale need a class-conditional model"),
+    (["--class-label", "1"], "need a class-conditional model"),
+    (["--negative-class", "1"], "--negative-class do not apply"),
     (["--sampler", "ddim"], "--sampler ddim do not apply"),
     (["--prefix", "é"], "not in the KJV vocabulary"),
     (["--prefix", "a" * 20, "--length", "8"], "more than --length"),

@@ -28,6 +28,8 @@ def build_discrete_process(cfg: ProcessConfig) -> Any:
     cls = DISCRETE_PROCESSES.lookup(cfg.name)
     if cfg.name == "masked":
         return cls(cfg.vocab_size, schedule=cfg.masking_schedule)
+    if cfg.marginal is not None:  # the mutual_info schedule of a non-absorbing kernel, solved against it
+        return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule, marginal=torch.tensor(cfg.marginal, dtype=torch.float64))
     return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule)
 
 

@@ -71,6 +71,8 @@ class ProcessConfig:
     T: int = 1000                                # number of discrete steps of ddpm or of a D3PM kernel
     vocab_size: int = 0                          # token runs: data classes K ([MASK] or [BOS] come on top)
     masking_schedule: str = "linear"             # masked: alpha(t) = 1 - t (linear) | cosine
+    marginal: list[float] | None = None          # uniform / gaussian / nearest_neighbour with schedule mutual_info:
+                                                 # the data's p(x0) of one token it is solved against (None: uniform)
     zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
     beta_min: float = 0.1                        # vp / subvp linear beta(t)
     beta_max: float = 20.0
@@ -94,7 +96,7 @@ class LossConfig:
     t_sampling: str = "uniform"                  # uniform | lognormal | logit_normal (SD3's, for flows)
     coupling: str = "independent"                # data-noise pairing: independent | ot (minibatch OT-CFM; flows only)
     gamma: float = 5.0                           # min-SNR-gamma
-    hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid
+    hybrid_lambda: float = 0.001                 # weight of L_vlb in L_hybrid; d3pm: of the cross-entropy per step
     importance_sampling: bool = True             # importance-sample t for L_hybrid
 
 
@@ -398,9 +400,21 @@ def _validate_discrete(cfg: RunConfig) -> None:
         _one_of("process.masking_schedule", pc.masking_schedule, list(MASKING_SCHEDULES))
     elif name != AUTOREGRESSIVE:
         _one_of("process.schedule", pc.schedule, list(D3PM_SCHEDULES))
-    backbone = "causal_transformer" if name == AUTOREGRESSIVE else "sequence_transformer"
-    if cfg.model.backbone != backbone:
-        raise ConfigError(f"model.backbone: process.name {name!r} needs {backbone!r}, got {cfg.model.backbone!r}")
+    if pc.marginal is not None:
+        if name not in ("uniform", "gaussian", "nearest_neighbour") or pc.schedule != "mutual_info":
+            raise ConfigError(f"process.marginal: the data marginal shapes the mutual_info schedule of the uniform, "
+                              f"gaussian and nearest_neighbour kernels only; process.name is {name!r}, "
+                              f"process.schedule {pc.schedule!r}")
+        if len(pc.marginal) != pc.vocab_size or min(pc.marginal) < 0 or not sum(pc.marginal) > 0:
+            raise ConfigError(f"process.marginal: need process.vocab_size ({pc.vocab_size}) non-negative numbers "
+                              f"with a positive sum, got {pc.marginal}")
+    backbones = ("causal_transformer",) if name == AUTOREGRESSIVE else ("sequence_transformer", "token_unet")
+    if cfg.model.backbone not in backbones:
+        raise ConfigError(f"model.backbone: process.name {name!r} needs {' or '.join(map(repr, backbones))}, got "
+                          f"{cfg.model.backbone!r}")
+    if name == AUTOREGRESSIVE and cfg.model.params.get("num_classes"):
+        raise ConfigError("model.params.num_classes: the autoregressive baseline is unconditional here; class "
+                          "conditioning (and guidance) is for the diffusion token runs")
     extra = 0 if name in ("uniform", "gaussian", "nearest_neighbour") else 1  # [MASK] or [BOS]
     classes = cfg.model.params.get("vocab_size")
     if classes != pc.vocab_size + extra:

@@ -72,6 +72,7 @@ BACKBONES = Registry("backbone", {  # nn.Module classes with a `config_class` (a
     "classifier": "torchdiffusion.nn.classifier:NoisyClassifier",
     "sequence_transformer": "torchdiffusion.nn.sequence:SequenceTransformer",
     "causal_transformer": "torchdiffusion.nn.sequence:CausalTransformer",
+    "token_unet": "torchdiffusion.nn.token_unet:TokenUNet",  # grey-level ids (B, H * W) -> logits (B, H * W, K)
 })
 
 _D, _T = "torchdiffusion.data.images:", "torchdiffusion.data.toy2d:"
@@ -81,6 +82,8 @@ DATASETS = Registry("dataset", {  # loaders (**options) -> (data, labels)
     "toy:swiss_roll": _T + "load_swiss_roll", "toy:moons": _T + "load_moons",
     "toy:eight_gaussians": _T + "load_eight_gaussians", "toy:checkerboard": _T + "load_checkerboard",
     "kjv": "torchdiffusion.data.kjv:load_kjv",  # token ids (N, seq_len): King James Bible characters
+    # token ids (N, 784): Fashion-MNIST quantised to data.options.levels grey levels, raster order
+    "fashion_mnist_levels": "torchdiffusion.data.quantized:load_fashion_mnist_levels",
 })
 CAPTIONS = Registry("captioned dataset", {  # loaders (**the dataset's options) -> one caption per item
     "shapes": "torchdiffusion.data.shapes:load_shapes_captions",

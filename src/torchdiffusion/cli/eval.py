@@ -9,6 +9,9 @@ from typing import Any
 from .common import add_device_argument, non_negative_int, out_dir, positive_float, positive_int
 
 
+DEFAULT_NUM, DEFAULT_NFE = 1000, "5,10,20,50"
+
+
 def ode_tolerance(text: str) -> float:
     """An argparse type: rtol = atol of the likelihood ODE in [1e-8, 1] (tighter ones never finish on a CPU)."""
     value = positive_float(text)
@@ -24,11 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "2-D toys: sliced Wasserstein, MMD), measure bits/dim by the ELBO and the ODE, "
                                     "and write OUT/report.json and PNG plots. See docs/eval.md.")
     ev.add_argument("run", help="run directory or checkpoint file")
-    ev.add_argument("--num", type=positive_int(1_000_000), default=1000, help="samples per (sampler, NFE)")
+    ev.add_argument("--num", type=positive_int(1_000_000), default=None, help="samples per (sampler, NFE) (default 1000)")
     ev.add_argument("--samplers", default=None,
                     help="comma-separated sampler names (default: a few-step student's own sampler, consistency or "
                          "ddim_fewstep, else ddim,dpmpp_2m)")
-    ev.add_argument("--nfe", default="5,10,20,50", help="comma-separated denoiser-call budgets per sample")
+    ev.add_argument("--nfe", default=None, help="comma-separated denoiser-call budgets per sample (default 5,10,20,50)")
     ev.add_argument("--metrics", default=None, help="images: fid,kid,pr,is,bpd; 2-D toys: swd,mmd,bpd (default all)")
     ev.add_argument("--features", default=None, metavar="FILE_OR_DATASET",
                     help="pytorch-fid Inception weights (.pth), a feature-net file (.safetensors) or a dataset "
@@ -53,8 +56,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     """Prints a table, returns the JSON summary line."""
     from ..evaluate import BpdOptions, EvalOptions, evaluate_run, parse_list, parse_nfe, summary_table
 
-    o = EvalOptions(samplers=[] if a.samplers is None else parse_list(a.samplers, "--samplers"), nfe=parse_nfe(a.nfe),
-                    metrics=None if a.metrics is None else parse_list(a.metrics, "--metrics"), num=a.num,
+    given = tuple(flag for flag, value in (("--samplers", a.samplers), ("--nfe", a.nfe), ("--num", a.num),
+                                           ("--features", a.features)) if value is not None)
+    o = EvalOptions(samplers=[] if a.samplers is None else parse_list(a.samplers, "--samplers"),
+                    nfe=parse_nfe(DEFAULT_NFE if a.nfe is None else a.nfe),
+                    metrics=None if a.metrics is None else parse_list(a.metrics, "--metrics"),
+                    num=DEFAULT_NUM if a.num is None else a.num, sampling_flags=given,
                     features=a.features, feature_epochs=a.feature_epochs, bpd_num=a.bpd_num, out=a.out, seed=a.seed,
                     batch_size=a.batch_size, cond=a.cond, raw_weights=a.raw_weights, plots=not a.no_plots,
                     progress=not a.no_progress and sys.stderr.isatty(), device=a.device,

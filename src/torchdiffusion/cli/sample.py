@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("sample", help="sample from a checkpoint or a run directory",
                         description="Sample with the EMA weights of a checkpoint (or a run's newest checkpoint). "
                                     "The last stdout line is JSON with nfe, seconds and the paths written. A token run (e.g. "
-                                    "kjv_mdlm, kjv_ar) writes text: --num N --length L --jsonl FILE [--prefix TEXT].")
+                                    "kjv_mdlm, kjv_ar) writes text: --num N --length L --jsonl FILE [--prefix TEXT]; an "
+                                    "image token run (fashion_mnist_d3pm) a PNG grid: --tiles FILE.png; a "
+                                    "class-conditional one takes --class-label and --guidance-scale.")
     sp.add_argument("path", help="checkpoint file (.safetensors) or run directory")
     sp.add_argument("--sampler", default=None, help="sampler name (see --list-samplers); default from the run config")
     sp.add_argument("--steps", type=positive_int(10_000), default=None, help="number of sampler steps")
@@ -71,7 +73,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     else:
         loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     if loaded.discrete:
-        return run_tokens(a, loaded, jsonl)
+        return run_tokens(a, loaded, jsonl, tiles)
     refuse_token_flags(a)
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":

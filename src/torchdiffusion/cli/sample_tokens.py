@@ -1,4 +1,6 @@
-"""`torchdiffusion sample` for token runs (masked diffusion, D3PM, autoregressive): text samples as JSON lines."""
+"""`torchdiffusion sample` for token runs (masked diffusion, D3PM, autoregressive): text samples as JSON lines, or a
+PNG grid for an image token set (fashion_mnist_levels); class labels and classifier-free guidance for conditional
+diffusion models."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import time
 from typing import Any
 
 # flags of image / Gaussian sampling, with the default that means "not given"
-GAUSSIAN_ONLY = {"tiles": None, "npz": None, "class_label": None, "prompt": None, "guidance_scale": 1.0,
+GAUSSIAN_ONLY = {"npz": None, "prompt": None,
                  "negative_class": None, "negative_prompt": None, "guidance_rescale": 0.0,
                  "guidance_interval": None, "threshold": None, "classifier": None, "classifier_scale": 1.0,
                  "option": [], "eta": None, "cache_interval": None, "control": None, "control_scale": 1.0}
 TOKEN_ONLY = {"length": None, "jsonl": None, "prefix": None}
+NOT_FOR_TEXT = {"tiles": None}  # a text token run writes JSON lines, not tiles
+NOT_FOR_IMAGES = TOKEN_ONLY  # an image token run (fashion_mnist_levels) writes tiles, not text
 
 
 def add_token_arguments(sp: argparse.ArgumentParser, positive_int: Any) -> None:
@@ -40,25 +44,46 @@ def refuse_token_flags(a: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(extra)} apply to token runs (text) only; {a.path} is not one")
 
 
-def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any) -> dict[str, Any]:
-    """Sample a token run and write its JSON lines; refuses the flags of Gaussian sampling."""
-    from ..data import decode_tokens, encode_text
+def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None) -> dict[str, Any]:
+    """Sample a token run and write its JSON lines (text) or PNG tiles (images); refuses the flags of Gaussian
+    sampling."""
+    from ..conditions import class_labels
+    from ..data import IMAGE_TOKEN_SETS, decode_tokens, encode_text, save_image_tiles, token_images
     from ..discrete.generate import generate_tokens, model_seq_len
 
-    extra = given(a, GAUSSIAN_ONLY)
-    if a.sampler is not None and a.sampler != loaded.config.sample.sampler:
+    cfg, model = loaded.config, loaded.model
+    images = cfg.data.name in IMAGE_TOKEN_SETS
+    extra = given(a, GAUSSIAN_ONLY) + given(a, NOT_FOR_IMAGES if images else NOT_FOR_TEXT)
+    if a.sampler is not None and a.sampler != cfg.sample.sampler:
         extra.append(f"--sampler {a.sampler}")
     if extra:
-        raise ValueError(f"{', '.join(extra)} do not apply to {a.path}, a token run ({loaded.config.process.name}); "
-                         f"it takes --num, --length, --steps, --seed, --prefix, --jsonl, --batch-size")
-    cfg, model = loaded.config, loaded.model
+        takes = "--tiles" if images else "--length, --prefix, --jsonl"
+        raise ValueError(f"{', '.join(extra)} do not apply to {a.path}, a token run ({cfg.process.name} on "
+                         f"{cfg.data.name}); it takes --num, --steps, --seed, --batch-size, {takes}, and "
+                         f"--class-label, --guidance-scale for a class-conditional diffusion model")
+    k = int(getattr(model, "num_classes", 0))
+    if not k and (a.class_label is not None or a.guidance_scale != 1.0):
+        raise ValueError(f"--class-label / --guidance-scale need a class-conditional model; {a.path} is "
+                         f"unconditional (model.params.num_classes is 0)")
+    labels = class_labels(a.class_label, a.num, k, "--class-label") if k else None
     length = a.length or model_seq_len(model)
     prompt = None if a.prefix is None else encode_text(cfg.data.name, a.prefix)
     steps = a.steps or cfg.sample.steps
     t0 = time.perf_counter()
     ids, stats = generate_tokens(model, a.num, length, steps=steps, seed=a.seed, prompt=prompt,
-                                 batch_size=a.batch_size, progress=sys.stderr.isatty())
+                                 batch_size=a.batch_size, progress=sys.stderr.isatty(), class_labels=labels,
+                                 guidance_scale=a.guidance_scale)
     seconds = time.perf_counter() - t0
+    summary = {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": cfg.sample.sampler,
+               "steps": stats["steps"], "num": a.num, "length": length, "seconds": round(seconds, 3),
+               "calls": stats["calls"], "rows": stats["rows"], "cached_rows": stats["cached_rows"],
+               **({"guidance_scale": a.guidance_scale} if k else {})}
+    if images:  # one column per class when every class is drawn in turn
+        x = token_images(cfg.data.name, ids, cfg.process.vocab_size)
+        nrow = k if k and a.class_label in (None, "all") and a.num >= k else None
+        if tiles:
+            summary["tiles"] = str(save_image_tiles(x, tiles, nrow=nrow) or tiles)
+        return summary
     texts = [decode_tokens(cfg.data.name, row) for row in ids]
     if jsonl:
         with open(jsonl, "w", encoding="utf-8") as f:
@@ -67,7 +92,4 @@ def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any) -> dict[str, Any]
     else:  # to stdout, one JSON string per sample, before the summary line
         for text in texts:
             print(json.dumps(text))
-    return {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": cfg.sample.sampler,
-            "steps": stats["steps"], "num": a.num, "length": length, "seconds": round(seconds, 3),
-            "calls": stats["calls"], "rows": stats["rows"], "cached_rows": stats["cached_rows"],
-            **({"jsonl": str(jsonl)} if jsonl else {})}
+    return {**summary, **({"jsonl": str(jsonl)} if jsonl else {})}

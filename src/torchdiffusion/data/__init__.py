@@ -26,6 +26,8 @@ from .images import (
 from .shapes import ShapesData, load_shapes, load_shapes_dataset, measure_attributes
 from .toy2d import TOY2D
 from . import kjv
+from .quantized import IMAGE_SHAPES as IMAGE_TOKEN_SETS
+from .quantized import levels_to_images
 
 Tensor = torch.Tensor
 TOY_PREFIX = "toy:"
@@ -44,6 +46,13 @@ def decode_tokens(name: str, ids: Tensor) -> str:
     if name == "kjv":
         return kjv.decode(ids)
     return " ".join(str(i) for i in torch.as_tensor(ids).tolist())
+
+
+def token_images(name: str, ids: Tensor, levels: int) -> Tensor:
+    """Token samples (N, C * H * W) of an image token set (IMAGE_TOKEN_SETS) as (N, C, H, W) images in [-1, 1]."""
+    if name not in IMAGE_TOKEN_SETS:
+        raise ValueError(f"dataset {name!r} is not an image token set ({', '.join(IMAGE_TOKEN_SETS)})")
+    return levels_to_images(ids, levels, IMAGE_TOKEN_SETS[name])
 
 
 def encode_text(name: str, text: str) -> Tensor:
@@ -69,6 +78,7 @@ def load_dataset(name: str, **kwargs) -> tuple[Tensor, Tensor]:
 
 __all__ = [
     "CAPTIONS",
+    "IMAGE_TOKEN_SETS",
     "DATASETS",
     "TOY2D",
     "ShapesData",
@@ -76,6 +86,7 @@ __all__ = [
     "IDXFormatError",
     "decode_tokens",
     "encode_text",
+    "token_images",
     "fashion_mnist_dir",
     "image_tiles",
     "load_captions",

@@ -47,9 +47,10 @@ def sample_steps(batch: int, T: int, generator: torch.Generator | None = None,
 
 def d3pm_loss(denoiser, x0: Tensor, *, generator: torch.Generator | None = None, hybrid_weight: float = 0.0,
               t: Tensor | None = None) -> Tensor:
-    """Unbiased one-step estimate of the bound per sequence, L_T + T L_(t-1) with t ~ U{1..T}, plus hybrid_weight
-    times the cross-entropy -log p(x0 | x_t) (Austin et al. 2021, eq. 5; lambda = 0.01 for text, 0.001 for
-    images) -> (B,) nats."""
+    """Unbiased one-step estimate of the bound per sequence, L_T + T L_(t-1) with t ~ U{1..T}, plus T hybrid_weight
+    times the cross-entropy -log p(x0 | x_t): L_T + T (L_(t-1) + lambda CE) estimates Austin et al. 2021's
+    L_vb + lambda sum_t E[-log p(x0 | x_t)] (eq. 5; lambda = 0.01 for text, 0.001 for images, which their code adds
+    to the one-step term) -> (B,) nats."""
     process: CategoricalProcess = denoiser.process
     T, B = process.num_steps, x0.shape[0]
     if T is None:
@@ -59,7 +60,7 @@ def d3pm_loss(denoiser, x0: Tensor, *, generator: torch.Generator | None = None,
     logits = denoiser(x_t, t)
     loss = process.prior_kl(x0) + T * step_terms(process, logits, x0, x_t, t)
     if hybrid_weight:
-        loss = loss + hybrid_weight * cross_entropy(process, logits, x0)
+        loss = loss + T * hybrid_weight * cross_entropy(process, logits, x0)
     return loss
 
 

@@ -25,7 +25,7 @@ class DiscreteDenoiser(Protocol):
     process: CategoricalProcess
     time_independent: bool
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor: ...
+    def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor: ...
 
 
 class BackboneDenoiser(nn.Module):
@@ -43,10 +43,16 @@ class BackboneDenoiser(nn.Module):
         # without a time input the prediction cannot depend on t
         self.time_independent = not getattr(config, "time_conditioning", True)
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """x_t (B, L) ids, t (B,) -> logits (B, L, K)."""
+    @property
+    def num_classes(self) -> int:
+        """Classes the backbone is conditioned on (0: unconditional); label == num_classes is the null label."""
+        return int(getattr(getattr(self.backbone, "config", None), "num_classes", 0))
+
+    def forward(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """x_t (B, L) ids, t (B,), class_labels (B,) (None: unconditional, the null label) -> logits (B, L, K)."""
         noise_level = (1000.0 * torch.as_tensor(t, device=x_t.device).float() / self.process.t_max)
-        logits = self.backbone(x_t, noise_level)
+        cond = {} if class_labels is None else {"class_labels": class_labels.to(x_t.device)}
+        logits = self.backbone(x_t, noise_level, **cond)
         if self.subs:
             logits = subs_logits(logits, x_t, self.process.mask_id)
         return logits
@@ -58,10 +64,10 @@ class CountingDenoiser:
     def __init__(self, denoiser: DiscreteDenoiser):
         self.inner, self.calls, self.rows = denoiser, 0, 0
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x_t: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         self.calls += 1
         self.rows += x_t.shape[0]
-        return self.inner(x_t, t)
+        return self.inner(x_t, t, **cond)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)

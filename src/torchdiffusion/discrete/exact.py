@@ -122,3 +122,30 @@ def enumerated_masked_bound(denoiser, x0: Tensor, nodes: int = 64) -> Tensor:
     terms = masked_terms(process, log_probs, x0[i], xt, t)
     w_t = weights[torch.searchsorted(times, t)]
     return torch.zeros(len(x0), dtype=torch.float64).index_add(0, i, w_t * q * terms)
+
+
+class ConditionalExactDenoiser:
+    """The exact p(x0^n | x_t, c) of class-conditional data p(x0 | c) with class prior p(c), and with the null label
+    (c = num_classes, or no labels) the exact unconditional p(x0^n | x_t) of the mixture sum_c p(c) p(x0 | c): the
+    ideal network trained with label dropout, the ground truth of classifier-free guidance."""
+
+    def __init__(self, classes: list[SequenceDistribution], class_probs: Tensor, process: CategoricalProcess):
+        if len(classes) != len(class_probs) or not classes:
+            raise ValueError(f"need one distribution per class, got {len(classes)} and {len(class_probs)} priors")
+        self.process, self.num_classes = process, len(classes)
+        self.time_independent = process.time_independent_posterior
+        prior = class_probs.double() / class_probs.double().sum()
+        mixture = SequenceDistribution(torch.cat([d.sequences for d in classes]),
+                                       torch.cat([p * d.probs for p, d in zip(prior, classes)]))
+        self.exact = [ExactDenoiser(d, process) for d in classes] + [ExactDenoiser(mixture, process)]
+
+    def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """log p(x0^n = k | x_t, c) (B, L, K) float64, row b under class_labels[b] (null: the mixture)."""
+        t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device)
+        if class_labels is None:
+            return self.exact[-1](x_t, t)
+        out = torch.empty(*x_t.shape, self.process.num_classes, dtype=torch.float64, device=x_t.device)
+        for c in class_labels.unique().tolist():
+            rows = class_labels == c
+            out[rows] = self.exact[c](x_t[rows], t[rows])
+        return out

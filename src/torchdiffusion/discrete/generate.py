@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoregressive import AutoregressiveModel, autoregressive
+from .guidance import GuidedDenoiser
 from .sampling import SamplerStats, ancestral
 
 Tensor = torch.Tensor
@@ -25,8 +26,9 @@ def model_seq_len(model: nn.Module) -> int:
     return int(model.backbone.config.seq_len)
 
 
-def check_request(model: nn.Module, length: int, prompt: Tensor | None, steps: int | None) -> None:
-    """ValueError for a length the model cannot produce or a prompt it cannot keep."""
+def check_request(model: nn.Module, length: int, prompt: Tensor | None, steps: int | None,
+                  class_labels: Tensor | None = None, num: int | None = None) -> None:
+    """ValueError for a length the model cannot produce, a prompt it cannot keep, or labels it does not take."""
     L = model_seq_len(model)
     if not 1 <= length <= L:
         raise ValueError(f"--length must be in [1, {L}] (the model's seq_len), got {length}")
@@ -37,21 +39,34 @@ def check_request(model: nn.Module, length: int, prompt: Tensor | None, steps: i
         raise ValueError("a prefix needs an absorbing ([MASK]) process: this model's kernel would resample it")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if class_labels is not None:
+        k = int(getattr(model, "num_classes", 0))
+        if not k:
+            raise ValueError("class labels (--class) need a class-conditional model (model.params.num_classes > 0); "
+                             "this one is unconditional")
+        if class_labels.shape != (num,) or bool((class_labels < 0).any()) or bool((class_labels >= k).any()):
+            raise ValueError(f"class labels must be {num} integers in [0, {k - 1}], got {class_labels.tolist()}")
 
 
 @torch.no_grad()
 def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | None = None, seed: int = 0,
-                    prompt: Tensor | None = None, batch_size: int = 256,
-                    progress: bool = False) -> tuple[Tensor, dict[str, int]]:
+                    prompt: Tensor | None = None, batch_size: int = 256, progress: bool = False,
+                    class_labels: Tensor | None = None,
+                    guidance_scale: float = 1.0) -> tuple[Tensor, dict[str, int]]:
     """num sequences (num, length) of ids and the cost (denoiser calls, rows evaluated and reused).
 
     steps: the diffusion sampler's steps (default: length); ignored by the autoregressive model (one per token).
     prompt: (P,) ids that every sample starts with.
+    class_labels: (num,) classes of a conditional diffusion model (None: unconditional); guidance_scale s != 1
+    samples the classifier-free-guided p(x0 | x_t, c)^s p(x0 | x_t)^(1 - s) (discrete/guidance.py, two calls a step).
     """
-    check_request(model, length, prompt, steps)
+    check_request(model, length, prompt, steps, class_labels, num)
+    if guidance_scale != 1.0 and class_labels is None:
+        raise ValueError("a guidance scale other than 1 needs class labels (--class) to guide towards")
     device = next(model.parameters()).device
     is_ar = isinstance(model, AutoregressiveModel)
     steps = length if steps is None else steps
+    denoiser = model if guidance_scale == 1.0 else GuidedDenoiser(model, guidance_scale)
     stats, out = SamplerStats(), []
     P = 0 if prompt is None else len(prompt)
     for b, start in enumerate(tqdm(range(0, num, batch_size), disable=not progress, desc="sampling")):
@@ -70,6 +85,8 @@ def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | Non
             def keep_prompt(i: int, t: float, x: Tensor) -> None:
                 x[:, :P] = head  # in place: the sampler's next step reads this tensor
 
-            x = ancestral(model, x_T, steps, generator=g, stats=stats, callback=keep_prompt if P else None)
+            labels = None if class_labels is None else class_labels[start:start + n].to(device)
+            x = ancestral(denoiser, x_T, steps, generator=g, stats=stats, callback=keep_prompt if P else None,
+                          class_labels=labels)
         out.append(x.cpu())
     return torch.cat(out), asdict(stats)

@@ -13,6 +13,7 @@ from abc import abstractmethod
 import torch
 
 from .process import CategoricalProcess
+from .mutual_info import kernel_betas
 from .schedules import d3pm_betas
 
 Tensor = torch.Tensor
@@ -62,12 +63,14 @@ class InterpolatingProcess(CategoricalProcess):
 class DiscreteInterpolating(InterpolatingProcess):
     """A discrete-time interpolating kernel: T steps and a beta table (T + 1,) with beta_0 = 0."""
 
-    def __init__(self, num_classes: int, pi: Tensor, T: int, schedule: str, **schedule_options: float):
+    def __init__(self, num_classes: int, pi: Tensor, T: int, schedule: str, betas: Tensor | None = None,
+                 **schedule_options: float):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes, self.num_steps, self.schedule = num_classes, T, schedule
         self.pi = pi.double()
-        self.betas = d3pm_betas(schedule, T, **schedule_options)  # (T + 1,)
+        # (T + 1,) with beta_0 = 0: the named table, or one a subclass solved for (mutual_info.kernel_betas)
+        self.betas = d3pm_betas(schedule, T, **schedule_options) if betas is None else betas.double()
         self.alpha_bars = torch.cumprod(1 - self.betas, dim=0)  # (T + 1,), abar_0 = 1
 
     def alpha_bar(self, t: Tensor) -> Tensor:
@@ -77,11 +80,16 @@ class DiscreteInterpolating(InterpolatingProcess):
 
 
 class Uniform(DiscreteInterpolating):
-    """Uniform D3PM (multinomial diffusion, Hoogeboom et al. 2021): pi = 1 / K (Austin et al. 2021, appendix A.2.1)."""
+    """Uniform D3PM (multinomial diffusion, Hoogeboom et al. 2021): pi = 1 / K (Austin et al. 2021, appendix A.2.1);
+    schedule "mutual_info" is solved against the data marginal `marginal` (K,) (None: uniform; mutual_info.py)."""
 
-    def __init__(self, num_classes: int, T: int = 1000, schedule: str = "cosine", **schedule_options: float):
+    def __init__(self, num_classes: int, T: int = 1000, schedule: str = "cosine", marginal: Tensor | None = None,
+                 **schedule_options: float):
         pi = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
-        super().__init__(num_classes, pi, T, schedule, **schedule_options)
+        eye = torch.eye(num_classes, dtype=torch.float64)
+        betas = kernel_betas(schedule, T, num_classes, lambda b: (1 - b) * eye + b * pi, marginal,
+                             **schedule_options)
+        super().__init__(num_classes, pi, T, schedule, betas=betas)
 
 
 class Absorbing(DiscreteInterpolating):

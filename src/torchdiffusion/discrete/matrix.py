@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .process import CategoricalProcess
-from .schedules import d3pm_betas
+from .mutual_info import kernel_betas
 
 Tensor = torch.Tensor
 
@@ -98,13 +98,16 @@ def nearest_neighbour_matrix(K: int, rate: float) -> Tensor:
 
 
 class DiscretizedGaussian(MatrixProcess):
-    """D3PM-Gauss: discretised Gaussian steps over K ordinal classes, linear beta_t by default (Austin et al. 2021)."""
+    """D3PM-Gauss: discretised Gaussian steps over K ordinal classes, linear beta_t by default (Austin et al. 2021);
+    schedule "mutual_info" is solved against the data marginal `marginal` (K,) (None: uniform; mutual_info.py)."""
 
     def __init__(self, num_classes: int, T: int = 1000, schedule: str = "linear", dtype: torch.dtype = torch.float64,
-                 **schedule_options: float):
+                 marginal: Tensor | None = None, **schedule_options: float):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        self.schedule, self.betas = schedule, d3pm_betas(schedule, T, **schedule_options)
+        self.schedule = schedule
+        self.betas = kernel_betas(schedule, T, num_classes, lambda b: gaussian_matrix(num_classes, b), marginal,
+                                  **schedule_options)
         super().__init__(torch.stack([gaussian_matrix(num_classes, float(b)) for b in self.betas[1:]]), dtype)
 
 
@@ -116,9 +119,11 @@ class NearestNeighbour(MatrixProcess):
     """
 
     def __init__(self, num_classes: int, T: int = 1000, schedule: str = "linear", dtype: torch.dtype = torch.float64,
-                 **schedule_options: float):
+                 marginal: Tensor | None = None, **schedule_options: float):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        self.schedule, self.betas = schedule, d3pm_betas(schedule, T, **schedule_options)
+        self.schedule = schedule
+        self.betas = kernel_betas(schedule, T, num_classes, lambda b: nearest_neighbour_matrix(
+            num_classes, (num_classes - 1) ** 2 * b / 16), marginal, **schedule_options)
         self.rates = (num_classes - 1) ** 2 * self.betas / 16
         super().__init__(torch.stack([nearest_neighbour_matrix(num_classes, float(r)) for r in self.rates[1:]]), dtype)

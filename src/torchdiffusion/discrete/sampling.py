@@ -54,13 +54,15 @@ def time_grid(process: CategoricalProcess, steps: int | Sequence[float] | Tensor
 @torch.no_grad()
 def ancestral(denoiser, x_T: Tensor, steps: int | Sequence[float] | Tensor, *, generator: torch.Generator | None = None,
               cache: bool | None = None, stats: SamplerStats | None = None,
-              callback: Callable[[int, float, Tensor], None] | None = None) -> Tensor:
+              callback: Callable[[int, float, Tensor], None] | None = None,
+              class_labels: Tensor | None = None) -> Tensor:
     """Ancestral sampling from x_T (B, L) ids down a time grid (`time_grid`) -> x_0 (B, L) ids.
 
     denoiser: the discrete contract, denoiser(x_t, t) -> logits of p(x0 | x_t), with `.process`.
     cache: reuse a sequence's prediction while it is unchanged (default: the denoiser's `time_independent`; a
         time-dependent denoiser's cached prediction would be stale). The noise drawn is the same either way.
     stats: filled with the calls made and saved. callback(i, t_next, x) after each step.
+    class_labels: (B,) labels of a conditional denoiser (None: unconditional), handed over row by row.
     """
     process: CategoricalProcess = denoiser.process
     grid = time_grid(process, steps)
@@ -69,6 +71,10 @@ def ancestral(denoiser, x_T: Tensor, steps: int | Sequence[float] | Tensor, *, g
     stats = SamplerStats() if stats is None else stats
     x, B = x_T.clone(), x_T.shape[0]
     logits: Tensor | None = None
+
+    def cond(rows: slice | Tensor) -> dict[str, Tensor]:
+        return {} if class_labels is None else {"class_labels": class_labels[rows]}
+
     seen = x.clone()  # the input of each row's cached prediction
     for i in range(len(grid) - 1):
         t_now, t_next = float(grid[i]), float(grid[i + 1])
@@ -76,10 +82,10 @@ def ancestral(denoiser, x_T: Tensor, steps: int | Sequence[float] | Tensor, *, g
         rows = torch.arange(B, device=x.device) if logits is None or not cache else \
             (x != seen).any(-1).nonzero()[:, 0]
         if logits is None or not cache:
-            logits = denoiser(x, t)
+            logits = denoiser(x, t, **cond(slice(None)))
         elif len(rows):
             logits = logits.clone()
-            logits[rows] = denoiser(x[rows], t[rows]).to(logits.dtype)
+            logits[rows] = denoiser(x[rows], t[rows], **cond(rows)).to(logits.dtype)
         stats.steps += 1
         stats.calls += int(len(rows) > 0)
         stats.cached_calls += int(len(rows) == 0)
@@ -104,9 +110,10 @@ class DiscreteMethod:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The keyword options its function takes, from its signature."""
+        """The keyword options its function takes, from its signature (the noise, the callback and the condition are
+        not options)."""
         params = inspect.signature(self.fn).parameters.values()
-        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback"))
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback", "class_labels"))
 
 
 ANCESTRAL = DiscreteMethod(ancestral, kind="ancestral", evals_per_step=1, caches=True)

@@ -51,6 +51,9 @@ class EvalOptions:
     plots: bool = True
     progress: bool = False
     bpd: BpdOptions = field(default_factory=BpdOptions)
+    # flags the caller set that only sample-based evaluation reads (--samplers, --nfe, --num, --features): a token
+    # run, scored by its held-out likelihood alone, refuses them rather than ignoring them
+    sampling_flags: tuple[str, ...] = ()
 
 
 def parse_list(text: str | list[str], what: str) -> list[str]:
@@ -249,7 +252,8 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
         require_matplotlib()  # fail before the expensive part
     loaded = load_run(run, raw_weights=o.raw_weights, device=resolve_device(o.device))
     if loaded.discrete:  # a token run: held-out bits per character (evaluate/text.py)
-        from .text import evaluate_text
+        from .text import evaluate_text, refuse_sampling_flags
+        refuse_sampling_flags(run, loaded, o.sampling_flags)
         return evaluate_text(run, loaded, o)
     model, cfg, meta, shape = loaded.model, loaded.config, loaded.meta, loaded.data_shape
     toy = len(shape) == 1 or is_toy(cfg.data.name)
@@ -337,10 +341,11 @@ def evaluate_run(run: str | Path, o: EvalOptions) -> dict[str, Any]:
 def summary_table(report: dict[str, Any]) -> str:
     """The report's figures as a plain-text table."""
     lines = []
-    if "bits_per_char" in report:  # a token run
-        n = report["nll"]
-        lines.append(f"bits/char ({report['model']}): {n['bits_per_token']:.4f} ± {n['std_err']:.4f} on "
-                     f"{n['windows']} held-out windows ({n['tokens']} characters)")
+    for unit, items in (("char", "windows"), ("dim", "images")):
+        if f"bits_per_{unit}" in report:  # a token run: text, or an image token set
+            n = report["nll"]
+            lines.append(f"bits/{unit} ({report['model']}): {n['bits_per_token']:.4f} ± {n['std_err']:.4f} on "
+                         f"{n['windows']} held-out {items} ({n['tokens']} {unit}s)")
     for r in report.get("results", []):
         if "nfe_used" not in r:
             lines.append(f"{r['sampler']:>10s} nfe {r['nfe_requested']:>3d}: {r['skipped']}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import load_dataset
+from ..data import IMAGE_TOKEN_SETS, load_dataset
 from ..discrete.autoregressive import AutoregressiveModel, autoregressive_nll
 from ..discrete.bound import d3pm_loss
 from ..discrete.masked import MaskedDiffusion, masked_loss
@@ -45,6 +45,17 @@ def sequence_nll(model: nn.Module, x0: Tensor, *, strata: int = 16,
             steps = (u * process.num_steps).floor() + 1  # stratified over 1..T
             total += d3pm_loss(model, x0, generator=generator, t=steps)
     return total / strata
+
+
+def refuse_sampling_flags(run: str | Path, loaded: Any, flags: tuple[str, ...]) -> None:
+    """ValueError naming the sample-based evaluation flags given for a token run, which eval scores by likelihood."""
+    if flags:
+        raise ValueError(
+            f"{', '.join(flags)}: {run} is a token run ({loaded.config.process.name} on {loaded.config.data.name}), "
+            f"and eval scores a token run by its held-out likelihood only (--metrics nll: bits per "
+            f"{'dim' if loaded.config.data.name in IMAGE_TOKEN_SETS else 'character'}, from --bpd-num held-out items "
+            f"and --elbo-steps strata of the bound); it draws no samples, so there is no sampler, NFE, sample count "
+            f"or feature net to choose. Leave those flags out, and draw samples with `torchdiffusion sample {run}`.")
 
 
 def heldout_windows(cfg: Any, num: int) -> Tensor:
@@ -74,7 +85,8 @@ def bits_per_token(model: nn.Module, data: Tensor, *, strata: int, seed: int = 0
 
 
 def evaluate_text(run: str | Path, loaded: Any, o: Any) -> dict[str, Any]:
-    """`eval --metrics nll` of a token run: writes <out>/report.json with a top-level bits_per_char; returns it."""
+    """`eval --metrics nll` of a token run: writes <out>/report.json with a top-level bits_per_char (text) or
+    bits_per_dim (an image token set); returns it."""
     t0 = time.perf_counter()
     metrics = ["nll"] if o.metrics is None else o.metrics
     bad = [m for m in metrics if m not in TEXT_METRICS]
@@ -91,15 +103,22 @@ def evaluate_text(run: str | Path, loaded: Any, o: Any) -> dict[str, Any]:
     nll = bits_per_token(loaded.model, data, strata=strata, seed=o.seed, batch_size=o.batch_size,
                          progress=o.progress)
     exact = isinstance(loaded.model, AutoregressiveModel)
+    images = cfg.data.name in IMAGE_TOKEN_SETS
+    unit = "dim" if images else "char"
+    conditional = int(getattr(loaded.model, "num_classes", 0)) > 0
     command = ["torchdiffusion", "eval", str(run), "--metrics", "nll", "--bpd-num", str(o.bpd_num),
                "--elbo-steps", str(strata), "--seed", str(o.seed), "--out", str(out)]
     report = {"command": shlex.join(command), "run": str(run), "checkpoint": meta["path"],
               "train_step": meta.get("step"), "weights": "raw" if o.raw_weights else "EMA",
               "dataset": cfg.data.name, "data_kind": "tokens", "model": cfg.process.name,
-              "bits_per_char": nll["bits_per_token"],
-              "nll": {**nll, "what": "exact -log2 p(x) per character" if exact else
-                      f"variational bound (NELBO) per character, {strata} stratified times per window",
-                      "split": "test (every 20th verse for kjv)"},
+              f"bits_per_{unit}": nll["bits_per_token"],
+              "nll": {**nll, "what": f"exact -log2 p(x) per {unit}" if exact else
+                      f"variational bound (NELBO) per {unit}, {strata} stratified times per item" +
+                      (f" (of the {cfg.process.vocab_size}-level quantised data, at most log2 "
+                       f"{cfg.process.vocab_size} bits; not comparable with 256-level bits/dim)" if images else "") +
+                      ("; the unconditional model p(x) (null label) of a class-conditional run" if conditional
+                       else ""),
+                      "split": "test (every 20th verse for kjv)" if not images else "test"},
               "seconds": {"total": round(time.perf_counter() - t0, 2)}, "plots": []}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -44,10 +44,12 @@ class SequenceTransformerConfig(BackboneConfig):
     positions: str = "learned"
     time_conditioning: bool = True  # False: the output ignores the noise level (MDLM: not needed when masking)
     causal: bool = False  # True: position n attends to positions <= n only
+    num_classes: int = 0  # > 0: a label embedding joins the adaLN input; label == num_classes is null (CFG)
 
     def __post_init__(self) -> None:
         self.check_at_least(1, "vocab_size", "seq_len", "hidden_dim", "depth", "num_heads")
         self.check_at_least(1, "out_classes", optional=True)
+        self.check_at_least(0, "num_classes")
         if not self.mlp_ratio > 0:
             raise ValueError(f"{type(self).__name__}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.hidden_dim % self.num_heads:
@@ -164,6 +166,8 @@ class SequenceTransformer(nn.Module):
             self.time_embed = NoiseEmbedding(FREQ_DIM, d)
         else:  # one learned conditioning vector shared by every sample
             self.cond = nn.Parameter(torch.zeros(d))
+        # one extra row: label == num_classes is the null label (classifier-free guidance, Ho & Salimans 2022)
+        self.label_embed = nn.Embedding(c.num_classes + 1, d) if c.num_classes else None
         self.blocks = nn.ModuleList(SequenceBlock(d, c.num_heads, c.mlp_ratio, c.causal, c.positions == "rotary")
                                     for _ in range(c.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -180,6 +184,8 @@ class SequenceTransformer(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.token_embed.weight, std=0.02)
+        if self.label_embed is not None:
+            nn.init.normal_(self.label_embed.weight, std=0.02)
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.normal_(self.pos_embed, std=0.02)
         if self.config.time_conditioning:
@@ -189,8 +195,9 @@ class SequenceTransformer(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, noise_level: Tensor | None = None) -> Tensor:
-        """x (B, L) long in [0, vocab_size), noise_level (B,) -> (B, L, num_outputs)."""
+    def forward(self, x: Tensor, noise_level: Tensor | None = None, class_labels: Tensor | None = None) -> Tensor:
+        """x (B, L) long in [0, vocab_size), noise_level (B,), class_labels (B,) long in [0, num_classes] (None: the
+        null label num_classes) -> (B, L, num_outputs)."""
         c = self.config
         name = type(self).__name__
         if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool or not 0 < x.shape[1] <= c.seq_len:
@@ -207,12 +214,29 @@ class SequenceTransformer(nn.Module):
             cond = self.time_embed(noise_level.to(x.device))  # (B, d)
         else:
             cond = self.cond.expand(B, -1)
+        cond = cond + self.label_cond(class_labels, B, x.device)
         cond = F.silu(cond)  # every adaLN applies SiLU before its linear; do it once here
         h = self.token_embed(x) + self.pos_embed[:, :L]  # (B, L, d)
         for block in self.blocks:
             h = block(h, cond)
         shift, scale = self.final_adaLN(cond).chunk(2, dim=1)
         return self.head(modulate(self.final_norm(h), shift, scale))  # (B, L, num_outputs)
+
+
+    def label_cond(self, class_labels: Tensor | None, batch: int, device: torch.device) -> Tensor | float:
+        """The label embedding (B, d) added to the conditioning vector (0 for an unconditional network)."""
+        c = self.config
+        if self.label_embed is None:
+            if class_labels is not None:
+                raise ValueError(f"class_labels given but {type(self).__name__}'s num_classes is 0 (unconditional)")
+            return 0.0
+        if class_labels is None:  # no labels: the null label, i.e. the unconditional model
+            class_labels = torch.full((batch,), c.num_classes, dtype=torch.long, device=device)
+        if class_labels.shape != (batch,) or class_labels.is_floating_point() or \
+                bool((class_labels < 0).any()) or bool((class_labels > c.num_classes).any()):
+            raise ValueError(f"class_labels must be ({batch},) integers in [0, {c.num_classes}] ({c.num_classes} is "
+                             f"the null label), got {class_labels.dtype} {tuple(class_labels.shape)}")
+        return self.label_embed(class_labels.to(device))
 
 
 class CausalTransformer(SequenceTransformer):

@@ -20,7 +20,7 @@ from ..build import build_model, token_model
 from ..config import ConfigError, RunConfig, is_discrete
 from ..model_denoiser import ModelDenoiser
 from ..devices import bf16_supported, resolve_device
-from ..data import load_dataset, save_image_tiles
+from ..data import IMAGE_TOKEN_SETS, load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
 from ..registry import LOSSES
@@ -187,7 +187,7 @@ class Trainer:
                                importance=self.importance, **cond)
         objective = LOSSES.lookup(lc.kind)
         if self.discrete:  # token ids: the objective draws t and x_t for the whole micro-batch itself
-            return objective(model, x0, generator=self.noise_gen, mine=mine, config=lc)
+            return objective(model, x0, generator=self.noise_gen, mine=mine, config=lc, **cond)
         t = sample_t(model.process, x0.shape[0], generator=self.noise_gen,
                      method=objective.t_sampling or lc.t_sampling)[mine].to(dev)
         eps = torch.randn(x0.shape, generator=self.noise_gen, dtype=x0.dtype)
@@ -326,12 +326,22 @@ class Trainer:
     # ---- samples for people to look at
     def sample_tiles(self, path: Path, num: int | None = None) -> Path:
         sc = self.cfg.sample
-        if self.discrete:  # token runs: the EMA model's samples as text, one per line
+        if self.discrete:  # token runs: the EMA model's samples as text, one per line, or as an image grid
+            from ..data import token_images
             from ..discrete.generate import generate_tokens
             from .visual import save_text
 
-            ids, _ = generate_tokens(self.ema, min(sc.num, 16), self.data.shape[1], steps=sc.steps,
-                                     seed=self.cfg.train.seed)
+            images = self.cfg.data.name in IMAGE_TOKEN_SETS
+            n, labels, nrow = (num or min(sc.num, 64)) if images else min(sc.num, 16), None, None
+            if self.num_classes:  # one column per class, conditional samples (guidance scale 1)
+                nrow = self.num_classes
+                n = max(1, n // nrow) * nrow
+                labels = torch.arange(n) % nrow
+            ids, _ = generate_tokens(self.ema, n, self.data.shape[1], steps=sc.steps, seed=self.cfg.train.seed,
+                                     class_labels=labels)
+            if images:
+                x = token_images(self.cfg.data.name, ids, self.cfg.process.vocab_size)
+                return save_image_tiles(x, path, nrow=nrow) or path
             return save_text(ids, path.with_suffix(".txt"), self.cfg.data.name)
         n = num or (min(sc.num, 64) if self.data.ndim == 4 else sc.num)
         cond, nrow = {}, None
