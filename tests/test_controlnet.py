@@ -184,6 +184,11 @@ def test_bad_inputs_exit_2(base_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse's own refusal
         main(["sample", str(base_run), "--cache-interval", "0", "--num", "1"])
     assert e.value.code == 2
+    capsys.readouterr()
+    assert main(["sample", str(base_run), "--cache-max-sigma", "5", "--num", "1"]) == 2
+    assert "--cache-interval" in capsys.readouterr().err
+    assert main(["sample", str(base_run), "--cache-interval", "2", "--cache-max-sigma", "-1", "--num", "1"]) == 2
+    assert "max_sigma" in capsys.readouterr().err
 
 
 def test_sample_with_step_caching(base_run, tmp_path, capsys):
@@ -195,5 +200,9 @@ def test_sample_with_step_caching(base_run, tmp_path, capsys):
         assert main(["sample", str(base_run), "--num", "2", "--steps", "4", "--npz", str(paths[n]), *extra]) == 0
         last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert last.get("cache_interval") == (int(n) if n else None)
+        if n:  # the base is a v model: no cap by default (its x0_hat error does not grow with sigma)
+            assert last["cache_max_sigma"] is None
+    main(["sample", str(base_run), "--num", "2", "--steps", "4", "--cache-interval", "2", "--cache-max-sigma", "3"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cache_max_sigma"] == 3.0
     arr = {n: np.load(p)["arr_0"] for n, p in paths.items()}
     assert np.array_equal(arr[None], arr["1"])

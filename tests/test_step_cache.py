@@ -69,7 +69,7 @@ def test_cached_steps_skip_the_deep_blocks(interval):
     net = random_unet()
     deep = [count_calls(m) for m in (net.down[1][0], net.downsample[0], net.mid_res1, net.up[0][0], net.up[1][1])]
     shallow = [count_calls(m) for m in (net.conv_in, net.down[0][0], net.up[2][0], net.up[2][1], net.conv_out)]
-    model = step_cached(model_of(net), interval)
+    model = step_cached(model_of(net), interval, None)  # the uniform 1:N schedule
     steps = 10
     noise = torch.randn(2, 2, 12, 12, generator=torch.Generator().manual_seed(2)) * model.sigma_max
     out = sample(model, noise, method="euler", nfe=steps)  # one call per step
@@ -86,10 +86,10 @@ def test_each_trajectory_starts_with_a_full_pass():
     """A second sample() (a new batch) does not reuse the last trajectory's features: same result as a fresh wrapper."""
     model = model_of(random_unet())
     noise = torch.randn(2, 2, 12, 12, generator=torch.Generator().manual_seed(3)) * model.sigma_max
-    cached = step_cached(model, 3)
+    cached = step_cached(model, 3, None)
     first = sample(cached, noise, method="ipndm", nfe=8)
     again = sample(cached, noise, method="ipndm", nfe=8)
-    fresh = sample(step_cached(model, 3), noise, method="ipndm", nfe=8)
+    fresh = sample(step_cached(model, 3, None), noise, method="ipndm", nfe=8)
     assert torch.equal(first, again) and torch.equal(first, fresh)
 
 
@@ -109,10 +109,44 @@ def test_guidance_branches_keep_their_own_features():
 
     plain = sample(guided(model), noise, method="ddim", nfe=6)
     assert torch.equal(sample(guided(step_cached(model, 1)), noise, method="ddim", nfe=6), plain)
-    cached = step_cached(model, 2)
+    cached = step_cached(model, 2, None)
     sample(guided(cached), noise, method="ddim", nfe=6)
     assert set(cached.cached.store) == {0, 1}  # two branches, two slots
     assert cached.cached.deep_calls == 2 * 3 and cached.cached.shallow_calls == 2 * 3
+
+
+@torch.no_grad()
+def test_features_of_a_full_pass_above_max_sigma_are_never_reused():
+    """Non-uniform refresh: every step after a full pass at sigma > max_sigma is a full pass; below it, 1:N."""
+    net = random_unet()
+    deep = count_calls(net.mid_res1)
+    model = step_cached(model_of(net), 3, 10.0)
+    x = torch.randn(2, 2, 12, 12)
+    sigmas = [100.0, 50.0, 20.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    full = []
+    for s in sigmas:
+        before = deep[0]
+        model(x, torch.full((2,), s, dtype=torch.float64))
+        full.append(deep[0] > before)
+    # full at 100, 50, 20 (each's predecessor was above 10), at 5 (its predecessor 20 was), then 1:3 from 5
+    assert full == [True, True, True, True, False, False, True, False]
+    assert (model.cached.deep_calls, model.cached.shallow_calls) == (5, 3)
+    uniform = step_cached(model_of(net), 3, None)
+    for s in sigmas:
+        uniform(x, torch.full((2,), s, dtype=torch.float64))
+    assert uniform.cached.deep_calls == 3  # steps 0, 3, 6
+
+
+def test_the_default_cap_follows_the_parameterisation():
+    """eps and score models reach x0_hat through sigma * output, so their cap is 20 sigma_data; bounded ones have none."""
+    from torchdiffusion.step_cache import default_max_sigma
+
+    net = random_unet()
+    for prediction, want in (("eps", 20 * 0.5), ("score", 20 * 0.5), ("v", None), ("x0", None)):
+        m = ModelDenoiser(net, VPLinear(), prediction, sigma_data=0.5)
+        assert default_max_sigma(m) == want
+        cap = step_cached(m, 2).max_sigma
+        assert cap == (math.inf if want is None else want)
 
 
 def test_bad_requests_are_value_errors():
@@ -120,6 +154,9 @@ def test_bad_requests_are_value_errors():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="interval"):
             step_cached(model, bad)
+    for bad in (0.0, -1.0, float("nan"), True, "10"):
+        with pytest.raises(ValueError, match="max_sigma"):
+            step_cached(model, 2, bad)
     with pytest.raises(ValueError, match="at least two levels"):
         step_cached(model_of(random_unet(levels=1)), 2)
     with pytest.raises(ValueError, match="U-Net"):

@@ -9,10 +9,17 @@ A *step* is a call at a new sigma: calls at the same sigma (guidance branches th
 call of a step reusing the k-th call's stored features. A sigma above the last one starts a new trajectory (a new
 batch), which begins with a full pass; a stored feature of another shape is never reused. Interval 1 is a full pass
 on every call, the plain model exactly.
+
+Non-uniform refresh: features are reused only from a full pass at sigma <= max_sigma. An eps model's x0_hat is
+x - sigma * eps, so a stale feature's error is multiplied by sigma; at 20 steps the first grid points are far apart
+at huge sigma (e.g. 20291 -> 642 -> 214 -> 12 on a cosine schedule) and caching there moved digits samples by RMS
+0.46-0.62 (docs/latent.md), while every step below sigma 10 cached alone moved them by < 0.003. So high-noise steps
+get full passes and caching runs where adjacent levels are close (default_max_sigma).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -58,16 +65,23 @@ class CachedUNet(nn.Module):
 
 
 class StepCachedDenoiser(nn.Module):
-    """D(x, sigma, **cond) of a U-Net model whose deep features are recomputed every `interval` steps."""
+    """D(x, sigma, **cond) of a U-Net model whose deep features are recomputed every `interval` steps, and at every
+    step whose last full pass was above max_sigma (None: the uniform 1:N schedule)."""
 
-    def __init__(self, model: ModelDenoiser, interval: int):
+    def __init__(self, model: ModelDenoiser, interval: int, max_sigma: float | None = None):
         super().__init__()
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"cache interval must be an integer >= 1 (1: no caching), got {interval!r}")
+        if max_sigma is not None and (isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float))
+                                      or not max_sigma > 0 or max_sigma != max_sigma):
+            raise ValueError(f"cache max_sigma must be a number > 0 (None: cache at every noise level), "
+                             f"got {max_sigma!r}")
         if not isinstance(model, ModelDenoiser) or not isinstance(model.backbone, UNet):
             backbone = type(getattr(model, "backbone", model)).__name__
             raise ValueError(f"step caching works on a U-Net model; this model's backbone is a {backbone}")
         self.interval = interval
+        # features of a full pass above max_sigma are never reused (None: any; default_max_sigma(model) in step_cached)
+        self.max_sigma = math.inf if max_sigma is None else float(max_sigma)
         self.cached = CachedUNet(model.backbone)
         # the same process and prediction around the caching backbone: the conversions stay in ModelDenoiser
         self.inner = ModelDenoiser(self.cached, model.process, model.prediction, sigma_data=model.sigma_data,
@@ -78,6 +92,7 @@ class StepCachedDenoiser(nn.Module):
         self.round_sigma = model.round_sigma
         self._last: Tensor | None = None
         self._step = -1
+        self._full_step, self._full_sigma = 0, math.inf  # the last full pass: its step and its (largest) sigma
 
     def __getattr__(self, name: str) -> Any:
         """Anything else (process, prediction, raw_ve, ...) is the plain model's."""
@@ -102,9 +117,12 @@ class StepCachedDenoiser(nn.Module):
         new_trajectory = self._last is None or s.shape != self._last.shape or bool((s > self._last).any())
         self._step = 0 if new_trajectory else self._step + 1
         self._last, self.cached.slot = s, 0
-        self.cached.full = self._step % self.interval == 0
+        reuse = (not new_trajectory and self._step - self._full_step < self.interval
+                 and self._full_sigma <= self.max_sigma)
+        self.cached.full = not reuse
         if self.cached.full:
             self.cached.store.clear()
+            self._full_step, self._full_sigma = self._step, float(s.max())
 
     def forward_with_variance(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor | None]:
         """x0_hat and the learned-variance fraction, as ModelDenoiser's."""
@@ -116,6 +134,27 @@ class StepCachedDenoiser(nn.Module):
         return self.forward_with_variance(x, sigma, **cond)[0]
 
 
-def step_cached(model: ModelDenoiser, interval: int) -> nn.Module:
-    """The model with DeepCache step caching every `interval` steps (Ma et al. 2023); interval 1: the model itself."""
-    return StepCachedDenoiser(model, interval)
+def step_cached(model: ModelDenoiser, interval: int, max_sigma: float | None | str = "auto") -> nn.Module:
+    """The model with DeepCache step caching (Ma et al. 2023): a full pass, then at most interval - 1 steps on its
+    deep features, which are reused only when the full pass was at sigma <= max_sigma ("auto": default_max_sigma;
+    None: at every level, the paper's uniform 1:N). Interval 1: the model itself."""
+    if max_sigma == "auto":
+        max_sigma = default_max_sigma(model)
+    return StepCachedDenoiser(model, interval, max_sigma)
+
+
+
+# eps and score outputs are scaled by sigma into x0_hat = x - sigma * eps, so a stale deep feature's error grows with
+# the noise level; the others (x0, v, velocity, edm, consistency) reach x0_hat with a bounded factor (<= sigma_data
+# or <= 1). Chosen on digits (eps, iPNDM at 20 steps, seed 0; docs/latent.md): the smallest full-pass count whose
+# samples stay within a tenth of the 20-vs-25-step yardstick at interval 3.
+UNBOUNDED_PREDICTIONS = ("eps", "score")
+MAX_SIGMA_IN_SIGMA_DATA = 20.0
+
+
+def default_max_sigma(model: Any) -> float | None:
+    """The highest noise level whose deep features are reused: 20 sigma_data for a model whose output reaches x0_hat
+    multiplied by sigma (eps, score), None (every level) for the bounded parameterisations."""
+    if getattr(model, "prediction", None) in UNBOUNDED_PREDICTIONS:
+        return MAX_SIGMA_IN_SIGMA_DATA * float(model.sigma_data)
+    return None

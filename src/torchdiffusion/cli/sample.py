@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--cache-interval", type=positive_int(10_000), default=None, metavar="N",
                     help="step caching (DeepCache, Ma et al. 2023): a full U-Net pass every N steps, the steps in "
                          "between rerun only its shallowest level on the stored deep features (1: no caching)")
+    sp.add_argument("--cache-max-sigma", type=float, default=None, metavar="SIGMA",
+                    help="with --cache-interval: reuse deep features only from full passes at noise level <= SIGMA "
+                         "(default: 20 sigma_data for eps and score models, whose x0 estimate multiplies a stale "
+                         "feature's error by sigma; every level for the others); 'inf' caches at every level")
     sp.add_argument("--tiles", "--grid", dest="tiles", default=None, metavar="FILE.png",
                     help="write the samples tiled into one PNG (2-D data: a scatter plot)")
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
@@ -85,7 +89,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.cache_interval is not None:
         from ..step_cache import step_cached
 
-        model = step_cached(model, a.cache_interval)
+        cap = "auto" if a.cache_max_sigma is None else None if a.cache_max_sigma == float("inf") else a.cache_max_sigma
+        model = step_cached(model, a.cache_interval, cap)
+    elif a.cache_max_sigma is not None:
+        raise ValueError("--cache-max-sigma goes with --cache-interval N (step caching); give both or neither")
     refuse_pixel_guidance(a, loaded)
     guidance = recipe_from_args(a, model, a.num)
     t0 = time.perf_counter()
@@ -113,4 +120,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         written["npz"] = str(npz)
     return {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": sampler, "steps": steps,
             "nfe": nfe, "num": a.num, "seconds": round(seconds, 3), "options": options,
-            **({"cache_interval": a.cache_interval} if a.cache_interval else {}), **written}
+            **({"cache_interval": a.cache_interval, "cache_max_sigma": cache_cap(model)} if a.cache_interval else {}),
+            **written}
+
+
+def cache_cap(model: Any) -> float | None:
+    """The step-cached model's max_sigma for the report (None: every level)."""
+    cap = getattr(model, "max_sigma", None)
+    return None if cap is None or cap == float("inf") else cap

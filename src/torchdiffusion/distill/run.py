@@ -16,8 +16,8 @@ from ..build import build_model
 from ..config import ConfigError, RunConfig
 from ..data import load_dataset
 from ..loading import load_run
-from ..train.checkpoint import (CheckpointError, checkpoint_path, optimizer_from_flat, optimizer_to_flat,
-                                prune_checkpoints, read_newest, save_checkpoint)
+from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
+from ..train.resume import newest_to_resume, restore_optimizer, with_prefix
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller
@@ -195,11 +195,9 @@ def _tensors(student: Any, distiller: Any, opt: torch.optim.Optimizer, gen: torc
 def _save(out: Path, cfg: RunConfig, bcfg: Any, student: Any, distiller: Any, opt: torch.optim.Optimizer,
           gen: torch.Generator, step: int, o: DistillOptions, teacher_path: str | Path) -> Path:
     tensors, meta = _tensors(student, distiller, opt, gen)
-    path = checkpoint_path(out, step)
-    save_checkpoint(path, tensors, {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": step,
-                                    "distill": {"teacher": str(teacher_path), **o.fixed(), **meta}})
-    prune_checkpoints(out, 2, step, set())
-    return path
+    return save_and_prune(out, step, tensors, {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(),
+                                               "step": step, "distill": {"teacher": str(teacher_path), **o.fixed(),
+                                                                         **meta}}, 2, set())[0]
 
 
 def _save_snapshot(out: Path, cfg: RunConfig, bcfg: Any, distiller: ProgressiveDistiller, n: int, step: int) -> None:
@@ -213,16 +211,19 @@ def _save_snapshot(out: Path, cfg: RunConfig, bcfg: Any, distiller: ProgressiveD
                                                           "backbone_config": bcfg.to_dict(), "step": step})
 
 
+def _refusal(out: Path, found: Newest) -> str:
+    """Why a distillation with unreadable checkpoints is not resumed (distill has no --restart)."""
+    return (f"{out}: checkpoints that cannot be read ({'; '.join(map(str, found.unreadable))}); "
+            f"move them aside or use a new --out")
+
+
 def _resume(out: Path, o: DistillOptions, student: Any, distiller: Any, opt: torch.optim.Optimizer,
             gen: torch.Generator) -> int:
     """The step of out's newest checkpoint, with every state restored (0 for a new run)."""
     if not out.exists():
         return 0
-    found = read_newest(out)
-    if found.unreadable:  # as `train`: never resume past (or start over) a checkpoint that cannot be read
-        raise CheckpointError(f"{out}: checkpoints that cannot be read ({'; '.join(map(str, found.unreadable))}); "
-                              f"move them aside or use a new --out")
-    if found.path is None:
+    found = newest_to_resume(out, _refusal)  # as `train`: never resume past (or start over) an unreadable checkpoint
+    if found is None:
         return 0
     saved = found.meta.get("distill")
     if not isinstance(saved, dict) or saved.get("method") not in METHODS:
@@ -232,9 +233,9 @@ def _resume(out: Path, o: DistillOptions, student: Any, distiller: Any, opt: tor
         diffs = ", ".join(f"{k}: saved {fixed.get(k)} vs now {v}" for k, v in o.fixed().items() if fixed.get(k) != v)
         raise ConfigError(f"{out} was distilled with other options ({diffs}); repeat them or use a new --out")
     t = found.tensors
-    student.backbone.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    distiller.ema.backbone.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+    student.backbone.load_state_dict(with_prefix(t, "model."))
+    distiller.ema.backbone.load_state_dict(with_prefix(t, "ema."))
     distiller.load_state(t, saved["distiller"])
-    optimizer_from_flat(opt, t, saved["optimizer"])
+    restore_optimizer(opt, t, saved["optimizer"])
     gen.set_state(t["rng.distill"])
     return int(found.meta["step"])

@@ -24,11 +24,11 @@ from ..data import IMAGE_TOKEN_SETS, load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
 from ..registry import LOSSES
-from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_from_flat,
-                         optimizer_to_flat, read_newest, save_and_prune)
+from .checkpoint import CheckpointError, checkpoint_path, file_signature, first_line, optimizer_to_flat, save_and_prune
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
-from .run_files import RunDirectory, naming, refusal
+from .resume import config_diffs, newest_to_resume, refuse_changed, restore_optimizer, with_prefix
+from .run_files import RunDirectory, naming
 from .run_state import host_rng_state, set_host_rng_state, truncate_log
 from .visual import save_scatter
 from .data_order import epoch_order, next_indices
@@ -271,16 +271,14 @@ class Trainer:
         Files under final names are complete (written by rename), so an unreadable one is damage or a foreign
         version that a person should look at; moving it aside, or restart=True, is one deliberate step away.
         """
-        found = read_newest(self.run_dir)
-        if found.unreadable:
-            raise CheckpointError(refusal(self.run_dir, found))
-        if found.path is None:
+        found = newest_to_resume(self.run_dir)
+        if found is None:
             return None
         path, tensors, meta = found.path, found.tensors, found.meta
         self._check_compatible(meta["config"], path)
         try:
-            self.model.backbone.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            self.ema.backbone.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            self.model.backbone.load_state_dict(with_prefix(tensors, "model."))
+            self.ema.backbone.load_state_dict(with_prefix(tensors, "ema."))
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint {path} does not fit this model: {first_line(e)}") from None
         self.noise_gen.set_state(tensors["rng.noise"])
@@ -307,17 +305,13 @@ class Trainer:
 
     def _load_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         try:
-            optimizer_from_flat(self.opt, tensors, meta["optimizer"], self.train_model if self.fsdp else None)
+            restore_optimizer(self.opt, tensors, meta["optimizer"], sharded=self.train_model if self.fsdp else None)
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {self.resumed_from}: optimizer state does not fit this model "
                                   f"({first_line(e)})") from None
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
-        now = self.cfg.to_dict()
-        diffs = [f"{sec}: saved {saved[sec]} vs now {now[sec]}" for sec in FROZEN_SECTIONS if saved.get(sec) != now[sec]]
-        if diffs:
-            raise CheckpointError(f"checkpoint {path} was trained with a different config; cannot resume:\n  "
-                                  + "\n  ".join(diffs) + "\nUse a new --out directory or the original config.")
+        refuse_changed(path, config_diffs(saved, self.cfg.to_dict(), FROZEN_SECTIONS))
 
     def _say(self, msg: str) -> None:
         if not self.quiet:
