@@ -398,6 +398,46 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
     assert resolve_tail(model, METHODS["ddim"], 10, 0.5) == 0.5  # an explicit tail is always honoured
 
 
+@pytest.mark.parametrize("name", ["ddim", "lms", "euler_ancestral", "unipc"])
+def test_a_discrete_model_honours_a_given_sigma_range(gmm, name):
+    """sample(sigma_max=s) on a DDPM-table model starts at the table level nearest s (and sigma_min ends it), for
+    the trailing-table methods (Karras family, stochastic) as for the rule's grid: the trailing grid once ignored
+    both and started at the table's top (20291 on the cosine table) from a state at s."""
+    from torchdiffusion.processes import DiscreteVP
+    from torchdiffusion.schedules import make_betas
+
+    p = DiscreteVP(make_betas("cosine", 1000))
+    table = p.sigmas_ve.double()
+
+    class Discrete:
+        sigma_table, sigma_data = p.sigmas_ve, gmm.sigma_data
+        sigma_min, sigma_max = float(p.sigmas_ve[0]), float(p.sigmas_ve[-1])
+
+        def __call__(self, x, sigma):
+            assert torch.isin(sigma.double(), table).all()
+            return gmm(x, sigma)
+
+    s_max, s_min = 5.0, 0.05
+    top = float(table[(table.log() - math.log(s_max)).abs().argmin()])
+    bottom = float(table[(table.log() - math.log(s_min)).abs().argmin()])
+    x = gmm.sample(256, generator=torch.Generator().manual_seed(0))[0]
+    x = x + s_max * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    D = Recording(Discrete())
+    out = sample(D, x, method=name, nfe=20, sigma_max=s_max, sigma_min=s_min, generator=torch.Generator())
+    assert D.sigmas[0] == pytest.approx(top) and max(D.sigmas) <= top * (1 + 1e-9)
+    assert min(D.sigmas) >= bottom * (1 - 1e-9) and len(D.sigmas) <= 20
+    if name == "ddim":  # the range's levels [bottom, top] respaced with trailing spacing, like the whole table
+        sub = table[(table >= bottom) & (table <= top)]
+        assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), grids.discrete_sigmas(sub, 20, "trailing")[:-1])
+    # the whole range by default: the full trailing table, as before
+    D = Recording(Discrete())
+    sample(D, x * 0 + float(table[-1]), method="ddim", nfe=10)
+    assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), grids.discrete_sigmas(table, 10, "trailing")[:-1])
+    # the samples are the mixture's: a deterministic run from s = 5 keeps the draws near their start
+    if name in ("ddim", "lms", "unipc"):
+        assert torch.isfinite(out).all() and (out - x).norm(dim=1).mean() < 2 * s_max * math.sqrt(x.shape[1])
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 @pytest.mark.parametrize("nfe", [10, 20])
 def test_discrete_default_grid_spends_the_whole_budget(schedule, nfe):

@@ -28,7 +28,9 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0; `knee` (exponential grid only)
     coarsens it above that noise level, its first step capped at GRID_FIRST_STEP in sigma (`grids.exponential`).
 
-    A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: respaced with trailing spacing when tail is None, else the named
+    A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: when tail is None, its
+    levels from the one nearest sigma_max (in log sigma) down to the one nearest sigma_min, respaced with trailing
+    spacing (the whole table by default; a lower sigma_max, as in SDEdit, keeps the grid below it); else the named
     grid moved to the nearest table levels (`grids.nearest_in_table`).
     """
     last = sigma_min if tail is None else max(sigma_min, tail)
@@ -41,7 +43,11 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     table = describe(denoiser).sigma_table
     if table is not None:
         if tail is None:
-            return grids.discrete_sigmas(table, min(steps, len(table)), "trailing")
+            log_t = table.double().log()
+            hi = int((log_t - math.log(sigma_max)).abs().argmin()) + 1  # levels [lo, hi) of the range
+            lo = min(int((log_t - math.log(sigma_min)).abs().argmin()), hi - 1)
+            sub = table[lo:hi]
+            return grids.discrete_sigmas(sub, min(steps, len(sub)), "trailing")
         gap, step = math.log(float(table[-1]) / float(table[-2])), math.log(sigma_max / last) / max(steps - 1, 1)
         if steps > 2 and sigma_max >= float(table[-1]) and gap > step and float(table[-2]) > last:
             # a table's top level can be far above the next (cosine: 20291 vs 642); spacing the grid from there
