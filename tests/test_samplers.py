@@ -267,8 +267,9 @@ class Recording:
 def test_default_tail_is_a_fraction_of_sigma_data_that_falls_with_the_budget():
     tails = [grids.default_tail(n, 0.5) for n in range(1, 200)]
     assert all(a >= b for a, b in zip(tails, tails[1:]))
-    assert grids.default_tail(5, 0.5) == grids.default_tail(20, 0.5) == pytest.approx(0.02)
-    assert grids.default_tail(40, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
+    assert grids.default_tail(5, 0.5) == grids.default_tail(15, 0.5) == pytest.approx(0.02)  # 0.04 sigma_data
+    assert grids.default_tail(20, 0.5) == pytest.approx(0.02 * (15 / 20) ** 3)  # then as nfe^-3
+    assert grids.default_tail(30, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
     with pytest.raises(ValueError):
         grids.default_tail(0, 0.5)
 
@@ -428,11 +429,13 @@ def test_a_discrete_model_honours_a_given_sigma_range(gmm, name):
     assert min(D.sigmas) >= bottom * (1 - 1e-9) and len(D.sigmas) <= 20
     if name == "ddim":  # the range's levels [bottom, top] respaced with trailing spacing, like the whole table
         sub = table[(table >= bottom) & (table <= top)]
-        assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), grids.discrete_sigmas(sub, 20, "trailing")[:-1])
+        want = grids.discrete_sigmas(sub, 20, "trailing")[:-1]
+        assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), want)
     # the whole range by default: the full trailing table, as before
     D = Recording(Discrete())
     sample(D, x * 0 + float(table[-1]), method="ddim", nfe=10)
-    assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), grids.discrete_sigmas(table, 10, "trailing")[:-1])
+    want = grids.discrete_sigmas(table, 10, "trailing")[:-1]
+    assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), want)
     # the samples are the mixture's: a deterministic run from s = 5 keeps the draws near their start
     if name in ("ddim", "lms", "unipc"):
         assert torch.isfinite(out).all() and (out - x).norm(dim=1).mean() < 2 * s_max * math.sqrt(x.shape[1])
@@ -540,3 +543,25 @@ def test_an_unknown_sampler_option_is_refused_naming_the_methods_options(gmm):
     with pytest.raises(ValueError, match="its options are: .*s_churn"):
         sample(gmm, x, method="edm_stochastic", nfe=5, churn=10)
     assert METHODS["pc"].options == ("snr", "n_corrector", "form")  # read from the function's signature
+
+
+@pytest.mark.parametrize("nfe", [5, 9, 10, 20])
+def test_the_default_rule_runs_unipc_at_order_3_from_its_threshold_unless_an_order_is_given(gmm, nfe):
+    """`sample` fills UniPC's order from `Method.rule_options` (order 3 from unipc.ORDER_3_FROM steps, else the
+    function's order 2); an explicit order wins, and the cost in calls is the same."""
+    from torchdiffusion.sampling.unipc import ORDER_3_FROM
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    kw = dict(sigma_min=0.002, sigma_max=80.0)
+    grid = budget_grid(gmm, "unipc", nfe, **kw)
+    want = 3 if len(grid) - 1 >= ORDER_3_FROM else 2
+    by_order = {o: METHODS["unipc"].fn(gmm, x, grid, order=o) for o in (2, 3)}
+    assert not torch.allclose(by_order[2], by_order[3])
+    counted = CountingDenoiser(gmm)
+    assert torch.equal(sample(counted, x, method="unipc", nfe=nfe, **kw), by_order[want])
+    assert counted.calls == nfe
+    for o in (2, 3):
+        assert torch.equal(sample(gmm, x, method="unipc", nfe=nfe, order=o, **kw), by_order[o])
+        assert torch.equal(sample(gmm, x, method="unipc", grid=grid, order=o), by_order[o])
+    assert torch.equal(sample(gmm, x, method="unipc", grid=grid), by_order[want])
+    assert METHODS["dpmpp_3m"].with_rule_options(grid, {}) == {}  # no rule for other methods
