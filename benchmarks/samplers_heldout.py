@@ -301,11 +301,27 @@ def main() -> None:
                     "these |-separated strings (=name: exactly that name)")
     ap.add_argument("--cache", default="outputs/samplers_heldout_cache")
     ap.add_argument("--json", default=None, help="write every error and ratio here")
+    ap.add_argument("--seeds", default=None, help="only these seeds of the set, first-last (to split a run over "
+                    "processes; --merge joins their --json files)")
+    ap.add_argument("--merge", default=None, help="comma-separated --json files of one set: print their joint tables")
     ap.add_argument("--peers-only", action="store_true",
                     help="only compute and cache the peers and references of the set (nothing of ours is run)")
     a = ap.parse_args()
     if a.sweep and a.set.startswith("heldout"):
         ap.error("--sweep chooses rules: run it on --set tuning only")
+    if a.merge:
+        merged = {}
+        for path in a.merge.split(","):
+            merged.update(json.loads(Path(path).read_text())["ratios"])
+        per = {tuple(k.split(" ")): {row: {int(n): v for n, v in r.items()} for row, r in rows.items()}
+               for k, rows in merged.items()}
+        summarise(per, f"set {a.set} (merged from {a.merge})")
+        print(f"\n{len(per)} problem-family pairs")
+        return
+    seeds = SETS[a.set]
+    if a.seeds:
+        lo, hi = (int(v) for v in a.seeds.split("-"))
+        seeds = [s for s in seeds if s != "bench" and lo <= int(s) <= hi]
     families = a.families.split(",")
     if unknown := set(families) - set(FAMILIES):
         ap.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
@@ -316,7 +332,7 @@ def main() -> None:
     cache, t0 = Path(a.cache), time.time()
     per_problem, raw = {}, {}
     sweep_rows: dict[str, dict[tuple[Any, str], dict[str, dict[int, float]]]] = {}
-    for seed in SETS[a.set]:
+    for seed in seeds:
         for family in families:
             if cpu_minutes() > a.max_cpu_minutes:
                 print(f"# CPU budget of {a.max_cpu_minutes} minutes spent: stopping before {seed} {family}",
