@@ -149,4 +149,4 @@ for below in (5, 8, 10):
                    f"table top jump"] = rule(*tail_args, method="unipc", first=3.0, order=O3(below), top="skip")
 PREVIOUS = "unipc, tail 0.04 (20/n)^3, knee 10, first step <= 3x"  # the default chosen on seeds 1000-1007
 CHOSEN = ("unipc, order 3 from 10 calls, tail 0.04 (15/n)^3, knee 10, first step <= 3x, skip the level below a table "
-          "top jump")  # the library's default since (docs/samplers.md, "Choosing the rule on the tuning set")
+          "top jump")  # the library's default since (docs/samplers.md, "Re-choosing the rule on 16 tuning problems")

@@ -355,6 +355,10 @@ def main() -> None:
             rows = ours(seed, family, cached, not a.no_calibrate)
             per_problem[(seed, family)] = ratios(rows, cached["peers"])
             raw[f"{seed} {family}"] = {"ours": rows, "peers": cached["peers"]}
+            if a.json:  # after every problem, so that a run stopped early keeps what it finished (--merge reads it)
+                Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(a.json).write_text(json.dumps({"ratios": {f"{s} {f}": r for (s, f), r in per_problem.items()},
+                                                    "errors": raw}, indent=1))
             best = min(cached["peers"], key=lambda k: cached["peers"][k].get(20, math.inf))
             print(f"# {seed} {family}: default / best peer at NFE 10, 20 = "
                   f"{per_problem[(seed, family)]['default'][10]:.2f}, {per_problem[(seed, family)]['default'][20]:.2f}"

@@ -55,7 +55,7 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
             # a table's top level can be far above the next (cosine: 20291 vs 642); spacing the grid from there
             # would spend steps between levels that do not exist. That jump is the grid's long first step: it lands
             # on the grid spaced from the second level (no further cap), past that level itself, where D barely
-            # differs from D at the top (docs/samplers.md, "Choosing the rule on the tuning set")
+            # differs from D at the top (docs/samplers.md, "Re-choosing the rule on 16 tuning problems")
             rest = uncapped(steps, last, float(table[-2]))[1:]
             return grids.nearest_in_table(torch.cat([torch.tensor([sigma_max], dtype=rest.dtype), rest]), table)
         return grids.nearest_in_table(named(steps, last, sigma_max), table)

@@ -90,8 +90,8 @@ def default_tail(nfe: int, sigma_data: float, f_max: float = 0.04, knee: float =
     spent below a few hundredths of the data scale buy little at small budgets, so with few calls the grid stops
     there, and as nfe grows the tail falls fast (as nfe^-3) back towards sigma_min, so that fine data scales are
     resolved at large budgets. f_max was selected on held-out Gaussian mixtures (docs/samplers.md, "Grid tail"),
-    knee = 15 (first 20) with UniPC on the tuning problems of the held-out protocol (docs/samplers.md, "Choosing the
-    rule on the tuning set"); callers clamp the result to [sigma_min, sigma_max).
+    knee = 15 (first 20) with UniPC on the tuning problems of the held-out protocol (docs/samplers.md, "Re-choosing
+    the rule on 16 tuning problems"); callers clamp the result to [sigma_min, sigma_max).
     """
     if nfe < 1 or sigma_data <= 0:
         raise ValueError(f"need nfe >= 1 and sigma_data > 0, got nfe={nfe}, sigma_data={sigma_data}")

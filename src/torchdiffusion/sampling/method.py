@@ -37,7 +37,7 @@ class Method:
         h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
         best with a grid tail (docs/samplers.md, "Grid tail"); "fewstep" (`grids.fewstep`) for distilled students.
     rule_options: steps -> the options the default rule gives the method on a grid of that many steps where the
-        caller passes none (UniPC's order, docs/samplers.md, "Choosing the rule on the tuning set"); they never
+        caller passes none (UniPC's order, docs/samplers.md, "Re-choosing the rule on 16 tuning problems"); they never
         change the cost in calls (`with_rule_options`).
     """
 

@@ -87,7 +87,8 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
     return x
 
 
-ORDER_3_FROM = 10  # steps from which the default rule runs UniPC-3 (docs/samplers.md, "Choosing the rule on the tuning set")
+ORDER_3_FROM = 10  # steps from which the default rule runs UniPC-3 (docs/samplers.md, "Re-choosing the rule on 16
+# tuning problems")
 
 
 def rule_options(steps: int) -> dict[str, Any]:
