@@ -58,7 +58,10 @@ from torchdiffusion.sampling import METHODS, calibrate_grid, grids, sample  # no
 from torchdiffusion.schedules import make_betas  # noqa: E402
 
 NFES = (5, 10, 20, 50)
-SETS = {"tuning": list(range(1000, 1008)), "heldout": list(range(2000, 2008)), "bench": ["bench"]}
+# tuning: 1000-1007 plus 2000-2007 (the first held-out set, whose results were read while choosing later rules);
+# heldout: 3000-3015, run once for the rule chosen on tuning (docs/samplers.md, "Held-out protocol")
+SETS = {"tuning": list(range(1000, 1008)) + list(range(2000, 2008)), "heldout": list(range(3000, 3016)),
+        "tuning-first": list(range(1000, 1008)), "heldout-first": list(range(2000, 2008)), "bench": ["bench"]}
 FAMILIES = ("edm", "ddpm_linear", "ddpm_cosine", "ddpm_scaled_linear", "flow")
 TABLES = {"ddpm_linear": ("linear", dict(beta_start=1e-4, beta_end=0.02, beta_schedule="linear")),
           "ddpm_cosine": ("cosine", dict(beta_schedule="squaredcos_cap_v2")),
@@ -218,7 +221,7 @@ def peers_and_reference(seed: int | str, family: str, K: Any, points: int, cache
 
 
 def ours(seed: int | str, family: str, cached: dict[str, Any], calibrate: bool,
-         grid_rule: Callable[[Any, int], tuple[str, torch.Tensor | None]] | None = None) -> dict[str, dict[int, float]]:
+         grid_rule: Callable[[Any, int], tuple[str, torch.Tensor | None, dict]] | None = None) -> dict[str, dict[int, float]]:
     """Ours on the default grid (`sample`), or (a sweep) the method and grid of grid_rule(model, nfe) as the default's
     row; the default sampler on a calibrated grid where asked."""
     gmm = problem(seed)
@@ -230,8 +233,8 @@ def ours(seed: int | str, family: str, cached: dict[str, Any], calibrate: bool,
         out[f"ours {name}"] = {}
         for nfe in NFES:
             D = CountingDenoiser(model)
-            method, grid = (name, None) if grid_rule is None else grid_rule(model, nfe)
-            y = sample(D, x, method=method, nfe=nfe, grid=grid)
+            method, grid, opts = (name, None, {}) if grid_rule is None else grid_rule(model, nfe)
+            y = sample(D, x, method=method, nfe=nfe, grid=grid, **opts)
             assert D.calls <= nfe, (method, nfe, D.calls)
             out[f"ours {name}"][nfe] = error(y, ref)
     if calibrate and table is None:
@@ -294,11 +297,31 @@ def main() -> None:
     ap.add_argument("--max-cpu-minutes", type=float, default=15.0, help="stop starting problems after this CPU time")
     ap.add_argument("--no-calibrate", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="score candidate grid rules (tuning set only)")
+    ap.add_argument("--rules", default=None, help="with --sweep: only the candidates whose name contains one of "
+                    "these |-separated strings (=name: exactly that name)")
     ap.add_argument("--cache", default="outputs/samplers_heldout_cache")
     ap.add_argument("--json", default=None, help="write every error and ratio here")
+    ap.add_argument("--seeds", default=None, help="only these seeds of the set, first-last (to split a run over "
+                    "processes; --merge joins their --json files)")
+    ap.add_argument("--merge", default=None, help="comma-separated --json files of one set: print their joint tables")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="only compute and cache the peers and references of the set (nothing of ours is run)")
     a = ap.parse_args()
-    if a.sweep and a.set == "heldout":
+    if a.sweep and a.set.startswith("heldout"):
         ap.error("--sweep chooses rules: run it on --set tuning only")
+    if a.merge:
+        merged = {}
+        for path in a.merge.split(","):
+            merged.update(json.loads(Path(path).read_text())["ratios"])
+        per = {tuple(k.split(" ")): {row: {int(n): v for n, v in r.items()} for row, r in rows.items()}
+               for k, rows in merged.items()}
+        summarise(per, f"set {a.set} (merged from {a.merge})")
+        print(f"\n{len(per)} problem-family pairs")
+        return
+    seeds = SETS[a.set]
+    if a.seeds:
+        lo, hi = (int(v) for v in a.seeds.split("-"))
+        seeds = [s for s in seeds if s != "bench" and lo <= int(s) <= hi]
     families = a.families.split(",")
     if unknown := set(families) - set(FAMILIES):
         ap.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
@@ -309,22 +332,33 @@ def main() -> None:
     cache, t0 = Path(a.cache), time.time()
     per_problem, raw = {}, {}
     sweep_rows: dict[str, dict[tuple[Any, str], dict[str, dict[int, float]]]] = {}
-    for seed in SETS[a.set]:
+    for seed in seeds:
         for family in families:
             if cpu_minutes() > a.max_cpu_minutes:
                 print(f"# CPU budget of {a.max_cpu_minutes} minutes spent: stopping before {seed} {family}",
                       file=sys.stderr)
                 break
             cached = peers_and_reference(seed, family, K, a.points, cache)
+            if a.peers_only:
+                print(f"# {seed} {family}: peers cached; {cpu_minutes():.1f} CPU min", file=sys.stderr, flush=True)
+                continue
             if a.sweep:
                 import grid_rules  # candidate rules, benchmarks/grid_rules.py
                 for rule, fn in grid_rules.CANDIDATES.items():
+                    if a.rules and not any(rule == k[1:] if k.startswith("=") else k in rule
+                                           for k in a.rules.split("|")):
+                        continue
                     rows = ours(seed, family, cached, False, fn)
                     sweep_rows.setdefault(rule, {})[(seed, family)] = ratios(rows, cached["peers"])
+                print(f"# {seed} {family}: swept; {cpu_minutes():.1f} CPU min", file=sys.stderr, flush=True)
                 continue
             rows = ours(seed, family, cached, not a.no_calibrate)
             per_problem[(seed, family)] = ratios(rows, cached["peers"])
             raw[f"{seed} {family}"] = {"ours": rows, "peers": cached["peers"]}
+            if a.json:  # after every problem, so that a run stopped early keeps what it finished (--merge reads it)
+                Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(a.json).write_text(json.dumps({"ratios": {f"{s} {f}": r for (s, f), r in per_problem.items()},
+                                                    "errors": raw}, indent=1))
             best = min(cached["peers"], key=lambda k: cached["peers"][k].get(20, math.inf))
             print(f"# {seed} {family}: default / best peer at NFE 10, 20 = "
                   f"{per_problem[(seed, family)]['default'][10]:.2f}, {per_problem[(seed, family)]['default'][20]:.2f}"
@@ -332,6 +366,8 @@ def main() -> None:
         else:
             continue
         break
+    if a.peers_only:
+        return
     if a.sweep:
         for rule, pp in sweep_rows.items():
             summarise(pp, f"candidate rule `{rule}`, set {a.set}")

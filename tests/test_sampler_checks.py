@@ -143,7 +143,8 @@ def test_the_checks_change_no_result(gmm, name):
     x = start(64)
     grid = budget_grid(gmm, name, 12, sigma_min=0.002, sigma_max=80.0)
     checked = sample(gmm, x, method=name, grid=grid, generator=torch.Generator().manual_seed(3))
-    bare = SAMPLERS[name].fn(gmm, x, grid, generator=torch.Generator().manual_seed(3))
+    options = SAMPLERS[name].with_rule_options(grid, {})  # the default rule's options (UniPC's order), as sample()
+    bare = SAMPLERS[name].fn(gmm, x, grid, generator=torch.Generator().manual_seed(3), **options)
     assert torch.equal(checked, bare)
 
 

@@ -267,8 +267,9 @@ class Recording:
 def test_default_tail_is_a_fraction_of_sigma_data_that_falls_with_the_budget():
     tails = [grids.default_tail(n, 0.5) for n in range(1, 200)]
     assert all(a >= b for a, b in zip(tails, tails[1:]))
-    assert grids.default_tail(5, 0.5) == grids.default_tail(20, 0.5) == pytest.approx(0.02)
-    assert grids.default_tail(40, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
+    assert grids.default_tail(5, 0.5) == grids.default_tail(15, 0.5) == pytest.approx(0.02)  # 0.04 sigma_data
+    assert grids.default_tail(20, 0.5) == pytest.approx(0.02 * (15 / 20) ** 3)  # then as nfe^-3
+    assert grids.default_tail(30, 0.5) == pytest.approx(0.0025) and grids.default_tail(30, 2.0) == 4 * tails[29]
     with pytest.raises(ValueError):
         grids.default_tail(0, 0.5)
 
@@ -398,6 +399,48 @@ def test_a_discrete_model_gets_the_rule_grid_at_its_own_table_levels(gmm):
     assert resolve_tail(model, METHODS["ddim"], 10, 0.5) == 0.5  # an explicit tail is always honoured
 
 
+@pytest.mark.parametrize("name", ["ddim", "lms", "euler_ancestral", "unipc"])
+def test_a_discrete_model_honours_a_given_sigma_range(gmm, name):
+    """sample(sigma_max=s) on a DDPM-table model starts at the table level nearest s (and sigma_min ends it), for
+    the trailing-table methods (Karras family, stochastic) as for the rule's grid: the trailing grid once ignored
+    both and started at the table's top (20291 on the cosine table) from a state at s."""
+    from torchdiffusion.processes import DiscreteVP
+    from torchdiffusion.schedules import make_betas
+
+    p = DiscreteVP(make_betas("cosine", 1000))
+    table = p.sigmas_ve.double()
+
+    class Discrete:
+        sigma_table, sigma_data = p.sigmas_ve, gmm.sigma_data
+        sigma_min, sigma_max = float(p.sigmas_ve[0]), float(p.sigmas_ve[-1])
+
+        def __call__(self, x, sigma):
+            assert torch.isin(sigma.double(), table).all()
+            return gmm(x, sigma)
+
+    s_max, s_min = 5.0, 0.05
+    top = float(table[(table.log() - math.log(s_max)).abs().argmin()])
+    bottom = float(table[(table.log() - math.log(s_min)).abs().argmin()])
+    x = gmm.sample(256, generator=torch.Generator().manual_seed(0))[0]
+    x = x + s_max * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    D = Recording(Discrete())
+    out = sample(D, x, method=name, nfe=20, sigma_max=s_max, sigma_min=s_min, generator=torch.Generator())
+    assert D.sigmas[0] == pytest.approx(top) and max(D.sigmas) <= top * (1 + 1e-9)
+    assert min(D.sigmas) >= bottom * (1 - 1e-9) and len(D.sigmas) <= 20
+    if name == "ddim":  # the range's levels [bottom, top] respaced with trailing spacing, like the whole table
+        sub = table[(table >= bottom) & (table <= top)]
+        want = grids.discrete_sigmas(sub, 20, "trailing")[:-1]
+        assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), want)
+    # the whole range by default: the full trailing table, as before
+    D = Recording(Discrete())
+    sample(D, x * 0 + float(table[-1]), method="ddim", nfe=10)
+    want = grids.discrete_sigmas(table, 10, "trailing")[:-1]
+    assert torch.allclose(torch.tensor(D.sigmas, dtype=torch.float64), want)
+    # the samples are the mixture's: a deterministic run from s = 5 keeps the draws near their start
+    if name in ("ddim", "lms", "unipc"):
+        assert torch.isfinite(out).all() and (out - x).norm(dim=1).mean() < 2 * s_max * math.sqrt(x.shape[1])
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 @pytest.mark.parametrize("nfe", [10, 20])
 def test_discrete_default_grid_spends_the_whole_budget(schedule, nfe):
@@ -500,3 +543,25 @@ def test_an_unknown_sampler_option_is_refused_naming_the_methods_options(gmm):
     with pytest.raises(ValueError, match="its options are: .*s_churn"):
         sample(gmm, x, method="edm_stochastic", nfe=5, churn=10)
     assert METHODS["pc"].options == ("snr", "n_corrector", "form")  # read from the function's signature
+
+
+@pytest.mark.parametrize("nfe", [5, 9, 10, 20])
+def test_the_default_rule_runs_unipc_at_order_3_from_its_threshold_unless_an_order_is_given(gmm, nfe):
+    """`sample` fills UniPC's order from `Method.rule_options` (order 3 from unipc.ORDER_3_FROM steps, else the
+    function's order 2); an explicit order wins, and the cost in calls is the same."""
+    from torchdiffusion.sampling.unipc import ORDER_3_FROM
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    kw = dict(sigma_min=0.002, sigma_max=80.0)
+    grid = budget_grid(gmm, "unipc", nfe, **kw)
+    want = 3 if len(grid) - 1 >= ORDER_3_FROM else 2
+    by_order = {o: METHODS["unipc"].fn(gmm, x, grid, order=o) for o in (2, 3)}
+    assert not torch.allclose(by_order[2], by_order[3])
+    counted = CountingDenoiser(gmm)
+    assert torch.equal(sample(counted, x, method="unipc", nfe=nfe, **kw), by_order[want])
+    assert counted.calls == nfe
+    for o in (2, 3):
+        assert torch.equal(sample(gmm, x, method="unipc", nfe=nfe, order=o, **kw), by_order[o])
+        assert torch.equal(sample(gmm, x, method="unipc", grid=grid, order=o), by_order[o])
+    assert torch.equal(sample(gmm, x, method="unipc", grid=grid), by_order[want])
+    assert METHODS["dpmpp_3m"].with_rule_options(grid, {}) == {}  # no rule for other methods

@@ -54,8 +54,8 @@ def sdedit(denoiser: Any, x0: Tensor, strength: float, *, method: str = "ddim", 
     if s == 0:
         return x0.clone()
     table, grid_args = describe(denoiser).sigma_table, {}
-    if table is not None:  # a discrete-time model: start at a level of its table, and grid from there (a table's
-        # default grid is its own respaced from the top, whatever sigma_max; tail 0 asks for the named grid instead)
+    if table is not None:  # a discrete-time model: start at a level of its table, and grid from there (tail 0: the
+        # method's named grid on the table's levels down to sigma_min, not the trailing table of the range)
         s, grid_args = float(grids.nearest_in_table(torch.tensor([s, 0.0]), table)[0]), {"tail": 0.0}
     x = x0 + s * noise_like(x0, generator)
     return sample(denoiser, x, method=method, nfe=nfe, sigma_min=s_min, sigma_max=s, generator=generator,

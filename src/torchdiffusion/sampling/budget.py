@@ -28,25 +28,35 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     """The named grid (`GRIDS`) from sigma_max down to max(sigma_min, tail), then 0; `knee` (exponential grid only)
     coarsens it above that noise level, its first step capped at GRID_FIRST_STEP in sigma (`grids.exponential`).
 
-    A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: respaced with trailing spacing when tail is None, else the named
+    A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: when tail is None, its
+    levels from the one nearest sigma_max (in log sigma) down to the one nearest sigma_min, respaced with trailing
+    spacing (the whole table by default; a lower sigma_max, as in SDEdit, keeps the grid below it); else the named
     grid moved to the nearest table levels (`grids.nearest_in_table`).
     """
     last = sigma_min if tail is None else max(sigma_min, tail)
     if knee is not None:
         if grid != "exponential":
             raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
-        named = partial(grids.exponential, knee=knee, first=GRID_FIRST_STEP)
+        named, uncapped = partial(grids.exponential, knee=knee, first=GRID_FIRST_STEP), partial(grids.exponential,
+                                                                                               knee=knee)
     else:
-        named = GRIDS[grid]
+        named = uncapped = GRIDS[grid]
     table = describe(denoiser).sigma_table
     if table is not None:
         if tail is None:
-            return grids.discrete_sigmas(table, min(steps, len(table)), "trailing")
-        gap, step = math.log(float(table[-1]) / float(table[-2])), math.log(sigma_max / last) / max(steps - 1, 1)
+            log_t = table.double().log()
+            hi = int((log_t - math.log(sigma_max)).abs().argmin()) + 1  # the range: levels lo..hi - 1
+            lo = min(int((log_t - math.log(sigma_min)).abs().argmin()), hi - 1)
+            sub = table[lo:hi]
+            return grids.discrete_sigmas(sub, min(steps, len(sub)), "trailing")
+        # the top gap against a step of steps + 1 levels over the range (the grid below, before its top is dropped)
+        gap, step = math.log(float(table[-1]) / float(table[-2])), math.log(sigma_max / last) / steps
         if steps > 2 and sigma_max >= float(table[-1]) and gap > step and float(table[-2]) > last:
             # a table's top level can be far above the next (cosine: 20291 vs 642); spacing the grid from there
-            # would spend steps between levels that do not exist, so the grid starts at the second level
-            rest = named(steps - 1, last, float(table[-2]))
+            # would spend steps between levels that do not exist. That jump is the grid's long first step: it lands
+            # on the grid spaced from the second level (no further cap), past that level itself, where D barely
+            # differs from D at the top (docs/samplers.md, "Re-choosing the rule on 16 tuning problems")
+            rest = uncapped(steps, last, float(table[-2]))[1:]
             return grids.nearest_in_table(torch.cat([torch.tensor([sigma_max], dtype=rest.dtype), rest]), table)
         return grids.nearest_in_table(named(steps, last, sigma_max), table)
     return named(steps, last, sigma_max)
@@ -181,6 +191,8 @@ def sample(denoiser: Any, x: Tensor, *, method: str = "ddim", nfe: int | None = 
                            tail=tail, options=options)
     elif nfe is not None and m.calls(grid, options) > nfe:
         raise ValueError(f"{method} on this grid makes {m.calls(grid, options)} denoiser calls, above nfe={nfe}")
+    if m.evals_per_step is not None:
+        options = m.with_rule_options(grid, options)  # e.g. UniPC's order on a long grid, unless given
     out = m.fn(checked, x, grid, generator=generator, callback=callback, **options)
     if checked.finite and not all_finite(out):  # finite outputs of D, yet the steps' arithmetic overflowed
         bad = int((~torch.isfinite(out)).sum())

@@ -72,7 +72,7 @@ def calibrate_grid(denoiser: Any, x_cal: Tensor, *, method: str, nfe: int, sigma
     def error(grid: Tensor) -> float:
         if m.calls(grid, options) > nfe:  # a long step moved away (`common.first_order`): over budget
             return math.inf
-        out = m.fn(D, x_cal, grid, **options)
+        out = m.fn(D, x_cal, grid, **m.with_rule_options(grid, options))  # as `sample` will run it
         return float((out - reference).reshape(len(x_cal), -1).norm(dim=1).mean())
 
     errs = {name: error(g) for name, g in starts.items()}

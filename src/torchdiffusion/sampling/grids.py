@@ -85,14 +85,15 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
     return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
 
 
-def default_tail(nfe: int, sigma_data: float, f_max: float = 0.04, knee: float = 20.0) -> float:
+def default_tail(nfe: int, sigma_data: float, f_max: float = 0.04, knee: float = 15.0) -> float:
     """The last nonzero sigma of a default grid for a budget of nfe calls: sigma_data f_max min(1, (knee / nfe)^3).
 
     Every deterministic sampler ends with a step to 0 that lands on (or extrapolates to) D(x, sigma_last); steps
     spent below a few hundredths of the data scale buy little at small budgets, so with few calls the grid stops
     there, and as nfe grows the tail falls fast (as nfe^-3) back towards sigma_min, so that fine data scales are
-    resolved at large budgets. f_max and knee were selected on held-out Gaussian mixtures (docs/samplers.md,
-    "Grid tail"); callers clamp the result to [sigma_min, sigma_max).
+    resolved at large budgets. f_max was selected on held-out Gaussian mixtures (docs/samplers.md, "Grid tail"),
+    knee = 15 (first 20) with UniPC on the tuning problems of the held-out protocol (docs/samplers.md, "Re-choosing
+    the rule on 16 tuning problems"); callers clamp the result to [sigma_min, sigma_max).
     """
     if nfe < 1 or sigma_data <= 0:
         raise ValueError(f"need nfe >= 1 and sigma_data > 0, got nfe={nfe}, sigma_data={sigma_data}")

@@ -36,6 +36,9 @@ class Method:
         log-SNR) for the multistep exponential integrators, whose extrapolation weights depend on the step ratios
         h_(i-1) / h_i, all 1 on this grid (Lu et al. 2022b, Sec. 4), and for iPNDM, whose equal-step weights fit it
         best with a grid tail (docs/samplers.md, "Grid tail"); "fewstep" (`grids.fewstep`) for distilled students.
+    rule_options: steps -> the options the default rule gives the method on a grid of that many steps where the
+        caller passes none (UniPC's order, docs/samplers.md, "Re-choosing the rule on 16 tuning problems"); they never
+        change the cost in calls (`with_rule_options`).
     """
 
     fn: Callable[..., Tensor]
@@ -46,6 +49,7 @@ class Method:
     cost: Cost | None = None
     grid: str = "karras"
     long_steps: bool = False
+    rule_options: Callable[[int], dict[str, Any]] | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -65,6 +69,12 @@ class Method:
         """The most steps of a grid ending in 0 whose calls, (steps - 1) * per_step + final, fit in nfe (0 if none)."""
         per_step, final = self.budget(options or {})
         return 0 if nfe < final else (nfe - final) // per_step + 1
+
+    def with_rule_options(self, sigmas: Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        """options over the default rule's options for this grid (`rule_options`), which fill only what is not given."""
+        if self.rule_options is None:
+            return options
+        return {**self.rule_options(len(sigmas) - 1), **options}
 
     def calls(self, sigmas: Tensor, options: dict[str, Any] | None = None) -> int:
         """Denoiser calls of one run over this grid."""

@@ -87,4 +87,14 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
     return x
 
 
-UNIPC = Method(sample_unipc, "ODE", 3, 1, grid="exponential")
+ORDER_3_FROM = 10  # steps from which the default rule runs UniPC-3 (docs/samplers.md, "Re-choosing the rule on 16
+# tuning problems")
+
+
+def rule_options(steps: int) -> dict[str, Any]:
+    """The default rule's UniPC: order 3 (UniP-3 with UniC-3) on grids of ORDER_3_FROM steps or more, else the
+    function's default order 2, whose two-point extrapolation is the safer one over a few long steps."""
+    return {"order": 3} if steps >= ORDER_3_FROM else {}
+
+
+UNIPC = Method(sample_unipc, "ODE", 3, 1, grid="exponential", rule_options=rule_options)
