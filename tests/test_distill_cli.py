@@ -225,3 +225,30 @@ def test_distill_refuses_a_text_conditional_teacher_in_one_paragraph(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert "text-conditional" in err and "Traceback" not in err and "\n\n" not in err, err
     assert not (tmp_path / "student").exists()
+
+
+def test_reflow_budget_includes_drawing_its_pairs(flow_run, tmp_path, monkeypatch):
+    """--max-cpu-minutes covers the whole command: pairs that take the budget leave no training steps."""
+    import torchdiffusion.distill.run as run_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(run_mod.time, "process_time", lambda: clock["t"])
+    real_draw = run_mod.draw_reflow_pairs
+
+    def slow_draw(*a, **k):  # drawing the pairs "costs" two CPU-minutes on the fake clock
+        clock["t"] += 120.0
+        return real_draw(*a, **k)
+
+    monkeypatch.setattr(run_mod, "draw_reflow_pairs", slow_draw)
+    seen = {}
+
+    def fit(*a, max_cpu_minutes=None, start=0, **k):
+        seen["budget"] = max_cpu_minutes
+        return start
+
+    monkeypatch.setattr(run_mod, "fit", fit)
+    opts = run_mod.DistillOptions(method="reflow", max_steps=4, batch_size=8, pairs=16, pair_nfe=2)
+    run_mod.distill(flow_run, tmp_path / "rf", opts, max_cpu_minutes=3.0, progress=False)
+    assert seen["budget"] == pytest.approx(1.0)  # 3 minutes less the 2 the pairs took
+    run_mod.distill(flow_run, tmp_path / "rf2", opts, max_cpu_minutes=1.0, progress=False)
+    assert 0 < seen["budget"] < 1e-6  # spent before training: training stops at once, never unbudgeted

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     returns the step reached, the checkpoint written and the student's sampler and steps."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
+    cpu_start = time.process_time()  # the budget covers the whole command: loading, reflow's pairs, training
     out = Path(out)
     teacher_run = load_run(teacher_path)
     teacher, tcfg = teacher_run.model, teacher_run.config
@@ -131,6 +133,8 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if max_cpu_minutes:  # what is left of it; a tiny positive rest (not 0, which means "no budget") stops at once
+        max_cpu_minutes = max(max_cpu_minutes - (time.process_time() - cpu_start) / 60, 1e-9)
     step = fit(distiller, _draw(tcfg, data, labels, num_classes), opt, total=options.max_steps, start=step,
                batch_size=options.batch_size, generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step,
                progress=progress)
