@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,7 +86,7 @@ def restore_rng(noise_gen: torch.Generator, tensors: dict[str, Tensor], meta: di
     set_host_rng_state({"python": meta["rng_python"], "numpy": meta["rng_numpy"]})
 
 
-class ResumableRun:
+class ResumableRun(ABC):
     """A side loop's run: data in a per-epoch order, checkpoints every train.ckpt_every steps, exact resume from the
     run directory's newest checkpoint (holding its lock), and `run()` under step, wall and CPU budgets.
 
@@ -124,17 +125,17 @@ class ResumableRun:
             raise
 
     # ---- what a subclass names
+    @abstractmethod
     def modules(self) -> dict[str, nn.Module]:
         """The modules a checkpoint holds, by tensor prefix (e.g. {"model": ...})."""
-        raise NotImplementedError
 
+    @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers a checkpoint holds, by name (tensor prefix and metadata key)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_step(self) -> dict[str, float]:
         """One optimizer step (self.step += 1); its statistics for the metrics log."""
-        raise NotImplementedError
 
     def extra_meta(self) -> dict[str, Any]:
         """Metadata of this kind of run besides config, position, optimizers and RNG."""
