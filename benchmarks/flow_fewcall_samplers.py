@@ -21,32 +21,17 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fewstep_gmm import mixture  # noqa: E402
 from samplers_gmm import flow_map  # noqa: E402
 
-from torchdiffusion.analytic import GaussianMixture  # noqa: E402
+from torchdiffusion.analytic import ExactVelocity  # noqa: E402
 from torchdiffusion.model_denoiser import ModelDenoiser  # noqa: E402
 from torchdiffusion.processes import Flow  # noqa: E402
 from torchdiffusion.sampling import METHODS, sample  # noqa: E402
 
 CALLS = (1, 2, 3, 4, 8)
-
-
-class ExactVelocity(nn.Module):
-    """u = alpha' x0 + sigma' eps of the mixture's exact denoiser, for x_t and c_noise = 1000 t."""
-
-    def __init__(self, gmm: GaussianMixture, process: Flow):
-        super().__init__()
-        self.gmm, self.p = gmm, process
-
-    def forward(self, xt: torch.Tensor, c_noise: torch.Tensor, **cond) -> torch.Tensor:
-        t = c_noise.double() / 1000
-        a, s = self.p.alpha(t)[:, None], self.p.sigma(t)[:, None]
-        x0 = self.gmm(xt / a, (s / a)[:, 0])
-        return self.p.d_alpha(t)[:, None] * x0 + self.p.d_sigma(t)[:, None] * (xt - a * x0) / s
 
 
 def main() -> None:

@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
-from torchdiffusion.analytic import GaussianMixture
+from torchdiffusion.analytic import ExactVelocity, GaussianMixture
 from torchdiffusion.model_denoiser import ModelDenoiser
 from torchdiffusion.processes import Flow, FlowCosine, GaussianProcess
 from torchdiffusion.sampling import METHODS, budget_grid, grids, sample
@@ -18,21 +17,6 @@ from torchdiffusion.sampling import METHODS, budget_grid, grids, sample
 from test_ddpm_ddim import pf_ode_reference
 
 ODE = sorted(name for name, m in METHODS.items() if m.kind == "ODE")
-
-
-class ExactVelocity(nn.Module):
-    """The flow velocity u = alpha' x0 + sigma' eps of the mixture's exact denoiser, for x_t and c_noise = 1000 t."""
-
-    def __init__(self, gmm: GaussianMixture, process: GaussianProcess):
-        super().__init__()
-        self.gmm, self.p = gmm, process
-
-    def forward(self, xt: torch.Tensor, c_noise: torch.Tensor, **cond) -> torch.Tensor:
-        t = c_noise.double() / 1000
-        a, s = self.p.alpha(t)[:, None], self.p.sigma(t)[:, None]
-        x0 = self.gmm(xt / a, (s / a)[:, 0])
-        eps = (xt - a * x0) / s
-        return self.p.d_alpha(t)[:, None] * x0 + self.p.d_sigma(t)[:, None] * eps
 
 
 @pytest.fixture(scope="module", params=[Flow, FlowCosine], ids=["flow", "flow_cosine"])

@@ -161,3 +161,19 @@ class RotatedGaussianMixture:
     def sigma_data(self) -> float:
         """The data's overall std, sqrt(trace(covariance) / d)."""
         return math.sqrt(float(torch.diagonal(self.covariance()).mean()))
+
+
+class ExactVelocity(torch.nn.Module):
+    """A flow backbone from a mixture's exact denoiser: u = alpha'(t) x0 + sigma'(t) eps (Lipman et al. 2023, eq. 15),
+    x0 the denoiser at VE state x_t / alpha, sigma / alpha; time input c_noise = 1000 t (the flow default)."""
+
+    def __init__(self, gmm: GaussianMixture, process):
+        super().__init__()
+        self.gmm, self.p = gmm, process
+
+    def forward(self, xt: torch.Tensor, c_noise: torch.Tensor, **cond) -> torch.Tensor:
+        t = c_noise.double() / 1000
+        a, s = self.p.alpha(t)[:, None], self.p.sigma(t)[:, None]
+        x0 = self.gmm(xt / a, (s / a)[:, 0])
+        eps = (xt - a * x0) / s
+        return self.p.d_alpha(t)[:, None] * x0 + self.p.d_sigma(t)[:, None] * eps
