@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from torchdiffusion.loading import load_run
+from torchdiffusion.loading import LoadedRun, load_run
 from torchdiffusion.conditioning import GuidanceRecipe
 from torchdiffusion.data import load_shapes, measure_attributes, save_image_tiles
 from torchdiffusion.data.shapes import attribute_accuracy
@@ -28,9 +28,44 @@ from torchdiffusion.generate import generate
 from torchdiffusion.text.context import encode_prompts, null_context
 
 
+@torch.no_grad()
+def attribute_rows(loaded: LoadedRun, num: int, scales: list[float], sampler: str, nfe: int,
+                   tiles: str | None = None) -> list[dict]:
+    """Attribute accuracies of `num` samples per caption split and guidance scale (latent models decoded first)."""
+    rows = []
+    for split, seed in (("train", 1001), ("heldout", 1002)):  # seeds unlike training's: new images and layouts
+        ref = load_shapes(n=num, seed=seed, size=loaded.config.data.options.get("size", 32), split=split)
+        text = encode_prompts(ref.captions)
+        empty = null_context(num, text["context"].shape[1])
+        for w in scales:
+            c0 = time.process_time()
+            z, calls = generate(loaded.model, loaded.data_shape, num, sampler=sampler, steps=nfe, seed=0,
+                                guidance=GuidanceRecipe(cond=text, uncond=empty, scale=w))
+            x = loaded.decode(z).clamp(-1, 1)
+            acc = attribute_accuracy(measure_attributes(x), ref.attributes)
+            r = {"split": split, "scale": w, "nfe": calls, "cpu_seconds": round(time.process_time() - c0, 1), **acc}
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+            if tiles and w == max(scales):
+                save_image_tiles(x[:32], f"{tiles}_{split}_w{w:g}.png")
+        clean = attribute_accuracy(measure_attributes(ref.images), ref.attributes)
+        rows.append({"split": split, "scale": "data", **clean})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a markdown table."""
+    print("| captions | guidance w | shape | colour | size | position | all attributes of the image |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        w = r["scale"] if isinstance(r["scale"], str) else f"{r['scale']:g}"
+        print(f"| {r['split']} | {w} | {r['shape']:.3f} | {r['colour']:.3f} | {r['size']:.3f} | "
+              f"{r['position']:.3f} | {r['all']:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help="a shapes_text, shapes_text64 or shapes_text_ldm run")
     ap.add_argument("--num", type=int, default=200, help="prompts per split")
     ap.add_argument("--scales", default="1,2,4")
     ap.add_argument("--sampler", default="dpmpp_2m")
@@ -39,33 +74,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     loaded = load_run(a.model)
-    model, cfg, meta = loaded.model, loaded.config, loaded.meta
-    opts = dict(cfg.data.options)
-    size = int(opts.get("size", 32))
-    rows = []
-    for split, seed in (("train", 1001), ("heldout", 1002)):  # seeds unlike training's: new images and layouts
-        ref = load_shapes(n=a.num, seed=seed, size=size, split=split)
-        text = encode_prompts(ref.captions)
-        empty = null_context(a.num, text["context"].shape[1])
-        for w in (float(v) for v in a.scales.split(",")):
-            t0 = time.perf_counter()
-            x, nfe = generate(model, (3, size, size), a.num, sampler=a.sampler, steps=a.nfe, seed=0,
-                              guidance=GuidanceRecipe(cond=text, uncond=empty, scale=w))
-            acc = attribute_accuracy(measure_attributes(x.clamp(-1, 1)), ref.attributes)
-            r = {"split": split, "scale": w, "nfe": nfe, "seconds": round(time.perf_counter() - t0, 1), **acc}
-            rows.append(r)
-            print(json.dumps(r), file=sys.stderr, flush=True)
-            if w == max(float(v) for v in a.scales.split(",")):
-                save_image_tiles(x[:32].clamp(-1, 1), f"outputs/shapes_text_{split}_w{w:g}.png")
-        clean = attribute_accuracy(measure_attributes(ref.images), ref.attributes)
-        rows.append({"split": split, "scale": "data", **clean})
+    meta = loaded.meta
+    rows = attribute_rows(loaded, a.num, [float(v) for v in a.scales.split(",")], a.sampler, a.nfe,
+                          tiles="outputs/shapes_text")
     print(f"\nModel {meta['path']} (step {meta['step']}), {a.sampler} at {a.nfe} NFE, {a.num} prompts per split.\n")
-    print("| captions | guidance w | shape | colour | size | position | all attributes of the image |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        w = r["scale"] if isinstance(r["scale"], str) else f"{r['scale']:g}"
-        print(f"| {r['split']} | {w} | {r['shape']:.3f} | {r['colour']:.3f} | {r['size']:.3f} | "
-              f"{r['position']:.3f} | {r['all']:.3f} |")
+    print_table(rows)
     with open(a.out, "w") as f:
         json.dump({"command": " ".join(sys.argv), "checkpoint": meta["path"], "step": meta["step"], "rows": rows},
                   f, indent=2)
