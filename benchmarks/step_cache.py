@@ -5,10 +5,14 @@ only from full passes at sigma <= step_cache.default_max_sigma, 20 sigma_data fo
 are sampled with the same sampler and steps; reported are the CPU seconds (this process, all threads) of sampling,
 the speed-up over N = 1 (the plain model, bit for bit), and the RMS pixel distance of the samples to the plain
 model's (images in [-1, 1]), against the distance between two plain sample sets of different step counts (steps and
-steps + 5) as a yardstick of what "a small change" is. The default cap was chosen on a digits eps model with seed 0;
+steps + 5) as a yardstick of what "a small change" is. With --fid N, each row also samples N images from the same
+seeds in batches of --num and scores them by FID against the dataset's test split on the library's feature network
+(as `eval`), so the change of FID by caching is measured, not only the pixel distance. The default cap was chosen on a digits eps model with seed 0;
 report with another --seed and on other models.
 
     PYTHONPATH=src python benchmarks/step_cache.py --model runs/digits --num 64 --steps 20 --intervals 2,3,5 --seed 1
+    PYTHONPATH=src python benchmarks/step_cache.py --model runs/fmnist --num 250 --fid 1000 --method unipc \
+        --intervals 2,3 --repeats 1
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import time
 
 import torch
 
+from torchdiffusion.evaluate.data import load_featurizer, reference_data
 from torchdiffusion.generate import start_noise
+from torchdiffusion.metrics.fid import fid_from_features
 from torchdiffusion.loading import load_run
 from torchdiffusion.sampling import sample
 from torchdiffusion.step_cache import default_max_sigma, step_cached
@@ -38,6 +44,24 @@ def timed(model, x: torch.Tensor, method: str, steps: int) -> tuple[torch.Tensor
     return out.clamp(-1, 1), time.process_time() - c0
 
 
+class FID:
+    """FID of images against the run's dataset's test split, on the library's feature network (as `eval`)."""
+
+    def __init__(self, loaded) -> None:
+        data = loaded.config.data
+        self.featurizer, _ = load_featurizer(None, data.name)
+        ref = reference_data(data.name, dict(data.options), data.limit)
+        self.ref_feats, _ = self.featurizer.embed(ref.x)
+
+    @torch.no_grad()
+    def __call__(self, model, loaded, num: int, batch: int, method: str, steps: int, seed: int) -> float:
+        images = []
+        for i in range(0, num, batch):  # each batch its own seed: the same images for every row
+            x = start_noise(model, loaded.data_shape, min(batch, num - i), seed + 1 + i)
+            images.append(loaded.decode(sample(model, x, method=method, nfe=steps)).clamp(-1, 1))
+        return fid_from_features(self.ref_feats, self.featurizer.embed(torch.cat(images))[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a U-Net run directory or checkpoint")
@@ -52,6 +76,7 @@ def main() -> None:
     ap.add_argument("--max-cpu-minutes", type=float, default=10.0, help="stop adding intervals past this CPU time")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fid", type=int, default=0, metavar="N", help="also the FID of N samples per row (0: none)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     loaded = load_run(a.model)
@@ -64,8 +89,9 @@ def main() -> None:
           f"{a.threads} thread(s), {platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"# yardstick: RMS({a.steps} vs {a.steps + 5} plain steps) = {rms(plain, longer):.4f}")
     print(f"# prediction {model.prediction}, sigma_data {model.sigma_data}, auto cap {default_max_sigma(model)}")
-    print("| interval | schedule | deep passes | CPU s / batch | speed-up | RMS vs plain |")
-    print("|---:|---|---:|---:|---:|---:|")
+    fid = FID(loaded) if a.fid else None
+    print("| interval | schedule | deep passes | CPU s / batch | speed-up | RMS vs plain |" + (" FID |" if fid else ""))
+    print("|---:|---|---:|---:|---:|---:|" + ("---:|" if fid else ""))
     base_time = None
     runs = [(1, "uniform")] + [(int(n), s) for n in a.intervals.split(",") for s in a.schedules.split(",")]
     for n, schedule in runs:
@@ -80,7 +106,8 @@ def main() -> None:
             best, deep = min(best, sec), cached.cached.deep_calls
         base_time = base_time or best
         label = schedule if schedule != "auto" else f"auto (sigma <= {cached.max_sigma:g})"
-        print(f"| {n} | {label} | {deep} | {best:.3f} | {base_time / best:.2f}x | {rms(out, plain):.4f} |",
+        score = f" {fid(step_cached(model, n, cap), loaded, a.fid, a.num, a.method, a.steps, a.seed):.2f} |" if fid else ""
+        print(f"| {n} | {label} | {deep} | {best:.3f} | {base_time / best:.2f}x | {rms(out, plain):.4f} |{score}",
               flush=True)
     print(f"# total CPU {time.process_time() - c_start:.1f} s")
 

@@ -30,6 +30,18 @@ def test_packaged_configs_agree_on_the_latent_shape(tmp_path):
     assert ldm.data.options == ae.data.options and p["context_dim"] == 384 and ldm.train.cond_drop > 0
 
 
+def test_pixel_baseline_config_matches_the_latent_recipe(tmp_path):
+    # shapes_text64 is the pixel model benchmarks/latent_shapes_text.py measures the latent recipe against
+    pixel = load_config("shapes_text64")
+    ldm = load_config("shapes_text_ldm", [f"autoencoder={tmp_path}"])
+    p = pixel.model.params
+    assert pixel.data == ldm.data and pixel.loss == ldm.loss and pixel.process == ldm.process
+    assert (p["in_channels"], p["image_size"]) == (3, 64) and p["context_dim"] == 384
+    assert pixel.train.cond_drop == ldm.train.cond_drop and pixel.model.prediction == ldm.model.prediction
+    # attention at the same 16x16 and 8x8 resolutions: 64 / 2 ** (levels - 1) reaches 8
+    assert 64 // 2 ** (len(p["channel_mult"]) - 1) == 8 and p["attn_resolutions"] == [16, 8]
+
+
 @pytest.fixture(scope="module")
 def text_ldm(tmp_path_factory):
     out = tmp_path_factory.mktemp("latent_text")
