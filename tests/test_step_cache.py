@@ -138,15 +138,15 @@ def test_features_of_a_full_pass_above_max_sigma_are_never_reused():
 
 
 def test_the_default_cap_follows_the_parameterisation():
-    """eps and score models reach x0_hat through sigma * output, so their cap is 20 sigma_data; bounded ones have none."""
+    """eps and score models reach x0_hat through sigma * output, so their cap is 20 sigma_data; bounded ones 1."""
     from torchdiffusion.step_cache import default_max_sigma
 
     net = random_unet()
-    for prediction, want in (("eps", 20 * 0.5), ("score", 20 * 0.5), ("v", None), ("x0", None)):
+    for prediction, want in (("eps", 20 * 0.5), ("score", 20 * 0.5), ("v", 0.5), ("x0", 0.5)):
         m = ModelDenoiser(net, VPLinear(), prediction, sigma_data=0.5)
         assert default_max_sigma(m) == want
         cap = step_cached(m, 2).max_sigma
-        assert cap == (math.inf if want is None else want)
+        assert cap == want
 
 
 def test_bad_requests_are_value_errors():

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--cache-max-sigma", type=float, default=None, metavar="SIGMA",
                     help="with --cache-interval: reuse deep features only from full passes at noise level <= SIGMA "
                          "(default: 20 sigma_data for eps and score models, whose x0 estimate multiplies a stale "
-                         "feature's error by sigma; every level for the others); 'inf' caches at every level")
+                         "feature's error by sigma; 1 sigma_data for the others); 'inf' caches at every level")
     sp.add_argument("--tiles", "--grid", dest="tiles", default=None, metavar="FILE.png",
                     help="write the samples tiled into one PNG (2-D data: a scatter plot)")
     sp.add_argument("--npz", default=None, metavar="FILE.npz", help="write arr_0 uint8 N x H x W x C")
