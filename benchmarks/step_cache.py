@@ -1,14 +1,15 @@
 """Step caching (DeepCache, Ma et al. 2023) on a trained U-Net: CPU time per sample and how far the samples move.
 
 For each cache interval N and refresh schedule (uniform: the paper's 1:N at every noise level; auto: features reused
-only from full passes at sigma <= step_cache.default_max_sigma, 20 sigma_data for eps models), the same start noises
-are sampled with the same sampler and steps; reported are the CPU seconds (this process, all threads) of sampling,
-the speed-up over N = 1 (the plain model, bit for bit), and the RMS pixel distance of the samples to the plain
-model's (images in [-1, 1]), against the distance between two plain sample sets of different step counts (steps and
-steps + 5) as a yardstick of what "a small change" is. With --fid N, each row also samples N images from the same
-seeds in batches of --num and scores them by FID against the dataset's test split on the library's feature network
-(as `eval`), so the change of FID by caching is measured, not only the pixel distance. The default cap was chosen on a digits eps model with seed 0;
-report with another --seed and on other models.
+only from full passes at sigma <= step_cache.default_max_sigma, 20 sigma_data for eps and score models, 1 sigma_data
+for the others; or a number), the same start noises are sampled with the same sampler and steps; reported are the CPU
+seconds (this process, all threads) of sampling, the speed-up over N = 1 (the plain model, bit for bit), and the RMS
+distance of the samples to the plain model's (images in [-1, 1], or latents), against the distance between two plain
+sample sets of different step counts (steps and steps + 5) as a yardstick of what "a small change" is. With --fid N,
+each row also samples N images from the same seeds in batches of --num (decoded for a latent model) and scores them by
+FID against the dataset's test split on the library's feature network, as `eval` does. The eps cap was chosen on a
+digits eps model with seed 0, the other on a Fashion-MNIST v model with seed 0 (docs/latent.md); report with another
+--seed and on other models.
 
     PYTHONPATH=src python benchmarks/step_cache.py --model runs/digits --num 64 --steps 20 --intervals 2,3,5 --seed 1
     PYTHONPATH=src python benchmarks/step_cache.py --model runs/fmnist --num 250 --fid 1000 --method unipc \
