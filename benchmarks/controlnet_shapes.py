@@ -21,6 +21,7 @@ import torch
 from torchdiffusion.controlnet import load_controlled_run, train_controlnet
 from torchdiffusion.controlnet.conditions import shape_mask
 from torchdiffusion.controlnet.config import load_controlnet_config
+from torchdiffusion.data import save_image_tiles
 from torchdiffusion.data.shapes import load_shapes
 from torchdiffusion.generate import start_noise
 from torchdiffusion.sampling import sample
@@ -45,6 +46,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--method", default="ipndm")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--figure", default=None, metavar="FILE.png",
+                    help="also write 8 columns: control masks, the base's samples, the controlled samples")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_controlnet_config(a.config, [*a.overrides, f"train.num_threads={a.threads}"])
@@ -55,12 +58,15 @@ def main() -> None:
     control = shape_mask(test.images)
     x = start_noise(run.model, run.data_shape, a.num, 0)
     c0 = time.process_time()
-    result = {}
+    result, samples = {}, {}
     with torch.no_grad():
         for scale in (0.0, 1.0):
             run.model.backbone.scale, run.model.backbone.control = scale, control
             out = sample(run.model, x, method=a.method, nfe=a.steps).clamp(-1, 1)
-            result[scale] = iou(shape_mask(out), control)
+            result[scale], samples[scale] = iou(shape_mask(out), control), out
+        if a.figure:  # rows: control, scale 0, scale 1 (the same noise)
+            rows = [control[:8].expand(-1, 3, -1, -1), *(samples[k][:8] for k in (0.0, 1.0))]
+            save_image_tiles(torch.cat(rows), a.figure, nrow=8)
         data_iou = iou(shape_mask(load_shapes(a.num, seed=777, size=size).images), control)
     print(f"# base {a.base}, ControlNet {a.out} step {trained['step']} ({trained['cpu_seconds']:.0f} CPU s this call), "
           f"{a.num} held-out masks, {a.method} {a.steps} steps, {platform.machine()}, torch {torch.__version__}, "
