@@ -39,21 +39,30 @@ def add_model_arguments(sp: argparse.ArgumentParser, *, seeded: bool = True, num
     add_guidance_arguments(sp)
 
 
-def add_solve_arguments(sp: argparse.ArgumentParser, default_method: str, nfe: int = 100) -> None:
-    """--method (a posterior sampler of torchdiffusion.inverse), --nfe, --option KEY=VALUE."""
-    sp.add_argument("--method", default=default_method,
-                    help="posterior sampler: replacement, repaint, dps, pigdm, ddrm or smc (docs/inverse.md)")
+def add_solve_arguments(sp: argparse.ArgumentParser, default_method: str, nfe: int = 100,
+                        latent_method: str | None = None) -> None:
+    """--method (a posterior sampler of torchdiffusion.inverse), --nfe, --option KEY=VALUE. With latent_method, the
+    default method depends on the model (`load_image_model` resolves it): default_method on pixel models,
+    latent_method on latent ones."""
+    default = default_method if latent_method is None else None
+    where = "" if latent_method is None else f" (default {default_method}; {latent_method} on a latent model, the " \
+                                             f"only method a measurement of the decoded image takes)"
+    sp.add_argument("--method", default=default,
+                    help=f"posterior sampler: replacement, repaint, dps, pigdm, ddrm or smc{where} (docs/inverse.md)")
+    sp.set_defaults(pixel_method=default_method, latent_method=latent_method)
     sp.add_argument("--nfe", type=positive_int(100_000), default=nfe,
                     help="denoiser calls per result (a particle method's call on all its particles counts once)")
     sp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="a method option, e.g. --option zeta=0.5 (dps), --option particles=16 (smc) (repeatable)")
+                    help="a method option, e.g. --option zeta=0.5 (dps), --option particles=16 (smc), "
+                         "--option gamma=0.1 (dps on a latent model: the gluing weight) (repeatable)")
 
 
-def load_image_model(a: argparse.Namespace, *, pixel_task: str | None = None
+def load_image_model(a: argparse.Namespace, *, measured_task: str | None = None
                      ) -> tuple[Any, Any, tuple[int, int, int]]:
     """(loaded run, its model, image shape (C, H, W)): the output directory checked first, then the model. A latent
-    model's image shape is its autoencoder's (`loaded.codec` encodes and decodes); pixel_task names a command that
-    a latent model cannot do (ValueError)."""
+    model's image shape is its autoencoder's (`loaded.codec` encodes and decodes). measured_task names a command
+    that samples the posterior given a pixel measurement: --method left out becomes the model's default
+    (a.pixel_method or a.latent_method), and a method a latent model cannot take is refused (ValueError)."""
     from ..data.image_files import check_image_shape
     from ..devices import resolve_device
     from ..loading import load_run
@@ -62,12 +71,14 @@ def load_image_model(a: argparse.Namespace, *, pixel_task: str | None = None
     loaded = load_run(a.path, raw_weights=a.raw_weights, device=resolve_device(a.device))
     if loaded.config.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model")
+    if measured_task is not None and getattr(a, "method", None) is None:
+        a.method = a.pixel_method if loaded.codec is None else a.latent_method
     if loaded.codec is not None:
         refuse_pixel_guidance(a, loaded)
-        if pixel_task is not None:
-            from ..inverse import latent_refusal
+        if measured_task is not None:
+            from ..inverse import check_latent_method
 
-            raise ValueError(latent_refusal(a.path, pixel_task))
+            check_latent_method(a.method, a.path, measured_task)
         return loaded, loaded.model, check_image_shape(tuple(loaded.codec.image_shape))
     return loaded, loaded.model, check_image_shape(tuple(loaded.data_shape))
 
@@ -156,16 +167,24 @@ def common_settings(a: argparse.Namespace, checkpoint: str, step: int) -> dict[s
             "guidance": guidance_settings(a)}
 
 
-def posterior_draws(a: argparse.Namespace, model: Any, operator: Any, y: Tensor,
-                    noise_std: float) -> tuple[Tensor, dict[str, Any]]:
+def posterior_draws(a: argparse.Namespace, model: Any, operator: Any, y: Tensor, noise_std: float,
+                    codec: Any = None) -> tuple[Tensor, dict[str, Any]]:
     """a.num posterior draws (seed + i each) given one measurement y (1, ...) by `inverse.solve`, and their
-    settings."""
-    from ..inverse import METHODS, solve
+    settings; with a latent model's codec, y measures the decoded image (`inverse.latent_solve`: latent DPS) and
+    the draws are decoded images."""
+    from ..inverse import METHODS, latent_solve, solve
 
     m = METHODS.lookup(a.method)
     options = method_options(a.method, a.option)
     particles = options.get("particles", m.defaults().get("particles", 1)) if m.particles else 1
     ys = y.to(device_of(model)).expand(a.num, *y.shape[1:]).contiguous()
-    draws = solve(guided(a, model, a.num, particles), ys, operator, noise_std=noise_std, method=a.method, nfe=a.nfe,
-                  generator=generators(a.seed, a.num), **options)
-    return draws, {"method": a.method, "nfe": a.nfe, "options": options, "noise_std": noise_std}
+    denoiser, gens = guided(a, model, a.num, particles), generators(a.seed, a.num)
+    settings = {"method": a.method, "nfe": a.nfe, "options": options, "noise_std": noise_std}
+    if codec is None:
+        draws = solve(denoiser, ys, operator, noise_std=noise_std, method=a.method, nfe=a.nfe, generator=gens,
+                      **options)
+        return draws, settings
+    draws = latent_solve(denoiser, codec, ys, operator, noise_std=noise_std, method=a.method, nfe=a.nfe,
+                         generator=gens, **options)
+    return draws, {**settings, "latent": "latent DPS: the measurement of the decoded image, differentiated "
+                                        "through the decoder"}

@@ -1,5 +1,5 @@
 """`torchdiffusion restore`: undo a known linear degradation (blur, downsampling, a mask, noise) by posterior
-sampling."""
+sampling (on a latent model: latent DPS, the measurement of the decoded image differentiated through the decoder)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="std of the measurement noise in [-1, 1] units (0: noise-free)")
     sp.add_argument("--simulate", action="store_true",
                     help="the image is clean: degrade it (A x + noise_std n, seeded by --seed) and restore that")
-    add_solve_arguments(sp, "ddrm")
+    add_solve_arguments(sp, "ddrm", latent_method="dps")
     add_model_arguments(sp)
     sp.set_defaults(handler=run)
 
@@ -60,10 +60,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     if not a.noise_std >= 0:
         raise ValueError(f"--noise-std must be >= 0, got {a.noise_std}")
-    loaded, model, shape = load_image_model(a, pixel_task="restore")
+    loaded, model, shape = load_image_model(a, measured_task="restore")
     op = operator_from_spec(a.operator, shape)
     y = measurement(a, op, shape)
-    draws, settings = posterior_draws(a, model, op, y, a.noise_std)
+    draws, settings = posterior_draws(a, model, op, y, a.noise_std, loaded.codec)
     return write_results(a, draws, first=shown(y, shape[1:]), name="restored", settings={
         **common_settings(a, loaded.meta["path"], loaded.meta["step"]), "image": a.image, "operator": a.operator,
         "simulate": a.simulate, **settings})

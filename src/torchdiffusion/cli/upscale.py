@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--noise-std", type=finite_float, default=0.0,
                     help="std of noise on the low-resolution pixels in [-1, 1] units (0: the block averages kept; "
                          "solve route only)")
-    add_solve_arguments(sp, "ddrm", DEFAULT_NFE)
+    add_solve_arguments(sp, "ddrm", DEFAULT_NFE, latent_method="dps")
     sp.set_defaults(nfe=None)  # given or not decides the SR route's budget; the solve route's default is DEFAULT_NFE
     g = sp.add_argument_group("conditional super-resolution model (SR3)")
     g.add_argument("--sr-run", default=None, metavar="SR_RUN",
@@ -74,11 +74,12 @@ def factor_for(a: argparse.Namespace, size: tuple[int, int]) -> int:
     return f
 
 
-def by_solve(a: argparse.Namespace, model: Any, low: Tensor, factor: int) -> tuple[Tensor, dict[str, Any]]:
-    """Posterior draws given the low-resolution image as the block averages of the result."""
+def by_solve(a: argparse.Namespace, loaded: Any, low: Tensor, factor: int) -> tuple[Tensor, dict[str, Any]]:
+    """Posterior draws given the low-resolution image as the block averages of the result (of the decoded image,
+    on a latent model)."""
     from ..inverse import Downsample
 
-    return posterior_draws(a, model, Downsample(factor), low, a.noise_std)
+    return posterior_draws(a, loaded.model, Downsample(factor), low, a.noise_std, loaded.codec)
 
 
 GUIDANCE_DEFAULTS = {"class_label": None, "prompt": None, "guidance_scale": 1.0, "negative_class": None,
@@ -91,7 +92,7 @@ def check_sr_flags(a: argparse.Namespace) -> None:
     if a.path is not None:
         raise ValueError(f"give RUN (posterior sampling with an unconditional model) or --sr-run (a super-resolution "
                          f"model), not both: got RUN {a.path} and --sr-run {a.sr_run}")
-    given = [f"--{k}" for k, bad in (("method", a.method != "ddrm"), ("option", bool(a.option)),
+    given = [f"--{k}" for k, bad in (("method", a.method is not None), ("option", bool(a.option)),
                                      ("noise-std", a.noise_std != 0)) if bad]
     given += [f"--{k.replace('_', '-')}" for k, v in GUIDANCE_DEFAULTS.items() if getattr(a, k) != v]
     if given:
@@ -153,10 +154,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("--sampler, --steps and --aug-sigma apply to --sr-run; posterior sampling with RUN "
                              "takes --method, --nfe and --option")
         a.nfe = DEFAULT_NFE if a.nfe is None else a.nfe
-        loaded, model, (C, H, W) = load_image_model(a, pixel_task="upscale")
+        loaded, _, (C, H, W) = load_image_model(a, measured_task="upscale")
         factor = factor_for(a, (H, W))
         low = read_image(a.image, (C, H // factor, W // factor), resize=a.resize)[None]
-        draws, settings = by_solve(a, model, low, factor)
+        draws, settings = by_solve(a, loaded, low, factor)
         settings = {"route": "solve", **settings}
     H, W = draws.shape[-2:]
     first = torch.cat([F.interpolate(low.to(draws), size=(H, W), mode="nearest"),

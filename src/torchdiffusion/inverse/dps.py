@@ -21,23 +21,35 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def solve_dps(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas: Tensor, *, noise_std: float,
-              generator: Generators = None, zeta: float = 1.0, eta: float = 1.0) -> Tensor:
+              generator: Generators = None, zeta: float = 1.0, eta: float = 1.0, gamma: float = 0.0) -> Tensor:
     """DPS (Chung et al. 2023, Alg. 1): x' = DDIM_eta(x, D(x)) - zeta_i grad_x ||y - A D(x, sigma)||^2 with
     zeta_i = zeta / ||y - A D(x)|| per row (their App. C). Alg. 1 steps in VP coordinates x_vp = alpha x,
     alpha = (1 + sigma^2)^-1/2; the same step in VE coordinates scales the gradient by 1 / (alpha alpha').
     The posterior it targets is approximate (x0 | x taken as a point mass at D(x)); noise_std enters only
-    through the residual."""
+    through the residual. A needs only to be differentiable: a `DecodedOperator` A(decode(z)) makes this latent DPS.
+
+    gamma > 0 (latent models only) adds the gluing term of Rout et al. 2023 (their GML-DPS step):
+    - gamma grad_x ||z0 - E(decode(z0))||^2 at z0 = D(x), which pulls z0 toward latents the autoencoder maps to
+    themselves (the operator's `gluing`)."""
     check_eta(eta)
+    if gamma < 0 or (gamma > 0 and not hasattr(operator, "gluing")):
+        raise ValueError(f"gamma (the gluing weight of latent DPS, Rout et al. 2023) must be >= 0 and applies to a "
+                         f"latent model's DecodedOperator only, got gamma={gamma} with {type(operator).__name__}")
     sig = check_sigmas(x, sigmas).tolist()
     for s, s_next in zip(sig[:-1], sig[1:]):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0 = denoiser(xg, sigma_batch(s, xg))
             r2 = _rows(y - operator(x0)).pow(2).sum(1)  # (B,)
-            (grad,) = torch.autograd.grad(r2.sum(), xg)
+            (grad,) = torch.autograd.grad(r2.sum(), xg, retain_graph=gamma > 0)
+            if gamma > 0:
+                (glue,) = torch.autograd.grad(operator.gluing(x0).sum(), xg)  # d/dx sum_b ||z0 - E(D(z0))||^2
         x0, r2 = x0.detach(), r2.detach()
-        step = zeta * ((1 + s**2) * (1 + s_next**2)) ** 0.5 / r2.sqrt().clamp_min(1e-12)
+        vp = ((1 + s**2) * (1 + s_next**2)) ** 0.5  # VP -> VE factor of the step
+        step = zeta * vp / r2.sqrt().clamp_min(1e-12)
         x = ddim_step(x, x0, s, s_next, eta, generator) - step.reshape(-1, *[1] * (x.ndim - 1)) * grad
+        if gamma > 0:
+            x = x - gamma * vp * glue
     return x.detach()
 
 
@@ -79,5 +91,5 @@ def solve_pigdm(denoiser: Any, y: Tensor, operator: Operator, x: Tensor, sigmas:
     return x.detach()
 
 
-DPS = InverseMethod(solve_dps, "guidance", "approximate posterior (x0 | x as a point mass at D(x))")
+DPS = InverseMethod(solve_dps, "guidance", "approximate posterior (x0 | x as a point mass at D(x))", needs_linear=False)
 PIGDM = InverseMethod(solve_pigdm, "guidance", "approximate posterior (x0 | x ~ N(D(x), r^2 I))")

@@ -6,7 +6,9 @@ the latent-replacement approximation (Blended Latent Diffusion, Avrahami et al. 
 the latent grid (a latent cell counts as observed only if every pixel of its patch is), the posterior is sampled
 given the encoded observed latent cells, the draw is decoded and the observed pixels are pasted back. It is
 approximate: the encoder's receptive field reaches across the mask's edge, and the decoder's output near it need
-not agree with the pasted pixels. Operators that mix pixels (blur, downsampling) have no such latent counterpart.
+not agree with the pasted pixels. Operators that mix pixels (blur, downsampling) have no such latent counterpart:
+`latent_solve` samples the posterior of the latent given a measurement of the decoded image by latent DPS (the
+likelihood gradient through the decoder, `DecodedOperator`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .operators import Mask
+from ..registry import INVERSE as METHODS
+from .decoded import DecodedOperator
+from .operators import Mask, Operator
 from .solve import solve
 
 Tensor = torch.Tensor
@@ -49,11 +53,25 @@ def latent_inpaint(denoiser: Any, codec: Any, x: Tensor, mask: Tensor, *, method
     return mask * x + (1 - mask) * codec.decode(z).to(x)
 
 
-def latent_refusal(path: str, task: str) -> str:
-    """Why `task` (a pixel-space measurement: blur, downsampling) is refused on a latent model, in one paragraph."""
-    return (f"{path} is a latent diffusion model, and {task} needs a measurement of the decoded image (a blur, a "
-            f"downsampling) that has no counterpart on the autoencoder's latent grid: posterior sampling in latent "
-            f"space cannot make the decoded result fit it without differentiating through the decoder (latent DPS, "
-            f"not implemented here), and the results would look plausible without fitting the measurement. Use a "
-            f"pixel-space model for {task}; img2img, invert, interpolate and inpaint (latent replacement, "
-            f"approximate) do work on latent models (docs/latent.md)")
+def latent_solve(denoiser: Any, codec: Any, y: Tensor, operator: Operator, *, noise_std: float, method: str = "dps",
+                 nfe: int = 100, generator: Any = None, **options: Any) -> Tensor:
+    """Images (B, C, H, W): draws of decode(z) given y = operator(decode(z)) + noise_std n (a pixel measurement, one
+    per row) from a latent model: `solve` with `DecodedOperator(operator, codec)` (latent DPS, Chung et al. 2023
+    through the decoder as in Rout et al. 2023; method must be a gradient method), then decoded."""
+    check_latent_method(method, "a latent model")
+    z = solve(denoiser, y, DecodedOperator(operator, codec), noise_std=noise_std, method=method, nfe=nfe,
+              generator=generator, **options)
+    return codec.decode(z).to(y)
+
+
+def check_latent_method(method: str, where: str, task: str = "posterior sampling") -> None:
+    """ValueError, one paragraph, where `method` cannot sample a latent model's posterior given a pixel measurement
+    (it needs a linear operator); the gradient methods (dps) pass."""
+    m = METHODS.lookup(method)
+    if m.needs_linear:
+        ok = ", ".join(n for n in METHODS if not METHODS[n].needs_linear)
+        raise ValueError(f"{where} is a latent diffusion model, and {task} with method {method!r} is refused: "
+                         f"{method} ({m.kind}) works with the measurement operator's adjoint or SVD, but the "
+                         f"measurement is taken of the decoded image, A(decode(z)), which is not linear in the "
+                         f"latent z (the decoder is a neural network). Use --method {ok} (latent DPS: the "
+                         f"measurement's gradient through the decoder, docs/latent.md), the default on latent models")

@@ -27,6 +27,8 @@ class InverseMethod:
         steps * evals_per_step (RePaint's jumps, SMC's last level).
     particles: whether the method carries `options["particles"]` particles per row of y.
     exact: whether its draws converge to the exact posterior (of the discretised diffusion) as particles grow.
+    needs_linear: whether it needs a linear operator (adjoint, SVD); False where only A(x) and its gradient are
+        used (DPS), which makes it the method for a nonlinear `DecodedOperator` (latent models).
     """
 
     fn: Callable[..., Tensor]
@@ -36,6 +38,7 @@ class InverseMethod:
     cost: Callable[[int, dict[str, Any]], int] | None = None
     particles: bool = False
     exact: bool = False
+    needs_linear: bool = True
 
     @property
     def options(self) -> tuple[str, ...]:

@@ -22,7 +22,10 @@ Shape = tuple[int, ...]
 
 
 class Operator(ABC):
-    """A linear map on samples of one shape: `A(x)` (B, *shape) -> (B, *out_shape), `adjoint`, `matrix`, `svd`."""
+    """A linear map on samples of one shape: `A(x)` (B, *shape) -> (B, *out_shape), `adjoint`, `matrix`, `svd`.
+    `linear` is False only for a nonlinear map (`DecodedOperator`), which only the gradient methods (DPS) take."""
+
+    linear: bool = True
 
     @abstractmethod
     def __call__(self, x: Tensor) -> Tensor:
@@ -35,6 +38,11 @@ class Operator(ABC):
     def out_shape(self, shape: Shape) -> Shape:
         """The shape of one measurement of a sample of this shape."""
         return tuple(self(torch.zeros(1, *shape, dtype=torch.float64)).shape[1:])
+
+    def sample_shape(self, y: Tensor) -> Shape:
+        """The shape of one sample whose measurement is a row of y (that of A^T y)."""
+        with torch.no_grad():
+            return tuple(self.adjoint(y[:1]).shape[1:])
 
     def matrix(self, shape: Shape) -> Tensor:
         """A as a dense (m, n) float64 matrix on flattened samples (A applied to the identity's columns)."""

@@ -39,8 +39,11 @@ def solve(denoiser: Any, y: Tensor, operator: Operator, *, noise_std: float, met
     if nfe < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
     check_generators(generator, len(y))
-    with torch.no_grad():
-        shape = tuple(operator.adjoint(y[:1]).shape[1:])
+    if not operator.linear and m.needs_linear:
+        raise ValueError(f"inverse method {method!r} needs a linear measurement operator ({m.kind}: it works with "
+                         f"the operator's adjoint or SVD), but {operator.nonlinear_reason}; only the gradient "
+                         f"methods ({', '.join(n for n in METHODS if not METHODS[n].needs_linear)}) take it")
+    shape = operator.sample_shape(y)
     info = describe(denoiser)
     s_min = info.sigma_min if sigma_min is None else float(sigma_min)
     s_max = info.sigma_max if sigma_max is None else float(sigma_max)

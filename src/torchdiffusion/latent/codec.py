@@ -88,6 +88,27 @@ class LatentCodec(torch.nn.Module):
         return torch.cat([self.autoencoder.decode(z[i:i + batch_size].to(dev) * self.scale).to(z.device)
                           for i in range(0, len(z), batch_size)])
 
+    def differentiable_decode(self, z: Tensor) -> Tensor:
+        """decode(z) in one batch with autograd on (latent DPS differentiates through it, `inverse.DecodedOperator`);
+        a VQ decoder's snap to the nearest codes passes gradients straight through (van den Oord et al. 2017)."""
+        dev = next(self.autoencoder.parameters()).device
+        z_s = z.to(dev) * self.scale
+        q = self.autoencoder.quantizer
+        if q is not None:
+            z_s = z_s + (q.quantize(z_s) - z_s).detach()  # codes forward, identity backward
+        return self.autoencoder.decoder(z_s).to(z.device)
+
+    def differentiable_encode(self, x: Tensor) -> Tensor:
+        """encode(x) in one batch with autograd on (the gluing term of latent DPS); VQ codes straight-through."""
+        dev = next(self.autoencoder.parameters()).device
+        ae = self.autoencoder
+        if ae.quantizer is None:
+            z = ae.encode(x.to(dev))
+        else:
+            h = ae.encoder(x.to(dev))
+            z = h + (ae.quantizer.quantize(h) - h).detach()
+        return z.to(x.device) / self.scale
+
     def tensors(self) -> dict[str, Tensor]:
         """The autoencoder's weights under "autoencoder.", to store inside a latent model's checkpoint."""
         return {f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}

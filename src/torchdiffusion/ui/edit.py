@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from ..inverse import (METHODS, Blur, Downsample, Mask, gaussian_kernel, latent_inpaint, latent_refusal, sdedit,
-                       solve)
+from ..inverse import (METHODS, Blur, Downsample, Mask, check_latent_method, gaussian_kernel, latent_inpaint,
+                       latent_solve, sdedit, solve)
 from ..inverse.method import check_options as check_inverse_options
 from ..sampling import METHODS as SAMPLERS, check_options
 from . import limits
@@ -89,8 +89,8 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
     gen = torch.Generator().manual_seed(seed)
     with models.use(run) as loaded:
         codec = loaded.codec  # a latent model: images are encoded, edited as latents and decoded
-        if codec is not None and task in ("upscale", "restore"):
-            raise ValueError(latent_refusal(f"run {run!r}", task))
+        if codec is not None and task in ("upscale", "restore"):  # latent DPS through the decoder, as the CLI
+            check_latent_method(method, f"run {run!r}", task)
         shape = tuple(loaded.data_shape if codec is None else codec.image_shape)
         if len(shape) != 3:
             raise ValueError(f"run {run!r} models data of shape {shape}; editing needs images (C, H, W)")
@@ -115,7 +115,7 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
                                          "fill in); the mask is empty")
                     settings["masked_pixels"] = int((mask[0] == 0).sum())
                 op = operator_for(task, shape, mask=mask, factor=factor, blur_size=blur_size, blur_std=blur_std)
-                if codec is not None:  # inpaint (the only other task a latent model takes): latent replacement
+                if codec is not None and task == "inpaint":  # latent replacement
                     if noise_std > 0:
                         raise ValueError("a latent model inpaints by replacing latent cells and keeps the observed "
                                          "pixels exactly; set the measurement noise std to 0")
@@ -133,8 +133,14 @@ def edit(models: Models, run: str, task: Any, image: Any, *, painted: list[Any] 
                     else:  # the upload is the measurement: a small picture to upscale, a blurred one to restore
                         y = from_image(image, op.out_shape(shape))
                     y_pic = y[0] if task != "upscale" else op.adjoint(y)[0] * factor ** 2  # at the model's size
-                    out = solve(model, y.repeat(count, *[1] * (y.ndim - 1)), op, noise_std=noise_std, method=method,
-                                nfe=nfe, generator=gen, **opts)
+                    ys = y.repeat(count, *[1] * (y.ndim - 1))
+                    if codec is None:
+                        out = solve(model, ys, op, noise_std=noise_std, method=method, nfe=nfe, generator=gen, **opts)
+                    else:  # upscale, restore: the measurement of the decoded image (latent DPS)
+                        out = latent_solve(model, codec, ys, op, noise_std=noise_std, method=method, nfe=nfe,
+                                           generator=gen, **opts)
+                        settings["latent"] = "latent DPS: the measurement of the decoded image, differentiated " \
+                                             "through the decoder"
         settings["seconds"] = round(time.perf_counter() - t0, 3)
     settings["torchdiffusion"] = __version__
     return to_pil(y_pic.clamp(-1, 1)), [to_pil(o) for o in out.clamp(-1, 1)], settings

@@ -14,9 +14,10 @@ from .errors import shown_in_page
 HELP = """**inpaint**: upload an image, paint over what to fill in (or upload a mask, black = fill in, white = keep, as the CLI).
 **img2img**: SDEdit, noise the image to the strength and sample back. **upscale** and **restore** (deblur): with
 *simulate* on, the upload is the clean image and the low-resolution or blurred measurement is made from it; off, the
-upload is the measurement itself. Method options are the inverse method's keyword options as YAML
-(replacement: eta; repaint: jump_length, jump_n_sample; dps: zeta, eta; pigdm: eta, scale; ddrm: eta, eta_b;
-smc: particles, ess_threshold)."""
+upload is the measurement itself; on a latent model they take method **dps** only (latent DPS: the measurement of
+the decoded image, differentiated through the decoder). Method options are the inverse method's keyword options as
+YAML (replacement: eta; repaint: jump_length, jump_n_sample; dps: zeta, eta, gamma (latent models: the gluing
+weight); pigdm: eta, scale; ddrm: eta, eta_b; smc: particles, ess_threshold)."""
 
 
 def build(ctx: Context, runs: list[str]) -> gr.Dropdown:
