@@ -200,8 +200,8 @@ def test_sample_with_step_caching(base_run, tmp_path, capsys):
         assert main(["sample", str(base_run), "--num", "2", "--steps", "4", "--npz", str(paths[n]), *extra]) == 0
         last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert last.get("cache_interval") == (int(n) if n else None)
-        if n:  # the base is a v model: no cap by default (its x0_hat error does not grow with sigma)
-            assert last["cache_max_sigma"] is None
+        if n:  # the base is a v model: capped at 1 sigma_data by default (step_cache.default_max_sigma)
+            assert last["cache_max_sigma"] == 0.5
     main(["sample", str(base_run), "--num", "2", "--steps", "4", "--cache-interval", "2", "--cache-max-sigma", "3"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cache_max_sigma"] == 3.0
     arr = {n: np.load(p)["arr_0"] for n, p in paths.items()}
