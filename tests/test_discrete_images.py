@@ -117,6 +117,15 @@ def test_an_image_token_run_samples_a_guided_png_grid(image_run, tmp_path, capsy
 
 
 @needs_fashion
+def test_an_image_token_run_samples_with_guidance_of_the_reverse_transition(image_run, tmp_path, capsys):
+    png = tmp_path / "transition.png"
+    assert main(["sample", str(image_run), "--num", "4", "--steps", "3", "--tiles", str(png), "--class-label", "1",
+                 "--guidance-scale", "2", "--guidance-mode", "transition"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["guidance_mode"] == "transition" and summary["calls"] == 3 and png.is_file()
+
+
+@needs_fashion
 def test_eval_scores_an_image_token_run_in_bits_per_dim(image_run, tmp_path):
     assert main(["eval", str(image_run), "--metrics", "nll", "--bpd-num", "3", "--elbo-steps", "2", "--out",
                  str(tmp_path), "--no-plots", "--no-progress"]) == 0

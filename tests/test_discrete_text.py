@@ -178,6 +178,8 @@ def test_a_token_run_resumes_exactly(verses, tmp_path):
     (["--tiles", "x.png"], "--tiles do not apply"),
     (["--guidance-scale", "3"], "--guidance-scale need a class-conditional model"),
     (["--class-label", "1"], "need a class-conditional model"),
+    (["--guidance-mode", "transition"], "--guidance-mode need a class-conditional model"),
+    (["--guidance-mode", "x_s"], "invalid choice"),
     (["--negative-class", "1"], "--negative-class do not apply"),
     (["--sampler", "ddim"], "--sampler ddim do not apply"),
     (["--prefix", "é"], "not in the KJV vocabulary"),
@@ -207,6 +209,8 @@ def test_an_unwritable_jsonl_exits_2_before_sampling(token_run, tmp_path, capsys
 def test_token_flags_on_an_image_run_exit_2(tiny_run, capsys):
     assert main(["sample", str(tiny_run), "--num", "1", "--length", "5"]) == 2
     assert "--length apply to token runs" in capsys.readouterr().err
+    assert main(["sample", str(tiny_run), "--num", "1", "--guidance-mode", "transition"]) == 2
+    assert "--guidance-mode apply to token runs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("override, message", [

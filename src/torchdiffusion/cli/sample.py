@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "The last stdout line is JSON with nfe, seconds and the paths written. A token run (e.g. "
                                     "kjv_mdlm, kjv_ar) writes text: --num N --length L --jsonl FILE [--prefix TEXT]; an "
                                     "image token run (fashion_mnist_d3pm) a PNG grid: --tiles FILE.png; a "
-                                    "class-conditional one takes --class-label and --guidance-scale.")
+                                    "class-conditional one takes --class-label, --guidance-scale and --guidance-mode.")
     sp.add_argument("path", help="checkpoint file (.safetensors) or run directory")
     sp.add_argument("--sampler", default=None, help="sampler name (see --list-samplers); default from the run config")
     sp.add_argument("--steps", type=positive_int(10_000), default=None, help="number of sampler steps")

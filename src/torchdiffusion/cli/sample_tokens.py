@@ -15,13 +15,14 @@ GAUSSIAN_ONLY = {"npz": None, "prompt": None,
                  "negative_class": None, "negative_prompt": None, "guidance_rescale": 0.0,
                  "guidance_interval": None, "threshold": None, "classifier": None, "classifier_scale": 1.0,
                  "option": [], "eta": None, "cache_interval": None, "control": None, "control_scale": 1.0}
-TOKEN_ONLY = {"length": None, "jsonl": None, "prefix": None}
+TEXT_ONLY = {"length": None, "jsonl": None, "prefix": None}
+TOKEN_ONLY = {**TEXT_ONLY, "guidance_mode": None}
 NOT_FOR_TEXT = {"tiles": None}  # a text token run writes JSON lines, not tiles
-NOT_FOR_IMAGES = TOKEN_ONLY  # an image token run (fashion_mnist_levels) writes tiles, not text
+NOT_FOR_IMAGES = TEXT_ONLY  # an image token run (fashion_mnist_levels) writes tiles, not text
 
 
 def add_token_arguments(sp: argparse.ArgumentParser, positive_int: Any) -> None:
-    """--length, --jsonl, --prefix: the flags of token runs."""
+    """--length, --jsonl, --prefix, --guidance-mode: the flags of token runs."""
     g = sp.add_argument_group("token runs (kjv_mdlm, kjv_ar, ...)")
     g.add_argument("--length", type=positive_int(1_000_000), default=None,
                    help="characters per sample (default and maximum: the model's seq_len)")
@@ -30,6 +31,10 @@ def add_token_arguments(sp: argparse.ArgumentParser, positive_int: Any) -> None:
     g.add_argument("--prefix", default=None, metavar="TEXT",
                    help="every sample starts with TEXT; masked diffusion infills the rest, the autoregressive model "
                         "continues it")
+    g.add_argument("--guidance-mode", choices=("x0", "transition"), default=None,
+                   help="what classifier-free guidance of a discrete diffusion model tilts: x0 (default) the "
+                        "prediction p(x0 | x_t), transition the reverse step p(x_s | x_t) (Schiff et al. 2024, "
+                        "D-CFG); see docs/discrete.md")
 
 
 def given(a: argparse.Namespace, flags: dict[str, Any]) -> list[str]:
@@ -41,7 +46,7 @@ def refuse_token_flags(a: argparse.Namespace) -> None:
     """ValueError when a token run's flag is given for an image run."""
     extra = given(a, TOKEN_ONLY)
     if extra:
-        raise ValueError(f"{', '.join(extra)} apply to token runs (text) only; {a.path} is not one")
+        raise ValueError(f"{', '.join(extra)} apply to token runs (text, or images in grey levels) only; {a.path} is not one")
 
 
 def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None) -> dict[str, Any]:
@@ -60,11 +65,13 @@ def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None
         takes = "--tiles" if images else "--length, --prefix, --jsonl"
         raise ValueError(f"{', '.join(extra)} do not apply to {a.path}, a token run ({cfg.process.name} on "
                          f"{cfg.data.name}); it takes --num, --steps, --seed, --batch-size, {takes}, and "
-                         f"--class-label, --guidance-scale for a class-conditional diffusion model")
+                         f"--class-label, --guidance-scale, --guidance-mode for a class-conditional diffusion model")
     k = int(getattr(model, "num_classes", 0))
-    if not k and (a.class_label is not None or a.guidance_scale != 1.0):
-        raise ValueError(f"--class-label / --guidance-scale need a class-conditional model; {a.path} is "
-                         f"unconditional (model.params.num_classes is 0)")
+    conditional = given(a, {"class_label": None, "guidance_scale": 1.0, "guidance_mode": None})
+    if not k and conditional:
+        raise ValueError(f"{', '.join(conditional)} need a class-conditional model; {a.path} is unconditional "
+                         f"(model.params.num_classes is 0)")
+    mode = a.guidance_mode or "x0"
     labels = class_labels(a.class_label, a.num, k, "--class-label") if k else None
     length = a.length or model_seq_len(model)
     prompt = None if a.prefix is None else encode_text(cfg.data.name, a.prefix)
@@ -72,12 +79,12 @@ def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None
     t0 = time.perf_counter()
     ids, stats = generate_tokens(model, a.num, length, steps=steps, seed=a.seed, prompt=prompt,
                                  batch_size=a.batch_size, progress=sys.stderr.isatty(), class_labels=labels,
-                                 guidance_scale=a.guidance_scale)
+                                 guidance_scale=a.guidance_scale, guidance_mode=mode)
     seconds = time.perf_counter() - t0
     summary = {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": cfg.sample.sampler,
                "steps": stats["steps"], "num": a.num, "length": length, "seconds": round(seconds, 3),
                "calls": stats["calls"], "rows": stats["rows"], "cached_rows": stats["cached_rows"],
-               **({"guidance_scale": a.guidance_scale} if k else {})}
+               **({"guidance_scale": a.guidance_scale, "guidance_mode": mode} if k else {})}
     if images:  # one column per class when every class is drawn in turn
         x = token_images(cfg.data.name, ids, cfg.process.vocab_size)
         nrow = k if k and a.class_label in (None, "all") and a.num >= k else None

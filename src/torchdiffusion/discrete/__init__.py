@@ -13,7 +13,7 @@ from .bound import cross_entropy, d3pm_bound, d3pm_loss, step_terms
 from .denoiser import BackboneDenoiser, CountingDenoiser, DiscreteDenoiser
 from .exact import (ConditionalExactDenoiser, ExactDenoiser, SequenceDistribution, all_sequences, enumerated_d3pm_bound,
                     enumerated_masked_bound)
-from .guidance import GuidedDenoiser, tilted_log_probs
+from .guidance import GUIDANCE_MODES, GuidedDenoiser, TransitionGuidedDenoiser, guided_denoiser, tilted_log_probs
 from .interpolating import Absorbing, InterpolatingProcess, Uniform
 from .masked import MaskedDiffusion, masked_loss, masked_terms, subs_logits
 from .matrix import DiscretizedGaussian, MatrixProcess, NearestNeighbour
@@ -21,7 +21,8 @@ from .process import CategoricalProcess
 from .sampling import ANCESTRAL, SamplerStats, ancestral, time_grid
 
 __all__ = [
-    "ANCESTRAL", "Absorbing", "BackboneDenoiser", "CategoricalProcess", "ConditionalExactDenoiser", "GuidedDenoiser", "CountingDenoiser", "DiscreteDenoiser",
+    "ANCESTRAL", "Absorbing", "BackboneDenoiser", "CategoricalProcess", "ConditionalExactDenoiser", "GuidedDenoiser",
+    "TransitionGuidedDenoiser", "guided_denoiser", "GUIDANCE_MODES", "CountingDenoiser", "DiscreteDenoiser",
     "DiscretizedGaussian", "ExactDenoiser", "InterpolatingProcess", "MaskedDiffusion", "MatrixProcess",
     "NearestNeighbour", "SamplerStats", "SequenceDistribution", "Uniform", "all_sequences", "ancestral",
     "cross_entropy", "d3pm_bound", "d3pm_loss", "enumerated_d3pm_bound", "enumerated_masked_bound", "masked_loss",

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoregressive import AutoregressiveModel, autoregressive
-from .guidance import GuidedDenoiser
+from .guidance import guided_denoiser
 from .sampling import SamplerStats, ancestral
 
 Tensor = torch.Tensor
@@ -52,13 +52,15 @@ def check_request(model: nn.Module, length: int, prompt: Tensor | None, steps: i
 def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | None = None, seed: int = 0,
                     prompt: Tensor | None = None, batch_size: int = 256, progress: bool = False,
                     class_labels: Tensor | None = None,
-                    guidance_scale: float = 1.0) -> tuple[Tensor, dict[str, int]]:
+                    guidance_scale: float = 1.0, guidance_mode: str = "x0") -> tuple[Tensor, dict[str, int]]:
     """num sequences (num, length) of ids and the cost (denoiser calls, rows evaluated and reused).
 
     steps: the diffusion sampler's steps (default: length); ignored by the autoregressive model (one per token).
     prompt: (P,) ids that every sample starts with.
     class_labels: (num,) classes of a conditional diffusion model (None: unconditional); guidance_scale s != 1
-    samples the classifier-free-guided p(x0 | x_t, c)^s p(x0 | x_t)^(1 - s) (discrete/guidance.py, two calls a step).
+    samples the classifier-free-guided p(x0 | x_t, c)^s p(x0 | x_t)^(1 - s) (discrete/guidance.py, two calls a step);
+    guidance_mode "transition" tilts the reverse step p(x_s | x_t, c)^s p(x_s | x_t)^(1 - s) instead (Schiff et al.
+    2024's D-CFG).
     """
     check_request(model, length, prompt, steps, class_labels, num)
     if guidance_scale != 1.0 and class_labels is None:
@@ -66,7 +68,8 @@ def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | Non
     device = next(model.parameters()).device
     is_ar = isinstance(model, AutoregressiveModel)
     steps = length if steps is None else steps
-    denoiser = model if guidance_scale == 1.0 else GuidedDenoiser(model, guidance_scale)
+    guided = guided_denoiser(model, guidance_scale, guidance_mode)  # checks the mode even at scale 1
+    denoiser = model if guidance_scale == 1.0 else guided
     stats, out = SamplerStats(), []
     P = 0 if prompt is None else len(prompt)
     for b, start in enumerate(tqdm(range(0, num, batch_size), disable=not progress, desc="sampling")):

@@ -9,7 +9,15 @@ i.e. p(x0 | x_t, c)^(1+w) p(x0 | x_t)^(-w) with w = s - 1 (Ho & Salimans 2022, e
 masked token models, Chang et al. 2023, sec. 2.6); s = 1 is the conditional model, s = 0 the unconditional one. The
 tilt is taken on the denoiser's x0 prediction, so every sampler of `discrete/` gets it unchanged; for an absorbing
 kernel the resulting reverse step draws revealed tokens from the same tilted distribution as Schiff et al. 2024's
-tilt of the reverse transition (their eq. 9), only the reveal rate differs.
+tilt of the reverse transition, only the reveal rate differs.
+
+`TransitionGuidedDenoiser` is that other form, Schiff et al. 2024's D-CFG: the tilt is taken on the reverse step,
+
+    log p_g(x_s^n | x_t, c) = g log p(x_s^n | x_t, c) + (1 - g) log p(x_s^n | x_t) + const,
+
+each side the x0-parameterised step sum_x0 q(x_s | x_t, x0) p(x0 | x_t [, c]), normalised per position. For the
+uniform and ordinal kernels it is a different distribution from the x0 tilt; under an absorbing kernel it also tilts
+the probability of staying [MASK], so it reveals tokens at another rate.
 """
 
 from __future__ import annotations
@@ -19,6 +27,15 @@ import torch
 from .process import CategoricalProcess
 
 Tensor = torch.Tensor
+
+GUIDANCE_MODES = ("x0", "transition")  # tilt p(x0 | x_t) (GuidedDenoiser) or p(x_s | x_t) (TransitionGuidedDenoiser)
+
+
+def check_scale(scale: float) -> float:
+    """A finite guidance scale as a float; ValueError otherwise."""
+    if not isinstance(scale, (int, float)) or scale != scale or abs(scale) == float("inf"):
+        raise ValueError(f"guidance scale must be a finite number, got {scale!r}")
+    return float(scale)
 
 
 def tilted_log_probs(log_cond: Tensor, log_uncond: Tensor, scale: float) -> Tensor:
@@ -40,9 +57,7 @@ class GuidedDenoiser:
     given labels, one with none (the null label) -> logits (B, L, K) of the tilted p_s(x0 | x_t, c)."""
 
     def __init__(self, denoiser, scale: float):
-        if not isinstance(scale, (int, float)) or scale != scale or abs(scale) == float("inf"):
-            raise ValueError(f"guidance scale must be a finite number, got {scale!r}")
-        self.inner, self.scale = denoiser, float(scale)
+        self.inner, self.scale = denoiser, check_scale(scale)
         self.process: CategoricalProcess = denoiser.process
         self.time_independent = bool(getattr(denoiser, "time_independent", False))
 
@@ -56,3 +71,45 @@ class GuidedDenoiser:
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
+
+
+class TransitionGuidedDenoiser:
+    """Classifier-free guidance of the reverse transition (Schiff et al. 2024, D-CFG) at scale g: two calls per step.
+
+    Its prediction is the pair (conditional, unconditional) of the inner denoiser's logits, stacked (B, L, 2, K), and
+    the sampler turns it into a step with `reverse_log_probs` (discrete/sampling.py asks a denoiser for its own
+    reverse step before the process's); it is therefore a sampler's denoiser, not one a bound can score.
+    """
+
+    def __init__(self, denoiser, scale: float):
+        self.inner, self.scale = denoiser, check_scale(scale)
+        self.process: CategoricalProcess = denoiser.process
+        self.time_independent = bool(getattr(denoiser, "time_independent", False))
+
+    def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        if class_labels is None:
+            raise ValueError("classifier-free guidance needs class labels (B,) to guide towards")
+        cond = self.inner(x_t, t, class_labels=class_labels)
+        return torch.stack([cond, self.inner(x_t, t).to(cond.dtype)], dim=-2)  # (B, L, 2, K)
+
+    def reverse_log_probs(self, x_t: Tensor, prediction: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """log p_g(x_s | x_t, c) (B, L, K): the tilted product of the conditional and unconditional reverse steps;
+        g = 1 returns the conditional step itself."""
+        log_cond = self.process.reverse_log_probs(x_t, prediction[..., 0, :], s, t)
+        if self.scale == 1.0:
+            return log_cond
+        log_uncond = self.process.reverse_log_probs(x_t, prediction[..., 1, :], s, t)
+        return tilted_log_probs(log_cond, log_uncond, self.scale)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def guided_denoiser(denoiser, scale: float, mode: str = "x0"):
+    """The denoiser under classifier-free guidance at `scale`: mode "x0" tilts p(x0 | x_t) (GuidedDenoiser),
+    "transition" the reverse step p(x_s | x_t) (TransitionGuidedDenoiser)."""
+    if mode == "x0":
+        return GuidedDenoiser(denoiser, scale)
+    if mode == "transition":
+        return TransitionGuidedDenoiser(denoiser, scale)
+    raise ValueError(f"guidance mode must be one of {', '.join(GUIDANCE_MODES)}, got {mode!r}")

@@ -58,13 +58,16 @@ def ancestral(denoiser, x_T: Tensor, steps: int | Sequence[float] | Tensor, *, g
               class_labels: Tensor | None = None) -> Tensor:
     """Ancestral sampling from x_T (B, L) ids down a time grid (`time_grid`) -> x_0 (B, L) ids.
 
-    denoiser: the discrete contract, denoiser(x_t, t) -> logits of p(x0 | x_t), with `.process`.
+    denoiser: the discrete contract, denoiser(x_t, t) -> logits of p(x0 | x_t), with `.process`; one with a
+        `reverse_log_probs(x_t, prediction, s, t)` method steps through it instead of the process's.
     cache: reuse a sequence's prediction while it is unchanged (default: the denoiser's `time_independent`; a
         time-dependent denoiser's cached prediction would be stale). The noise drawn is the same either way.
     stats: filled with the calls made and saved. callback(i, t_next, x) after each step.
     class_labels: (B,) labels of a conditional denoiser (None: unconditional), handed over row by row.
     """
     process: CategoricalProcess = denoiser.process
+    # a denoiser may bring its own reverse step for the prediction it returns (transition guidance, guidance.py)
+    reverse = getattr(denoiser, "reverse_log_probs", None) or process.reverse_log_probs
     grid = time_grid(process, steps)
     if cache is None:
         cache = bool(getattr(denoiser, "time_independent", False))
@@ -92,7 +95,7 @@ def ancestral(denoiser, x_T: Tensor, steps: int | Sequence[float] | Tensor, *, g
         stats.rows += len(rows)
         stats.cached_rows += B - len(rows)
         seen = x.clone()
-        log_p = process.reverse_log_probs(x, logits, torch.full_like(t, t_next), t)
+        log_p = reverse(x, logits, torch.full_like(t, t_next), t)
         x = sample_categorical(log_p, generator)  # the same draws whether or not the prediction was cached
         if callback is not None:
             callback(i, t_next, x)
