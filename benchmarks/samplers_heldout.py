@@ -14,7 +14,8 @@ every family of noise levels users meet:
 A discrete family's denoiser carries the table (`sigma_table`), so our default runs on table levels only. Peers:
 k-diffusion's lms, dpmpp_2m, dpm_2 on Karras and exponential grids over the family's range (and euler, lms, dpmpp_2m
 on the flow-matching grids, uniform in t with shift 1 and 3, in `flow`; Euler there is diffusers' FlowMatchEuler),
-dpm_fast; diffusers' EDM DPM-Solver++ 2M/3M (Karras, exponential) and EDM Euler in `edm`; on a DDPM table diffusers'
+dpm_fast (its last call spent on D at sigma_min, scored at 0, `FAST`); diffusers' EDM DPM-Solver++ 2M/3M (Karras,
+exponential) and EDM Euler in `edm`; on a DDPM table diffusers'
 DPM-Solver++ 2M/3M, UniPC, DEIS, LMS and PNDM with trailing and leading spacing (steps_offset 1) and DPM-Solver++
 2M/3M with Karras sigmas, each on the table itself. First-order and Heun peers (DDIM, Euler, Heun) are left out: on
 the old benchmark none was ever the best peer at any NFE, and they cost half the run. A leading-spacing scheduler starts below
@@ -25,8 +26,8 @@ the tables give their median and worst over the problems of a set, per family an
 
 Seed sets (docs/samplers.md, "Held-out protocol"): rules are chosen on `tuning` (seeds 1000-1007, 2000-2007 and
 3000-3015: earlier held-out sets, seen since) and reported on `heldout2` (seeds 4000-4015), which is never run while
-choosing (`tuning-16`, `heldout`, `tuning-first`, `heldout-first`: the earlier rounds' sets). `bench` is the old benchmark's single mixture
-(samplers_gmm.mixture(), seen while choosing earlier rules), one row of its own.
+choosing (`tuning-16`, `heldout`, `tuning-first`, `heldout-first`: the earlier rounds' sets). `bench` is the old
+benchmark's single mixture (samplers_gmm.mixture(), seen while choosing earlier rules), one row of its own.
 
     nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set tuning --max-cpu-minutes 10
     nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set heldout2 --max-cpu-minutes 20

@@ -21,7 +21,7 @@ def test_final_denoise_is_exact_for_a_polynomial_in_sigma_squared():
     assert torch.allclose(final_denoise(lin[:2]), a, atol=1e-12)
     assert torch.allclose(final_denoise(quad), a, atol=1e-12)
     assert torch.equal(final_denoise(quad[:1]), quad[0][1])
-    assert not torch.allclose(final_denoise(quad[:2]), a, rtol=0, atol=1e-7)  # two points leave c sigma_0^2 sigma_1^2 (6e-6)
+    assert not torch.allclose(final_denoise(quad[:2]), a, rtol=0, atol=1e-7)  # leaves c sigma_0^2 sigma_1^2: 6e-6
 
 
 def test_unipc_rejects_an_unknown_final_order():
