@@ -30,19 +30,23 @@ def capped(named: Callable[..., torch.Tensor], first: float) -> Callable[..., to
 
 def rule(f_max: float, decay: float, knee: float | None, power: float = 3.0, grid: str = "exponential",
          method: str | Callable[[int], str] = "ipndm", table: str = "nearest", first: float | None = None,
-         order: Callable[[int], int | None] | None = None, top: str = "cap") -> Rule:
+         order: Callable[[int], int | None] | None = None, top: str = "cap",
+         final: Callable[[int], int] | None = None) -> Rule:
     """tail = sigma_data f_max min(1, (decay / nfe)^power), knee = knee * sigma_data (None: no knee) on the named
     grid; method is a name or nfe -> name; table "nearest" moves the grid to the nearest table levels (a discrete
     model), "trailing" respaces the table with trailing spacing instead; order(nfe) sets UniPC's order (None: its
     default); top "cap" caps the first step at `first` in sigma after a table's top jump too (the cosine table's
     20291 -> 642: then 642 -> 214), "nocap" waives the cap where the first step already exceeds it, "skip" also
-    drops the level below the jump (20291 -> the knee grid's next level after 642)."""
+    drops the level below the jump (20291 -> the knee grid's next level after 642); final(steps) sets UniPC's
+    final_order, the D's extrapolated to sigma = 0 in its last step (None: 1, landing on D)."""
     def fn(model: Any, nfe: int) -> tuple[str, torch.Tensor | None, dict]:
         name = method(nfe) if callable(method) else method
         m, info = METHODS[name], describe(model)
         # UniPC's order always explicit, so that the library's own rule (`Method.rule_options`) does not fill it
         opts = {"order": 2 if order is None or order(nfe) is None else order(nfe)} if name == "unipc" else {}
         steps = m.steps_for(nfe)
+        if name == "unipc":
+            opts["final_order"] = 1 if final is None else final(steps)
         if table == "trailing" and info.sigma_table is not None:
             t = info.sigma_table
             return name, grids.discrete_sigmas(t, min(steps, len(t)), "trailing"), opts
@@ -148,5 +152,15 @@ for below in (5, 8, 10):
         CANDIDATES[f"unipc, order 3 from {below} calls, {tail_name}, knee 10, first step <= 3x, skip the level below a "
                    f"table top jump"] = rule(*tail_args, method="unipc", first=3.0, order=O3(below), top="skip")
 PREVIOUS = "unipc, tail 0.04 (20/n)^3, knee 10, first step <= 3x"  # the default chosen on seeds 1000-1007
-CHOSEN = ("unipc, order 3 from 10 calls, tail 0.04 (15/n)^3, knee 10, first step <= 3x, skip the level below a table "
-          "top jump")  # the library's default since (docs/samplers.md, "Re-choosing the rule on 16 tuning problems")
+PREVIOUS_16 = ("unipc, order 3 from 10 calls, tail 0.04 (15/n)^3, knee 10, first step <= 3x, skip the level below a "
+               "table top jump")  # the default chosen on 16 tuning problems ("Re-choosing the rule on 16 ...")
+CHOSEN_ARGS = dict(method="unipc", first=3.0, order=O3(10), top="skip")
+for f_name, f_fn in (("2", lambda n: 2), ("3", lambda n: 3), ("3 from 10 steps, else 2", lambda n: 3 if n >= 10 else 2),
+                     ("3 from 15 steps, else 1", lambda n: 3 if n >= 15 else 1)):
+    for tail_name, tail_args in (("tail 0.04 (15/n)^3", (0.04, 15, 10)), ("tail 0.04 (10/n)^3", (0.04, 10, 10)),
+                                 ("tail 0.08 (15/n)^3", (0.08, 15, 10))):
+        CANDIDATES[f"unipc, order 3 from 10 calls, {tail_name}, knee 10, first step <= 3x, skip the level below a "
+                   f"table top jump, final step extrapolates {f_name} D's"] = rule(*tail_args, **CHOSEN_ARGS,
+                                                                                   final=f_fn)
+CHOSEN = f"{PREVIOUS_16}, final step extrapolates 3 D's"  # the library's default since (docs/samplers.md, "The step
+# to sigma = 0")

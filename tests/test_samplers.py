@@ -549,13 +549,14 @@ def test_an_unknown_sampler_option_is_refused_naming_the_methods_options(gmm):
 def test_the_default_rule_runs_unipc_at_order_3_from_its_threshold_unless_an_order_is_given(gmm, nfe):
     """`sample` fills UniPC's order from `Method.rule_options` (order 3 from unipc.ORDER_3_FROM steps, else the
     function's order 2); an explicit order wins, and the cost in calls is the same."""
-    from torchdiffusion.sampling.unipc import ORDER_3_FROM
+    from torchdiffusion.sampling.unipc import FINAL_ORDER, ORDER_3_FROM
 
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
     kw = dict(sigma_min=0.002, sigma_max=80.0)
     grid = budget_grid(gmm, "unipc", nfe, **kw)
     want = 3 if len(grid) - 1 >= ORDER_3_FROM else 2
-    by_order = {o: METHODS["unipc"].fn(gmm, x, grid, order=o) for o in (2, 3)}
+    fin = {"final_order": FINAL_ORDER}  # the rule's last step, extrapolated to sigma = 0, at every order
+    by_order = {o: METHODS["unipc"].fn(gmm, x, grid, order=o, **fin) for o in (2, 3)}
     assert not torch.allclose(by_order[2], by_order[3])
     counted = CountingDenoiser(gmm)
     assert torch.equal(sample(counted, x, method="unipc", nfe=nfe, **kw), by_order[want])
@@ -564,4 +565,6 @@ def test_the_default_rule_runs_unipc_at_order_3_from_its_threshold_unless_an_ord
         assert torch.equal(sample(gmm, x, method="unipc", nfe=nfe, order=o, **kw), by_order[o])
         assert torch.equal(sample(gmm, x, method="unipc", grid=grid, order=o), by_order[o])
     assert torch.equal(sample(gmm, x, method="unipc", grid=grid), by_order[want])
+    plain = sample(gmm, x, method="unipc", grid=grid, final_order=1)  # an explicit final_order wins too
+    assert torch.equal(plain, METHODS["unipc"].fn(gmm, x, grid, order=want)) and not torch.equal(plain, by_order[want])
     assert METHODS["dpmpp_3m"].with_rule_options(grid, {}) == {}  # no rule for other methods

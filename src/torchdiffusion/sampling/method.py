@@ -138,6 +138,7 @@ OPTION_BOUNDS: dict[str, Bounds] = {
     "s_churn": Bounds(0.0), "s_tmin": Bounds(0.0), "s_tmax": Bounds(0.0, inf=True),  # EDM's churn and its window
     "snr": Bounds(0.0),  # predictor-corrector's signal-to-noise ratio (0: no correction)
     "order": Bounds(1, integer=True),
+    "final_order": Bounds(1, integer=True),  # D's UniPC extrapolates to sigma = 0 in its last step (1: D itself)
     "r1": Bounds(0.0, 1.0, above=True, none=True), "r2": Bounds(0.0, 1.0, above=True, none=True),  # stage positions
     "n_corrector": Bounds(0, integer=True),  # 0: the predictor alone
     "n_steps": Bounds(1, integer=True),

@@ -51,13 +51,33 @@ def _plus(base: Tensor, x0: Tensor, cs: list[float], x0s: list[Tensor]) -> Tenso
     return add_scaled(base, [-sum(cs)] + cs, [x0] + x0s)
 
 
+def final_denoise(points: list[tuple[float, Tensor]]) -> Tensor:
+    """x(0) from D at the last grid levels (sigma, D), most recent first: along a probability-flow path of a smooth
+    density D(x(sigma), sigma) = x(0) + O(sigma^2) (Tweedie, D = x + sigma^2 grad log p, and dx/dsigma = -sigma
+    grad log p), so the D's are extrapolated to sigma = 0 by the Lagrange polynomial in sigma^2 through them
+    (Richardson); one point is D itself, the usual last step, first order where the last level is not small."""
+    u = [s * s for s, _ in points]
+    weights = []
+    for j, uj in enumerate(u):  # Lagrange basis at u = 0
+        w = 1.0
+        for k, uk in enumerate(u):
+            if k != j:
+                w *= uk / (uk - uj)
+        weights.append(w)
+    return add_scaled(torch.zeros_like(points[0][1]), weights, [d for _, d in points])
+
+
 @torch.no_grad()
 def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
-                 callback: Callback | None = None, order: int = 2, corrector: bool = True, **cond: Any) -> Tensor:
+                 callback: Callback | None = None, order: int = 2, corrector: bool = True, final_order: int = 1,
+                 **cond: Any) -> Tensor:
     """UniPC-p with B(h) = e^h - 1 ("bh2"), data prediction (Zhao et al. 2023, Alg. 2 with UniP-p and UniC-p); the
-    last step is not corrected (it would need one more evaluation); a step to sigma = 0 lands on D."""
+    last step is not corrected (it would need one more evaluation); a step to sigma = 0 lands on D extrapolated to
+    sigma = 0 through the last final_order D's (`final_denoise`; 1: D itself)."""
     if order not in (1, 2, 3):
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
+    if final_order not in (1, 2, 3):
+        raise ValueError(f"UniPC final_order must be 1, 2 or 3, got {final_order}")
     sigmas = check_sigmas(x, sigmas).tolist()
     n = len(sigmas) - 1
     hist: list[tuple[float, Tensor]] = []  # (lambda, D) of earlier grid points, most recent last
@@ -66,7 +86,7 @@ def sample_unipc(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.G
         s, s_next = sigmas[i], sigmas[i + 1]
         report(callback, i, x, s, s_next, x0)
         if s_next == 0:
-            x = x0
+            x = final_denoise([(s, x0)] + [(math.exp(-lam_m), x0_m) for lam_m, x0_m in hist[::-1]][:final_order - 1])
             break
         lam, h = -math.log(s), math.log(s / s_next)
         past = hist[-(order - 1):][::-1] if order > 1 else []  # most recent first
@@ -91,10 +111,15 @@ ORDER_3_FROM = 10  # steps from which the default rule runs UniPC-3 (docs/sample
 # tuning problems")
 
 
+FINAL_ORDER = 3  # D's the default rule extrapolates to sigma = 0 in the last step (docs/samplers.md, "The step to
+# sigma = 0")
+
+
 def rule_options(steps: int) -> dict[str, Any]:
     """The default rule's UniPC: order 3 (UniP-3 with UniC-3) on grids of ORDER_3_FROM steps or more, else the
-    function's default order 2, whose two-point extrapolation is the safer one over a few long steps."""
-    return {"order": 3} if steps >= ORDER_3_FROM else {}
+    function's default order 2, whose two-point extrapolation is the safer one over a few long steps; the last step
+    extrapolates FINAL_ORDER D's to sigma = 0 (`final_denoise`)."""
+    return {"order": 3, "final_order": FINAL_ORDER} if steps >= ORDER_3_FROM else {"final_order": FINAL_ORDER}
 
 
 UNIPC = Method(sample_unipc, "ODE", 3, 1, grid="exponential", rule_options=rule_options)
