@@ -52,28 +52,36 @@ def tilted_log_probs(log_cond: Tensor, log_uncond: Tensor, scale: float) -> Tens
     return torch.log_softmax(mixed, dim=-1)
 
 
-class GuidedDenoiser:
-    """A conditional discrete denoiser under classifier-free guidance at scale s: two calls per step, one with the
-    given labels, one with none (the null label) -> logits (B, L, K) of the tilted p_s(x0 | x_t, c)."""
+class _ClassifierFree:
+    """What both guidance modes share: the inner conditional denoiser, its process and the scale; two calls a step,
+    one with the given labels and one with none (the null label); other attributes are the inner denoiser's."""
 
     def __init__(self, denoiser, scale: float):
         self.inner, self.scale = denoiser, check_scale(scale)
         self.process: CategoricalProcess = denoiser.process
         self.time_independent = bool(getattr(denoiser, "time_independent", False))
 
-    def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def both(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(conditional, unconditional) logits of the inner denoiser."""
         if class_labels is None:
             raise ValueError("classifier-free guidance needs class labels (B,) to guide towards")
-        x0_log_probs = self.process.x0_log_probs
-        log_cond = x0_log_probs(self.inner(x_t, t, class_labels=class_labels))
-        log_uncond = x0_log_probs(self.inner(x_t, t))
-        return tilted_log_probs(log_cond, log_uncond, self.scale)
+        return self.inner(x_t, t, class_labels=class_labels), self.inner(x_t, t)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
 
-class TransitionGuidedDenoiser:
+class GuidedDenoiser(_ClassifierFree):
+    """A conditional discrete denoiser under classifier-free guidance at scale s: two calls per step, one with the
+    given labels, one with none (the null label) -> logits (B, L, K) of the tilted p_s(x0 | x_t, c)."""
+
+    def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        cond, uncond = self.both(x_t, t, class_labels)
+        x0_log_probs = self.process.x0_log_probs
+        return tilted_log_probs(x0_log_probs(cond), x0_log_probs(uncond), self.scale)
+
+
+class TransitionGuidedDenoiser(_ClassifierFree):
     """Classifier-free guidance of the reverse transition (Schiff et al. 2024, D-CFG) at scale g: two calls per step.
 
     Its prediction is the pair (conditional, unconditional) of the inner denoiser's logits, stacked (B, L, 2, K), and
@@ -81,16 +89,9 @@ class TransitionGuidedDenoiser:
     reverse step before the process's); it is therefore a sampler's denoiser, not one a bound can score.
     """
 
-    def __init__(self, denoiser, scale: float):
-        self.inner, self.scale = denoiser, check_scale(scale)
-        self.process: CategoricalProcess = denoiser.process
-        self.time_independent = bool(getattr(denoiser, "time_independent", False))
-
     def __call__(self, x_t: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        if class_labels is None:
-            raise ValueError("classifier-free guidance needs class labels (B,) to guide towards")
-        cond = self.inner(x_t, t, class_labels=class_labels)
-        return torch.stack([cond, self.inner(x_t, t).to(cond.dtype)], dim=-2)  # (B, L, 2, K)
+        cond, uncond = self.both(x_t, t, class_labels)
+        return torch.stack([cond, uncond.to(cond.dtype)], dim=-2)  # (B, L, 2, K)
 
     def reverse_log_probs(self, x_t: Tensor, prediction: Tensor, s: Tensor, t: Tensor) -> Tensor:
         """log p_g(x_s | x_t, c) (B, L, K): the tilted product of the conditional and unconditional reverse steps;
@@ -100,9 +101,6 @@ class TransitionGuidedDenoiser:
             return log_cond
         log_uncond = self.process.reverse_log_probs(x_t, prediction[..., 1, :], s, t)
         return tilted_log_probs(log_cond, log_uncond, self.scale)
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
 
 
 def guided_denoiser(denoiser, scale: float, mode: str = "x0"):
