@@ -60,7 +60,11 @@ class FID:
         for i in range(0, num, batch):  # each batch its own seed: the same images for every row
             x = start_noise(model, loaded.data_shape, min(batch, num - i), seed + 1 + i)
             images.append(loaded.decode(sample(model, x, method=method, nfe=steps)).clamp(-1, 1))
-        return fid_from_features(self.ref_feats, self.featurizer.embed(torch.cat(images))[0])
+        return self.score(torch.cat(images))
+
+    def score(self, images: torch.Tensor) -> float:
+        """FID of images (N, C, H, W) in [-1, 1] against the test split."""
+        return fid_from_features(self.ref_feats, self.featurizer.embed(images)[0])
 
 
 def main() -> None:
