@@ -206,40 +206,19 @@ def test_reflow_of_a_class_conditional_teacher_draws_labelled_pairs(class_run, t
     assert "without class labels" in err and "Traceback" not in err
 
 
-def test_distill_refuses_a_text_conditional_teacher_in_one_paragraph(tmp_path, capsys):
-    """A prompt-conditional teacher (context_dim > 0) is refused: exit 2, one paragraph saying why."""
-    from test_train_cli import TINY
-    from torchdiffusion.build import build_model
-    from torchdiffusion.config import RunConfig, from_dict
-    from torchdiffusion.train.checkpoint import checkpoint_path, save_checkpoint
-
-    raw = {**TINY, "model": {**TINY["model"], "params": {**TINY["model"]["params"], "context_dim": 8}}}
-    cfg = from_dict(RunConfig, raw)
-    model, bcfg = build_model(cfg.model, cfg.process)
-    weights = model.backbone.state_dict()
-    tensors = {**{f"model.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
-    save_checkpoint(checkpoint_path(tmp_path / "text", 1), tensors,
-                    {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": 1})
-    capsys.readouterr()
-    assert main(["distill", str(tmp_path / "text"), "--out", str(tmp_path / "student"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "text-conditional" in err and "Traceback" not in err and "\n\n" not in err, err
-    assert not (tmp_path / "student").exists()
-
-
 def test_reflow_budget_includes_drawing_its_pairs(flow_run, tmp_path, monkeypatch):
     """--max-cpu-minutes covers the whole command: pairs that take the budget leave no training steps."""
     import torchdiffusion.distill.run as run_mod
 
     clock = {"t": 0.0}
     monkeypatch.setattr(run_mod.time, "process_time", lambda: clock["t"])
-    real_draw = run_mod.draw_reflow_pairs
+    real_draw = run_mod.reflow_pairs
 
     def slow_draw(*a, **k):  # drawing the pairs "costs" two CPU-minutes on the fake clock
         clock["t"] += 120.0
         return real_draw(*a, **k)
 
-    monkeypatch.setattr(run_mod, "draw_reflow_pairs", slow_draw)
+    monkeypatch.setattr(run_mod, "reflow_pairs", slow_draw)
     seen = {}
 
     def fit(*a, max_cpu_minutes=None, start=0, **k):

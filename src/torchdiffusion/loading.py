@@ -50,6 +50,10 @@ def load_run(path: str | Path, *, raw_weights: bool = False, device: str | torch
     """The model of a checkpoint file or of a run directory's newest readable checkpoint, in eval mode on `device`,
     with the EMA weights (or the raw weights), its run config and the checkpoint's metadata."""
     ckpt, tensors, meta = read_checkpoint(Path(path))
+    if meta.get("controlnet") or meta.get("kind") == "controlnet":
+        raise CheckpointError(f"{ckpt} is a ControlNet run (or a distilled student of one): it samples with a "
+                              f"control image, `torchdiffusion sample RUN --control IMG.png` "
+                              f"(torchdiffusion.controlnet.load_controlled_run)")
     try:
         cfg = from_dict(RunConfig, migrate(meta["config"]))
     except (ConfigError, KeyError) as e:

@@ -135,6 +135,8 @@ def load_controlled_run(path: str | Path, control: Tensor | None = None, scale: 
                         device: str | torch.device = "cpu") -> LoadedRun:
     """A ControlNet run (or checkpoint) with its base, as a LoadedRun whose model is the controlled Denoiser."""
     ckpt, tensors, meta = read_checkpoint(Path(path))
+    if meta.get("controlnet") and meta.get("kind") != RUN_KIND:
+        return _controlled_student(ckpt, tensors, meta, control, scale, device)
     if meta.get("kind") != RUN_KIND:
         raise CheckpointError(f"{ckpt} is not a ControlNet checkpoint (train one with `torchdiffusion "
                               "train-controlnet BASE_RUN CONFIG --out DIR`)")
@@ -148,3 +150,22 @@ def load_controlled_run(path: str | Path, control: Tensor | None = None, scale: 
                               f"({first_line(e)})") from None
     model = controlled_denoiser(base.model, controlnet.to(device), control, scale).eval()
     return LoadedRun(model, base.config, {**meta, "path": str(ckpt)}, None)
+
+
+def _controlled_student(ckpt: Path, tensors: dict[str, Tensor], meta: dict[str, Any], control: Tensor | None,
+                        scale: float, device: str | torch.device) -> LoadedRun:
+    """A distilled student of a ControlNet run (`torchdiffusion distill`): its base and ControlNet both trained, held
+    in the checkpoint ("ema.base.", "ema.controlnet."), its config the student's."""
+    from ..build import build_model
+    from ..config import RunConfig, from_dict, migrate
+
+    try:
+        cfg = from_dict(RunConfig, migrate(meta["config"]))
+        layout = meta["controlnet"]
+        base, _ = build_model(cfg.model, cfg.process)
+        net = ControlNet(base.backbone, int(layout["control_channels"]), int(layout["hint_channels"]))
+        model = controlled_denoiser(base, net, control, scale)
+        model.backbone.load_state_dict(with_prefix(tensors, "ema."))
+    except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt}: a distilled ControlNet student that does not load ({first_line(e)})") from None
+    return LoadedRun(model.eval().to(device), cfg, {**meta, "path": str(ckpt)}, None)

@@ -4,7 +4,7 @@ steps suffice; and the straightness of a denoiser's paths (Liu et al. 2023, eq. 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -75,13 +75,16 @@ class ReflowDistiller:
 
     labels (N,), the class of each pair, make the student class-conditional: each pair's label is replaced by the
     null label (`null_label`, the backbone's num_classes) with probability cond_drop, so the student also learns the
-    unconditional coupling and classifier-free guidance still works (Ho & Salimans 2022)."""
+    unconditional coupling and classifier-free guidance still works (Ho & Salimans 2022). Any other conditioning
+    (captions, a low-resolution input, a control image) comes from `condition(i, generator)`: the model kwargs of
+    pairs i (B,), dropped to null as the teacher's training dropped them (`distill.teacher.TeacherData.redrop`)."""
 
     sampler = "ddim_fewstep"
 
     def __init__(self, pairs: tuple[Tensor, Tensor], student: ModelDenoiser, *, steps: int = 1,
                  t_sampling: str = "uniform", ema_decay: float = 0.999, labels: Tensor | None = None,
-                 null_label: int | None = None, cond_drop: float = 0.0):
+                 null_label: int | None = None, cond_drop: float = 0.0,
+                 condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None):
         if not isinstance(student.process, Flow) or student.prediction != "velocity":
             raise ValueError("a reflow student is a linear flow: process 'flow' with prediction 'velocity'")
         self.z, self.x1 = pairs
@@ -90,9 +93,11 @@ class ReflowDistiller:
         if labels is not None and (labels.shape != (len(self.z),) or null_label is None):
             raise ValueError(f"reflow labels need one per pair ({len(self.z)}) and a null label, got shape "
                              f"{tuple(labels.shape)} and null label {null_label}")
+        if labels is not None and condition is not None:
+            raise ValueError("give a reflow student its pairs' labels or a condition function, not both")
         if not 0 <= cond_drop < 1:
             raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}")
-        self.labels, self.null_label, self.cond_drop = labels, null_label, cond_drop
+        self.labels, self.null_label, self.cond_drop, self.condition = labels, null_label, cond_drop, condition
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
         self.ema, self.ema_decay = make_ema(student), ema_decay
 
@@ -106,6 +111,8 @@ class ReflowDistiller:
             drop = torch.rand(B, generator=generator) < self.cond_drop
             y = torch.where(drop, torch.full_like(self.labels[i], int(self.null_label)), self.labels[i])
             pair_cond["class_labels"] = y.to(x0.device)
+        elif self.condition is not None:
+            pair_cond = {k: v.to(x0.device) for k, v in self.condition(i, generator).items()}
         return diffusion_loss(self.student, self.x1[i].to(x0.device), t=t, eps=self.z[i].to(x0.device), **pair_cond)
 
     def after_step(self, step: int, total: int) -> None:

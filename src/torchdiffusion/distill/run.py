@@ -13,16 +13,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..build import build_model
 from ..config import ConfigError, RunConfig
-from ..data import load_dataset
-from ..loading import load_run
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
 from ..train.resume import newest_to_resume, restore_optimizer, with_prefix
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller
-from .reflow import ReflowDistiller, draw_reflow_pairs
+from .reflow import ReflowDistiller, reflow_pairs
+from .teacher import TeacherData, load_teacher
 
 Tensor = torch.Tensor
 METHODS = ("progressive", "consistency", "reflow")
@@ -66,60 +64,31 @@ def student_config(teacher: RunConfig, method: str, steps: int) -> RunConfig:
     return cfg
 
 
-def _data(cfg: RunConfig) -> tuple[Tensor, Tensor]:
-    """The teacher's training data and labels (its config's dataset and limit)."""
-    data, labels = load_dataset(cfg.data.name, **cfg.data.options)
-    if cfg.data.limit:
-        data, labels = data[: cfg.data.limit], labels[: cfg.data.limit]
-    return data, labels
-
-
-def _draw(cfg: RunConfig, data: Tensor, labels: Tensor, num_classes: int):
-    """The teacher's data as a batch source: random items, their labels dropped to null at train.cond_drop."""
-
-    def draw(n: int, g: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
-        i = torch.randint(0, len(data), (n,), generator=g)
-        if not num_classes:
-            return data[i], {}
-        drop = torch.rand(n, generator=g) < cfg.train.cond_drop
-        return data[i], {"class_labels": torch.where(drop, torch.full_like(labels[i], num_classes), labels[i])}
-
-    return draw
-
-
 def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, *,
             max_cpu_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Distil the teacher run (its EMA weights) into `out` by options.method, resuming from out's newest checkpoint;
-    returns the step reached, the checkpoint written and the student's sampler and steps."""
+    returns the step reached, the checkpoint written and the student's sampler and steps. The teacher's conditioning
+    (class labels, captions, a low-resolution input, a control image) is made from its data as `train` makes it and
+    passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`)."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
     cpu_start = time.process_time()  # the budget covers the whole command: loading, reflow's pairs, training
     out = Path(out)
-    teacher_run = load_run(teacher_path)
-    teacher, tcfg = teacher_run.model, teacher_run.config
-    if tcfg.loss.kind == "classifier":
-        raise ValueError(f"{teacher_path} is a noise-conditional classifier, not a diffusion model to distil")
-    if getattr(teacher.backbone.config, "context_dim", 0):
-        raise ValueError(f"{teacher_path} is text-conditional (its backbone attends to prompt embeddings, "
-                         f"context_dim {teacher.backbone.config.context_dim}), and distill cannot condition a student "
-                         f"on prompts: its teacher steps, reflow pairs and student would all need each item's "
-                         f"caption embedded by the text encoder, which distillation does not run. distill supports "
-                         f"unconditional and class-conditional teachers; sample this run with its own sampler at a "
-                         f"low --steps instead (e.g. --sampler unipc --steps 8)")
+    t = load_teacher(teacher_path)
+    teacher, tcfg = t.model, t.config
     for p in teacher.parameters():
         p.requires_grad_(False)
     torch.manual_seed(options.seed)
     cfg = student_config(tcfg, options.method, SAMPLE_STEPS[options.method])
-    student, bcfg = build_model(cfg.model, cfg.process)
+    student, bcfg = t.build_student(cfg)
     if options.method != "reflow" or (tcfg.process.name == "flow" and tcfg.model.prediction == "velocity"):
         student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
-    num_classes = int(getattr(bcfg, "num_classes", 0))
     gen = torch.Generator().manual_seed(options.seed + 1)
-    data, labels = _data(tcfg)
-    distiller = _make(options, teacher, student, out, num_classes, labels, tcfg.train.cond_drop)
+    distiller = _make(options, teacher, student, out, t.data)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     step = _resume(out, options, student, distiller, opt, gen)
     said = set(getattr(distiller, "snapshots", {}))
+    keep = (t.extra_tensors, t.extra_meta)
 
     def on_step(s: int, stats: dict[str, float]) -> None:
         if s % 50 == 0 or s == options.max_steps:
@@ -127,63 +96,80 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
                 f.write(json.dumps({"step": s, **stats}) + "\n")
         for n in set(getattr(distiller, "snapshots", {})) - said:  # a progressive round ended: keep its student
             said.add(n)
-            _save_snapshot(out, cfg, bcfg, distiller, n, s)
+            _save_snapshot(out, cfg, bcfg, distiller, n, s, keep)
         if s % options.ckpt_every == 0:
-            _save(out, cfg, bcfg, student, distiller, opt, gen, s, options, teacher_path)
+            _save(out, cfg, bcfg, student, distiller, opt, gen, s, options, teacher_path, keep)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if max_cpu_minutes:  # what is left of it; a tiny positive rest (not 0, which means "no budget") stops at once
         max_cpu_minutes = max(max_cpu_minutes - (time.process_time() - cpu_start) / 60, 1e-9)
-    step = fit(distiller, _draw(tcfg, data, labels, num_classes), opt, total=options.max_steps, start=step,
-               batch_size=options.batch_size, generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step,
-               progress=progress)
+    step = fit(distiller, t.data.draw, opt, total=options.max_steps, start=step, batch_size=options.batch_size,
+               generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step, progress=progress)
     if step >= options.max_steps and isinstance(distiller, ProgressiveDistiller):
         distiller.finish()
         for n in set(distiller.snapshots) - said:
-            _save_snapshot(out, cfg, bcfg, distiller, n, step)
-    path = _save(out, cfg, bcfg, student, distiller, opt, gen, step, options, teacher_path)
+            _save_snapshot(out, cfg, bcfg, distiller, n, step, keep)
+    path = _save(out, cfg, bcfg, student, distiller, opt, gen, step, options, teacher_path, keep)
     return {"step": step, "checkpoint": str(path), "method": options.method, "sampler": cfg.sample.sampler,
             "steps": cfg.sample.steps}
 
 
-def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int, labels: Tensor,
-          cond_drop: float) -> Any:
+def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData) -> Any:
     if o.method == "progressive":
         return ProgressiveDistiller(teacher, student, start_steps=o.start_steps)
     if o.method == "consistency":
         return ConsistencyDistiller(teacher, student, levels=o.levels)
-    z, x1, y = _pairs(o, teacher, student, out, num_classes, labels)
-    return ReflowDistiller((z, x1), student, labels=y, null_label=num_classes if num_classes else None,
-                           cond_drop=cond_drop if num_classes else 0.0)
+    z, x1, stored = _pairs(o, teacher, student, out, data)
+    conditional = bool(stored) or data.captions is not None
+    return ReflowDistiller((z, x1), student,
+                           condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
+                                                               stored["item"][i] if "item" in stored else i, g))
+                           if conditional else None)
 
 
-def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, num_classes: int, labels: Tensor
-           ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The reflow pairs (z, x1, class labels or None), drawn once and kept in out. A class-conditional teacher's
-    pairs are drawn per class, labels in proportion to the training data's label frequencies."""
+PAIR_KEYS = ("z", "x1")
+
+
+def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
+           ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """The reflow pairs (z, x1) and their conditions, drawn once and kept in out. A conditional teacher's pairs are
+    drawn at the conditions of random training items (so labels follow the data's label frequencies), the
+    teacher's unguided ODE mapping each noise at its item's condition; the file keeps the conditions (class_labels,
+    low_res, aug_level, control) and the item index `item` (captions are embedded again from it, not stored)."""
     path = out / "reflow_pairs.safetensors"
+    needs = _pair_needs(data)
     if path.is_file():
         t = load_file(str(path))
-        if num_classes and "class_labels" not in t:
-            raise ConfigError(f"{path} holds reflow pairs without class labels (drawn with the null label by an "
-                              f"earlier version) for a class-conditional teacher; use a new --out")
-        return t["z"], t["x1"], t.get("class_labels") if num_classes else None
+        missing = [k for k in needs if k not in t]
+        if missing:
+            what = "class labels" if missing == ["class_labels"] else ", ".join(missing)
+            raise ConfigError(f"{path} holds reflow pairs without {what} (drawn by an earlier version, or for "
+                              f"another teacher); this teacher's pairs need them: use a new --out")
+        return t["z"], t["x1"], {k: v for k, v in t.items() if k not in PAIR_KEYS}
     g = torch.Generator().manual_seed(o.seed + 2)
     shape = tuple(student.backbone.config.data_shape)
-    probs = None
-    if num_classes:
-        known = labels[(labels >= 0) & (labels < num_classes)].long()
-        if len(known) == 0:
-            raise ValueError(f"the teacher's data has no labels in [0, {num_classes}) to draw reflow pairs per class")
-        probs = torch.bincount(known, minlength=num_classes).double()
-    z, x1, y = draw_reflow_pairs(teacher, o.pairs, shape, nfe=o.pair_nfe, generator=g, class_probs=probs)
+    z = torch.randn((o.pairs, *shape), generator=g)
+    stored: dict[str, Tensor] = {}
+    cond: dict[str, Tensor] = {}
+    if needs:
+        item = torch.randint(0, len(data.data), (o.pairs,), generator=g)
+        cond = data.condition(item, data.data[item], g, drop=False)
+        stored = {k: v for k, v in cond.items() if k not in ("context", "context_mask")}
+        stored["item"] = item
+    x1 = reflow_pairs(teacher, z, nfe=o.pair_nfe, **cond).float()
     out.mkdir(parents=True, exist_ok=True)
-    pairs = {"z": z.contiguous(), "x1": x1.contiguous()}
-    if y is not None:
-        pairs["class_labels"] = y.contiguous()
-    save_file(pairs, str(path))
-    return z, x1, y
+    save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path))
+    return z, x1, stored
+
+
+def _pair_needs(data: TeacherData) -> list[str]:
+    """The tensors a pairs file must hold for this teacher's conditions."""
+    needs = ["class_labels"] if data.num_classes else []
+    needs += ["low_res", "aug_level"] if data.low_res_size else []
+    needs += ["control"] if data.controls is not None else []
+    needs += ["item"] if data.captions is not None else []
+    return needs
 
 
 def _tensors(student: Any, distiller: Any, opt: torch.optim.Optimizer, gen: torch.Generator
@@ -196,23 +182,27 @@ def _tensors(student: Any, distiller: Any, opt: torch.optim.Optimizer, gen: torc
     return tensors, {"optimizer": opt_meta, "distiller": dmeta}
 
 
+Keep = tuple[dict[str, Tensor], dict[str, Any]]  # the teacher's extra tensors and metadata (codec, ControlNet)
+
+
 def _save(out: Path, cfg: RunConfig, bcfg: Any, student: Any, distiller: Any, opt: torch.optim.Optimizer,
-          gen: torch.Generator, step: int, o: DistillOptions, teacher_path: str | Path) -> Path:
+          gen: torch.Generator, step: int, o: DistillOptions, teacher_path: str | Path, keep: Keep) -> Path:
     tensors, meta = _tensors(student, distiller, opt, gen)
-    return save_and_prune(out, step, tensors, {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(),
-                                               "step": step, "distill": {"teacher": str(teacher_path), **o.fixed(),
-                                                                         **meta}}, 2, set())[0]
+    return save_and_prune(out, step, {**tensors, **keep[0]},
+                          {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": step, **keep[1],
+                           "distill": {"teacher": str(teacher_path), **o.fixed(), **meta}}, 2, set())[0]
 
 
-def _save_snapshot(out: Path, cfg: RunConfig, bcfg: Any, distiller: ProgressiveDistiller, n: int, step: int) -> None:
+def _save_snapshot(out: Path, cfg: RunConfig, bcfg: Any, distiller: ProgressiveDistiller, n: int, step: int,
+                   keep: Keep) -> None:
     """A progressive round's student as a checkpoint of its own: rounds/steps-N/ is a run `sample` reads."""
     scfg = copy.deepcopy(cfg)
     scfg.sample.steps = n
     run = out / "rounds" / f"steps-{n}"
     tensors = {f"ema.{k}": v for k, v in distiller.snapshots[n].items()}
     tensors.update({f"model.{k}": v.clone() for k, v in distiller.snapshots[n].items()})
-    save_checkpoint(checkpoint_path(run, step), tensors, {"config": scfg.to_dict(),
-                                                          "backbone_config": bcfg.to_dict(), "step": step})
+    save_checkpoint(checkpoint_path(run, step), {**tensors, **keep[0]},
+                    {"config": scfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": step, **keep[1]})
 
 
 def _refusal(out: Path, found: Newest) -> str:
