@@ -18,8 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "evaluations. progressive: Salimans & Ho 2022 (rounds halving DDIM steps; each "
                                     "round's student is kept in OUT/rounds/steps-N); consistency: Song et al. 2023 "
                                     "(Heun teacher steps, EMA target); reflow: Liu et al. 2023 (teacher ODE pairs, a "
-                                    "linear flow trained on them). An existing OUT is resumed from its newest "
-                                    "checkpoint with the same options.",
+                                    "linear flow trained on them). Any teacher `train` or `train-controlnet` makes: "
+                                    "class labels, prompts, a super-resolution input or a control image condition "
+                                    "the student as they did the teacher, and a latent teacher's student decodes with "
+                                    "its autoencoder; sample the student with the teacher's flags (--prompt, "
+                                    "--class-label, --control, upscale --sr-run). An existing OUT is resumed from its "
+                                    "newest checkpoint with the same options.",
                         epilog="example: torchdiffusion distill runs/toy2d --method consistency --max-cpu-minutes 5 "
                                "--out runs/toy2d-cd")
     sp.add_argument("teacher", help="the teacher: a run directory or a checkpoint file")
