@@ -231,3 +231,25 @@ def test_reflow_budget_includes_drawing_its_pairs(flow_run, tmp_path, monkeypatc
     assert seen["budget"] == pytest.approx(1.0)  # 3 minutes less the 2 the pairs took
     run_mod.distill(flow_run, tmp_path / "rf2", opts, max_cpu_minutes=1.0, progress=False)
     assert 0 < seen["budget"] < 1e-6  # spent before training: training stops at once, never unbudgeted
+
+
+def test_a_reflow_student_of_a_ddpm_teacher_keeps_its_parameterisation_and_starts_as_it(tiny_run, tmp_path):
+    """Reflow of a teacher that is not a linear flow: the student keeps the teacher's process and prediction and
+    its weights, so before training its denoiser is the teacher's (reflow trains D(x1 + sigma z, sigma) -> x1 on the
+    pairs' straight lines, the same in any parameterisation; Liu et al. 2023 start 2-rectified flow from the 1-)."""
+    import torch
+
+    from torchdiffusion.distill.run import DistillOptions, distill
+    from torchdiffusion.loading import load_run
+
+    out = tmp_path / "reflow"
+    opts = DistillOptions(method="reflow", max_steps=1, batch_size=4, lr=1e-12, pairs=8, pair_nfe=3)
+    distill(tiny_run, out, opts, progress=False)
+    teacher, student = load_run(tiny_run), load_run(out)
+    assert (student.config.process.name, student.config.model.prediction) == (
+        teacher.config.process.name, teacher.config.model.prediction)
+    x = torch.randn(3, *teacher.data_shape, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.05, 1.0, 20.0):
+        s = torch.full((3,), sigma)
+        with torch.no_grad():
+            assert torch.allclose(student.model(x * sigma, s), teacher.model(x * sigma, s), atol=1e-5)

@@ -3,8 +3,7 @@ encoder, as `train` does), latent + text (the student carries the autoencoder an
 low-resolution input) and ControlNet (a control image on a frozen base). Each is distilled a few steps by every
 method, its run directory is sampled through the same CLI flags as the teacher (`sample --prompt`, `upscale
 --sr-run`, `sample --control`), and the condition is shown to reach the student: its calls at two conditions
-differ, and a reflow student (which starts from fresh weights whose conditioning layers are zero) can only have
-learned that from conditions fed to it in training."""
+differ (every student starts as its teacher; the reflow pairs are checked to carry each pair's condition)."""
 
 from __future__ import annotations
 
@@ -77,15 +76,12 @@ def text_ldm_run(tmp_path_factory):
     return out / "ldm"
 
 
-def prompt_outputs(run, prompts=("a large red circle", "a small blue square"), fresh=False):
-    """The loaded run's x0 estimates of one noisy input at each prompt and at the null context (fresh: of a new
-    model of the run's config, before any training)."""
-    from torchdiffusion.build import build_model
+def prompt_outputs(run, prompts=("a large red circle", "a small blue square")):
+    """The loaded run's x0 estimates of one noisy input at each prompt and at the null context."""
     from torchdiffusion.loading import load_run
     from torchdiffusion.text.context import encode_prompts, null_context
 
-    loaded = load_run(run)
-    model = build_model(loaded.config.model, loaded.config.process)[0] if fresh else loaded.model
+    model = load_run(run).model
     g = torch.Generator().manual_seed(0)
     x = torch.randn((1, *model.backbone.config.data_shape), generator=g) * 2
     s = torch.tensor([2.0])
@@ -96,16 +92,9 @@ def prompt_outputs(run, prompts=("a large red circle", "a small blue square"), f
 
 
 def assert_prompts_reach(out, method):
-    """The student's calls at two prompts, and at a prompt and the null context, differ. A reflow student starts
-    from fresh weights, whose cross-attention outputs are zero (the prompt changes nothing): any difference was
-    learned from the captions fed to it in distillation (a few EMA-averaged steps: small, but not zero)."""
+    """The student's calls at two prompts, and at a prompt and the null context, differ."""
     a, b, null = prompt_outputs(out)
-    floor = 1e-4
-    if method == "reflow":
-        fa, fb, fnull = prompt_outputs(out, fresh=True)
-        assert relative_change(fa, fb) == 0 and relative_change(fa, fnull) == 0
-        floor = 1e-7
-    assert relative_change(a, b) > floor and relative_change(a, null) > floor
+    assert relative_change(a, b) > 1e-4 and relative_change(a, null) > 1e-4
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -257,9 +246,6 @@ def test_a_controlnet_teacher_gives_a_student_sampled_with_a_control_image(contr
     x, s = torch.randn(1, 3, 16, 16), torch.tensor([1.0])
     with torch.no_grad():
         outs = [model(x, s, control=torch.full((1, 1, 16, 16), v)) for v in (-1.0, 1.0)]
-    # the control image reaches the student; a reflow student starts fresh, its zero convolutions ignoring the
-    # control exactly (test_controlnet: at initialisation the controlled model is the base), so any difference was
-    # learned from the control images fed to it in distillation
-    assert relative_change(*outs) > (1e-7 if method == "reflow" else 1e-4)
+    assert relative_change(*outs) > 1e-4  # the control image reaches the student
     if method == "reflow":
         assert load_file(str(out / "reflow_pairs.safetensors"))["control"].shape == (8, 1, 16, 16)

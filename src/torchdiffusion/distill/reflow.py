@@ -1,5 +1,5 @@
 """Rectified flow's reflow (Liu et al. 2023, sec. 2.3): draw (noise, sample) pairs by a teacher's probability-flow
-ODE and train a linear flow on those pairs, x_t = (1 - t) x1 + t z, which straightens its paths so that few Euler
+ODE and train on those pairs' straight paths, x_t = (1 - t) x1 + t z, which straightens its paths so that few Euler
 steps suffice; and the straightness of a denoiser's paths (Liu et al. 2023, eq. 7), measured in flow time."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import torch
 from ..denoiser import Conditioned, describe
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
-from ..processes import Flow
 from ..sampling import sample
 from ..train.ema import ema_decay_at, make_ema, update_ema
 
@@ -69,9 +68,11 @@ def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1
 
 
 class ReflowDistiller:
-    """Trains a linear-flow student (process Flow, prediction velocity) on fixed teacher pairs (z, x1) by the
-    conditional flow-matching loss of the pair's straight path; sampled by DDIM on the few-step grid, which for a
-    flow is Euler's method in t.
+    """Trains a student on fixed teacher pairs (z, x1) by the denoising loss of the pair's straight path: a linear
+    flow (process Flow, prediction velocity) gets the conditional flow-matching loss of x_t = (1 - t) x1 + t z; any
+    other process the same line in VE coordinates, x1 + sigma z, with D -> x1 (so `distill` can start the student
+    from a teacher that is not a flow, as Liu et al. 2023 start 2-rectified flow from 1-rectified flow). Sampled by
+    DDIM on the few-step grid, which is Euler's method in flow time for every parameterisation.
 
     labels (N,), the class of each pair, make the student class-conditional: each pair's label is replaced by the
     null label (`null_label`, the backbone's num_classes) with probability cond_drop, so the student also learns the
@@ -85,8 +86,6 @@ class ReflowDistiller:
                  t_sampling: str = "uniform", ema_decay: float = 0.999, labels: Tensor | None = None,
                  null_label: int | None = None, cond_drop: float = 0.0,
                  condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None):
-        if not isinstance(student.process, Flow) or student.prediction != "velocity":
-            raise ValueError("a reflow student is a linear flow: process 'flow' with prediction 'velocity'")
         self.z, self.x1 = pairs
         if self.z.shape != self.x1.shape:
             raise ValueError(f"reflow pairs must have one shape, got {tuple(self.z.shape)}, {tuple(self.x1.shape)}")

@@ -53,12 +53,10 @@ class DistillOptions:
 
 def student_config(teacher: RunConfig, method: str, steps: int) -> RunConfig:
     """The teacher's config with the student's process, prediction and sampler: progressive keeps the teacher's
-    parameterisation; consistency takes the boundary one; reflow is a linear flow predicting velocity."""
+    parameterisation; consistency takes the boundary one; reflow keeps the teacher's too (it starts as the teacher)."""
     cfg = copy.deepcopy(teacher)
     if method == "consistency":
         cfg.model.prediction = "consistency"
-    elif method == "reflow":
-        cfg.process.name, cfg.model.prediction = "flow", "velocity"
     cfg.sample.sampler = "consistency" if method == "consistency" else "ddim_fewstep"
     cfg.sample.steps, cfg.sample.options = steps, {}
     return cfg
@@ -81,8 +79,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     torch.manual_seed(options.seed)
     cfg = student_config(tcfg, options.method, SAMPLE_STEPS[options.method])
     student, bcfg = t.build_student(cfg)
-    if options.method != "reflow" or (tcfg.process.name == "flow" and tcfg.model.prediction == "velocity"):
-        student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
+    student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     gen = torch.Generator().manual_seed(options.seed + 1)
     distiller = _make(options, teacher, student, out, t.data)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
