@@ -43,9 +43,12 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from torchdiffusion.cli import main; sys.exit(main())", *args]
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch's intra-op pool: one thread per process
+
+
 def td(*args: str) -> dict:
     """Run one torchdiffusion command; its last stdout line is JSON."""
-    done = subprocess.run(command(*args), stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command(*args), stdout=subprocess.PIPE, text=True, env=ONE_THREAD)
     if done.returncode:
         sys.exit(f"torchdiffusion {args[0]} failed (exit {done.returncode}); its message is above")
     out = done.stdout.strip().splitlines()
@@ -54,7 +57,7 @@ def td(*args: str) -> dict:
 
 def td_parallel(jobs: list[tuple[str, ...]]) -> None:
     """Run several torchdiffusion commands at once (one thread each), failing if any fails."""
-    procs = [(args, subprocess.Popen(command(*args), stdout=subprocess.DEVNULL)) for args in jobs]
+    procs = [(args, subprocess.Popen(command(*args), stdout=subprocess.DEVNULL, env=ONE_THREAD)) for args in jobs]
     failed = [args[0] for args, p in procs if p.wait()]
     if failed:
         sys.exit(f"torchdiffusion {', '.join(failed)} failed; the messages are above")
