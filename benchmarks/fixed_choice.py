@@ -75,3 +75,38 @@ def table(errors: dict[str, Any], families: tuple[str, ...], nfes: tuple[int, ..
             if cells:
                 lines.append(f"| {family} | {nfe} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def one_start(points: list[float]) -> bool:
+    """One start holds more than half of the run's error (a basin flip, typically)."""
+    return max(points) > 0.5 * sum(points)
+
+
+def losses(errors: dict[str, Any], families: tuple[str, ...], nfes: tuple[int, ...], default: str) -> str:
+    """Markdown: per family and NFE, the problems where the default is above the best peer, how many of those the
+    default's worst start dominates (`one_start`), how many stay above 1 with every run's worst start left out, and
+    how many of all problems have a dominating start in the default's run and in the best peer's."""
+    lines = ["| family | NFE | problems | default > best peer | of those, one start > half the error | "
+             "still > 1, trimmed | one start > half: default / best peer |", "|---|---:|---:|---:|---:|---:|---:|"]
+    row = f"ours {default}"
+    for family in families:
+        fam = {k: v for k, v in errors.items() if k.split(" ")[1] == family}
+        for nfe in (str(n) for n in nfes):
+            above = dominated = still = flips_default = flips_peer = n = 0
+            for p in fam.values():
+                peers = {k: v[nfe] for k, v in p["peers"].items() if nfe in v}
+                if nfe not in p["ours"].get(row, {}) or not peers:
+                    continue
+                n += 1
+                best = min(peers, key=peers.get)
+                flips_default += one_start(p["ours_points"][row][nfe])
+                flips_peer += one_start(p["peers_points"][best][nfe])
+                if p["ours"][row][nfe] > peers[best]:
+                    above += 1
+                    dominated += one_start(p["ours_points"][row][nfe])
+                    trim = {k: run_error(p["peers"], p["peers_points"], k, nfe, True) for k in peers}
+                    still += run_error(p["ours"], p["ours_points"], row, nfe, True) > min(trim.values())
+            if n:
+                lines.append(f"| {family} | {nfe} | {n} | {above} | {dominated} | {still} | "
+                             f"{flips_default} / {flips_peer} |")
+    return "\n".join(lines)

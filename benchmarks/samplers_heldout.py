@@ -368,6 +368,9 @@ def main() -> None:
             errors.update(json.loads(Path(path).read_text())["errors"])
         print(f"\n### set {a.set}: worst (median) ratio to the per-problem best peer of fixed choices\n")
         print(fixed_choice.table(errors, FAMILIES, (10, 20), DEFAULT))
+        if fixed_choice.has_points(errors):
+            print(f"\n### set {a.set}: where the default is above the best peer\n")
+            print(fixed_choice.losses(errors, FAMILIES, (10, 20), DEFAULT))
         return
     if a.merge:
         merged = {}

@@ -44,3 +44,11 @@ def test_table_names_the_best_fixed_choices():
     # default worst 12.9 (median 6.7); oracle 1.5; best fixed of ours lms (1.5); best peer p1 or p2 (worst 2)
     assert row.startswith("| edm | 10 | 2 | 12.88 (6.69) | 1.50 (0.87) | 1.50 (0.87) lms | 2.00 (1.50) p1 |")
     assert row.endswith("| 0.50 (0.50) | 0.50 (0.38) | 0.50 (0.50) unipc | 2.00 (1.50) p1 |")
+
+
+def test_losses_counts_flips_and_trimmed_losses():
+    a = problem({"ours unipc": [0.1, 0.1, 0.1, 10.0]}, {"p1": [0.2] * 4})  # above 1, one start, wins trimmed
+    b = problem({"ours unipc": [0.5] * 4}, {"p1": [0.2] * 4})  # above 1 on every start
+    c = problem({"ours unipc": [0.1] * 4}, {"p1": [0.2, 0.2, 0.2, 9.0]})  # below 1; the peer's run is a flip
+    row = fixed_choice.losses({"1 flow": a, "2 flow": b, "3 flow": c}, ("flow",), (10,), "unipc").splitlines()[-1]
+    assert row == "| flow | 10 | 3 | 2 | 1 | 1 | 1 / 1 |"
