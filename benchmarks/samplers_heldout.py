@@ -25,12 +25,16 @@ are counted and never exceed the budget. Ratios are ours over the best peer meth
 the tables give their median and worst over the problems of a set, per family and NFE.
 
 Seed sets (docs/samplers.md, "Held-out protocol"): rules are chosen on `tuning` (seeds 1000-1007, 2000-2007 and
-3000-3015: earlier held-out sets, seen since) and reported on `heldout2` (seeds 4000-4015), which is never run while
-choosing (`tuning-16`, `heldout`, `tuning-first`, `heldout-first`: the earlier rounds' sets). `bench` is the old
-benchmark's single mixture (samplers_gmm.mixture(), seen while choosing earlier rules), one row of its own.
+3000-3015: earlier held-out sets, seen since) and reported on `heldout2` (seeds 4000-4015, seen since its one run)
+and `heldout3` (seeds 5000-5015), never run while choosing (`tuning-16`, `heldout`, `tuning-first`, `heldout-first`:
+the earlier rounds' sets). `bench` is the old benchmark's single mixture (samplers_gmm.mixture(), seen while choosing
+earlier rules), one row of its own. The --json file keeps every run's per-start errors (peers: for cache entries
+written since "Held-out set 3"); `--fixed` reads it and asks whether any fixed choice could be never worse than the
+best peer (benchmarks/fixed_choice.py).
 
     nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set tuning --max-cpu-minutes 10
-    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set heldout2 --max-cpu-minutes 20
+    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set heldout3 --max-cpu-minutes 20 --json h3.json
+    nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set heldout3 --fixed h3.json
     nice -n 5 .venv/bin/python benchmarks/samplers_heldout.py --set tuning --sweep   # candidate grid rules
 
 Peer results and references are cached per (problem, family) under --cache, so a sweep reruns only ours.
@@ -51,7 +55,7 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from samplers_gmm import error, flow_map, k_runs, load_k_sampling, mixture, run_diffusers  # noqa: E402
+from samplers_gmm import flow_map, k_runs, load_k_sampling, mixture, run_diffusers  # noqa: E402
 
 from torchdiffusion.analytic_problems import random_mixture  # noqa: E402
 from torchdiffusion.denoiser import CountingDenoiser  # noqa: E402
@@ -61,10 +65,12 @@ from torchdiffusion.schedules import make_betas  # noqa: E402
 
 NFES = (5, 10, 20, 50)
 # tuning: 1000-1007, 2000-2007 and 3000-3015 (the first two held-out sets, whose results were read while choosing
-# later rules); heldout2: 4000-4015, run once for the rule chosen on tuning (docs/samplers.md, "Held-out protocol");
-# the older sets stay runnable as they were reported
+# later rules); heldout2: 4000-4015, run once for the rule chosen on tuning (docs/samplers.md, "Held-out protocol"),
+# seen since; heldout3: 5000-5015, run once for the worst-case study ("Held-out set 3"); the older sets stay
+# runnable as they were reported
 SETS = {"tuning": list(range(1000, 1008)) + list(range(2000, 2008)) + list(range(3000, 3016)),
-        "heldout2": list(range(4000, 4016)), "tuning-16": list(range(1000, 1008)) + list(range(2000, 2008)),
+        "heldout2": list(range(4000, 4016)), "heldout3": list(range(5000, 5016)),
+        "tuning-16": list(range(1000, 1008)) + list(range(2000, 2008)),
         "heldout": list(range(3000, 3016)), "tuning-first": list(range(1000, 1008)),
         "heldout-first": list(range(2000, 2008)), "bench": ["bench"]}
 FAMILIES = ("edm", "ddpm_linear", "ddpm_cosine", "ddpm_scaled_linear", "flow")
@@ -80,6 +86,9 @@ CALIBRATE_NFES = (10, 20)
 # segment below its lowest level 0.029 holds most of the error at NFE 20-50. It now spends its last call on
 # x0 = D(x, sigma_min) and is scored at 0 like the rest (docs/samplers.md, "The step to sigma = 0").
 FAST = "k-diffusion dpm_fast (nfe - 1 calls, then D at sigma_min)"
+# rows of ours beside OURS on their default grids, for the fixed-choice study (`--fixed`; a name with "(" is left out
+# of the `best ours` row, so that row means what it meant on the earlier sets): row -> (method, options)
+VARIANTS = {f"ours {DEFAULT} (order 2)": (DEFAULT, {"order": 2}), f"ours {DEFAULT} (tail 0)": (DEFAULT, {"tail": 0.0})}
 
 
 class Model:
@@ -220,8 +229,9 @@ def peers_and_reference(seed: int | str, family: str, K: Any, points: int, cache
         return refs[min(refs, key=lambda s: abs(s - sigma))]
 
     out: dict[str, dict[int, float]] = {} if old is None else old["peers"]
+    points: dict[str, dict[int, list[float]]] = {} if old is None else old.get("points", {})
     for name, run in runs.items():
-        out[name] = {}
+        out[name], points[name] = {}, {}
         for nfe in NFES:
             D = CountingDenoiser(gmm)
             try:
@@ -231,43 +241,57 @@ def peers_and_reference(seed: int | str, family: str, K: Any, points: int, cache
                 continue
             assert D.calls <= nfe, (name, nfe, D.calls)
             assert first <= smax * (1 + 1e-5), (name, first, smax)
-            e = error(y, ref_at(last))
-            if math.isfinite(e):
-                out[name][nfe] = e
-    result = {"peers": out, "ref": refs[0.0], "x": x}
+            e = per_start(y, ref_at(last))
+            if math.isfinite(e.mean().item()):
+                out[name][nfe], points[name][nfe] = e.mean().item(), e.tolist()
+    result = {"peers": out, "ref": refs[0.0], "x": x, "points": points}
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(result, path)
     return result
 
 
 def ours(seed: int | str, family: str, cached: dict[str, Any], calibrate: bool,
-         grid_rule: Callable[[Any, int], tuple[str, torch.Tensor | None, dict]] | None = None) -> dict[str, dict[int, float]]:
-    """Ours on the default grid (`sample`), or (a sweep) the method and grid of grid_rule(model, nfe) as the default's
-    row; the default sampler on a calibrated grid where asked."""
+         grid_rule: Callable[[Any, int], tuple[str, torch.Tensor | None, dict]] | None = None,
+         points: dict[str, dict[int, list[float]]] | None = None) -> dict[str, dict[int, float]]:
+    """Ours on the default grid (`sample`) and the VARIANTS, or (a sweep) the method and grid of grid_rule(model, nfe)
+    as the default's row; the default sampler on a calibrated grid where asked. points, if given, gets every row's
+    per-start errors."""
     gmm = problem(seed)
     smin, smax, table = family_range(family)
     model = Model(gmm, smin, smax, table)
     x, ref = cached["x"], cached["ref"]
     out: dict[str, dict[int, float]] = {}
-    for name in OURS if grid_rule is None else (DEFAULT,):  # a sweep scores the candidate rule as the default row
-        out[f"ours {name}"] = {}
+    points = {} if points is None else points
+    runs = {f"ours {name}": (name, {}) for name in OURS} if grid_rule is None else {f"ours {DEFAULT}": None}
+    if grid_rule is None:
+        runs.update(VARIANTS)
+    for row, spec in runs.items():  # a sweep scores the candidate rule as the default row
+        out[row], points[row] = {}, {}
         for nfe in NFES:
             D = CountingDenoiser(model)
-            method, grid, opts = (name, None, {}) if grid_rule is None else grid_rule(model, nfe)
+            method, grid, opts = (spec[0], None, spec[1]) if grid_rule is None else grid_rule(model, nfe)
             y = sample(D, x, method=method, nfe=nfe, grid=grid, **opts)
             assert D.calls <= nfe, (method, nfe, D.calls)
-            out[f"ours {name}"][nfe] = error(y, ref)
+            e = per_start(y, ref)
+            out[row][nfe], points[row][nfe] = e.mean().item(), e.tolist()
     if calibrate and table is None:
         x_cal = starts(gmm.dim, smax, 10 * seed_number(seed) + 7, 64)
-        out[f"ours {DEFAULT} (calibrated)"] = {}
+        cal = out[f"ours {DEFAULT} (calibrated)"] = {}
+        cal_points = points[f"ours {DEFAULT} (calibrated)"] = {}
         for nfe in CALIBRATE_NFES:
             g, _ = calibrate_grid(model, x_cal, method=DEFAULT, nfe=nfe, sigma_min=smin, sigma_max=smax, iters=8,
                                   generator=torch.Generator().manual_seed(0))
             D = CountingDenoiser(model)
             y = sample(D, x, method=DEFAULT, nfe=nfe, grid=g)
             assert D.calls <= nfe
-            out[f"ours {DEFAULT} (calibrated)"][nfe] = error(y, ref)
+            e = per_start(y, ref)
+            cal[nfe], cal_points[nfe] = e.mean().item(), e.tolist()
     return out
+
+
+def per_start(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """L2 distance of every start's output to its exact map (`samplers_gmm.error` is their mean)."""
+    return (y.double() - ref).reshape(len(ref), -1).norm(dim=1)
 
 
 def ratios(rows: dict[str, dict[int, float]], peers: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
@@ -329,11 +353,25 @@ def main() -> None:
     ap.add_argument("--seeds", default=None, help="only these seeds of the set, first-last (to split a run over "
                     "processes; --merge joins their --json files)")
     ap.add_argument("--merge", default=None, help="comma-separated --json files of one set: print their joint tables")
+    ap.add_argument("--fixed", default=None, help="comma-separated --json files of one set: could any fixed choice "
+                    "(our rows, the peers' methods on their grids) meet 'never worse than the best peer'? "
+                    "(benchmarks/fixed_choice.py)")
     ap.add_argument("--peers-only", action="store_true",
                     help="only compute and cache the peers and references of the set (nothing of ours is run)")
     a = ap.parse_args()
     if a.sweep and a.set.startswith("heldout"):
         ap.error("--sweep chooses rules: run it on --set tuning only")
+    if a.fixed:
+        import fixed_choice
+        errors = {}
+        for path in a.fixed.split(","):
+            errors.update(json.loads(Path(path).read_text())["errors"])
+        print(f"\n### set {a.set}: worst (median) ratio to the per-problem best peer of fixed choices\n")
+        print(fixed_choice.table(errors, FAMILIES, (10, 20), DEFAULT))
+        if fixed_choice.has_points(errors):
+            print(f"\n### set {a.set}: where the default is above the best peer\n")
+            print(fixed_choice.losses(errors, FAMILIES, (10, 20), DEFAULT))
+        return
     if a.merge:
         merged = {}
         for path in a.merge.split(","):
@@ -377,9 +415,11 @@ def main() -> None:
                     sweep_rows.setdefault(rule, {})[(seed, family)] = ratios(rows, cached["peers"])
                 print(f"# {seed} {family}: swept; {cpu_minutes():.1f} CPU min", file=sys.stderr, flush=True)
                 continue
-            rows = ours(seed, family, cached, not a.no_calibrate)
+            points: dict[str, dict[int, list[float]]] = {}
+            rows = ours(seed, family, cached, not a.no_calibrate, points=points)
             per_problem[(seed, family)] = ratios(rows, cached["peers"])
-            raw[f"{seed} {family}"] = {"ours": rows, "peers": cached["peers"]}
+            raw[f"{seed} {family}"] = {"ours": rows, "peers": cached["peers"], "ours_points": points,
+                                       "peers_points": cached.get("points", {})}
             if a.json:  # after every problem, so that a run stopped early keeps what it finished (--merge reads it)
                 Path(a.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(a.json).write_text(json.dumps({"ratios": {f"{s} {f}": r for (s, f), r in per_problem.items()},
