@@ -129,6 +129,10 @@ class SampleConfig:
     steps: int = 20                              # UniPC: 1 call per step, so 20 calls
     num: int = 64
     options: dict[str, Any] = field(default_factory=dict)  # the sampler's keyword options, e.g. {eta: 0.5} for ddim
+    # token runs with model.params.num_classes (classifier-free guidance, docs/discrete.md): `sample`'s defaults for
+    # --guidance-scale and --guidance-mode (null: x0, the tilt of p(x0 | x_t); transition: of p(x_s | x_t))
+    guidance_scale: float = 1.0
+    guidance_mode: str | None = None
 
 
 @dataclass
@@ -323,6 +327,12 @@ def validate(cfg: RunConfig) -> None:
                           f"shapes_text_ldm)")
     if is_discrete(cfg):
         return
+    for key, default in (("guidance_scale", 1.0), ("guidance_mode", None)):
+        if getattr(cfg.sample, key) != default:
+            instead = ("pass --guidance-scale to `sample` instead" if key == "guidance_scale" else
+                       "its classifier-free guidance has one form and no mode")
+            raise ConfigError(f"sample.{key}: a key of class-conditional token runs (discrete diffusion, "
+                              f"docs/discrete.md); this {cfg.process.name} run is Gaussian: {instead}")
     try:
         check_options(cfg.sample.sampler, cfg.sample.options)
     except ValueError as e:
@@ -427,6 +437,25 @@ def _validate_discrete(cfg: RunConfig) -> None:
                           f"(registry.DISCRETE_SAMPLERS: {', '.join(DISCRETE_SAMPLERS)}), got {cfg.sample.sampler!r}")
     if cfg.sample.options:
         raise ConfigError(f"sample.options: token samplers take none here, got {cfg.sample.options}")
+    _validate_token_guidance(cfg)
+
+
+def _validate_token_guidance(cfg: RunConfig) -> None:
+    """sample.guidance_scale and sample.guidance_mode: a finite scale and a known mode, for a class-conditional
+    diffusion token run only."""
+    from .discrete.guidance import GUIDANCE_MODES
+
+    sc = cfg.sample
+    if sc.guidance_mode is not None:
+        _one_of("sample.guidance_mode", sc.guidance_mode, GUIDANCE_MODES)
+    if isinstance(sc.guidance_scale, bool) or not isinstance(sc.guidance_scale, (int, float)) or \
+            not abs(sc.guidance_scale) < float("inf"):
+        raise ConfigError(f"sample.guidance_scale: must be a finite number, got {sc.guidance_scale!r}")
+    given = [k for k, on in (("sample.guidance_scale", sc.guidance_scale != 1.0),
+                             ("sample.guidance_mode", sc.guidance_mode is not None)) if on]
+    if given and not cfg.model.params.get("num_classes"):
+        raise ConfigError(f"{' and '.join(given)}: classifier-free guidance needs a class-conditional diffusion "
+                          f"model (model.params.num_classes > 0); this {cfg.process.name} run is unconditional")
 
 
 NAN_POLICIES = ("skip", "stop")

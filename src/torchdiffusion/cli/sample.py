@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_argument(sp)
     sp.add_argument("--list-samplers", action="store_true", help="print the sampler table and exit")
     add_guidance_arguments(sp)
+    sp.set_defaults(guidance_scale=None)  # not given: 1, or a token run's sample.guidance_scale
     add_token_arguments(sp, positive_int)
     sp.set_defaults(handler=run)
 
@@ -79,6 +80,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if loaded.discrete:
         return run_tokens(a, loaded, jsonl, tiles)
     refuse_token_flags(a)
+    a.guidance_scale = 1.0 if a.guidance_scale is None else a.guidance_scale
     model, cfg = loaded.model, loaded.config
     if cfg.loss.kind == "classifier":
         raise ValueError(f"{a.path} is a noise-conditional classifier, not a diffusion model; use it with "

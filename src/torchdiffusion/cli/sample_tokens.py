@@ -67,11 +67,14 @@ def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None
                          f"{cfg.data.name}); it takes --num, --steps, --seed, --batch-size, {takes}, and "
                          f"--class-label, --guidance-scale, --guidance-mode for a class-conditional diffusion model")
     k = int(getattr(model, "num_classes", 0))
-    conditional = given(a, {"class_label": None, "guidance_scale": 1.0, "guidance_mode": None})
+    conditional = given(a, {"class_label": None, "guidance_mode": None})
+    conditional += ["--guidance-scale"] if a.guidance_scale not in (None, 1.0) else []
     if not k and conditional:
         raise ValueError(f"{', '.join(conditional)} need a class-conditional model; {a.path} is unconditional "
                          f"(model.params.num_classes is 0)")
-    mode = a.guidance_mode or "x0"
+    # the flags win; else the run's sample.guidance_scale and sample.guidance_mode (checked with its config)
+    scale = cfg.sample.guidance_scale if a.guidance_scale is None else a.guidance_scale
+    mode = a.guidance_mode or cfg.sample.guidance_mode or "x0"
     labels = class_labels(a.class_label, a.num, k, "--class-label") if k else None
     length = a.length or model_seq_len(model)
     prompt = None if a.prefix is None else encode_text(cfg.data.name, a.prefix)
@@ -79,12 +82,12 @@ def run_tokens(a: argparse.Namespace, loaded: Any, jsonl: Any, tiles: Any = None
     t0 = time.perf_counter()
     ids, stats = generate_tokens(model, a.num, length, steps=steps, seed=a.seed, prompt=prompt,
                                  batch_size=a.batch_size, progress=sys.stderr.isatty(), class_labels=labels,
-                                 guidance_scale=a.guidance_scale, guidance_mode=mode)
+                                 guidance_scale=scale, guidance_mode=mode)
     seconds = time.perf_counter() - t0
     summary = {"checkpoint": loaded.meta["path"], "step": loaded.meta["step"], "sampler": cfg.sample.sampler,
                "steps": stats["steps"], "num": a.num, "length": length, "seconds": round(seconds, 3),
                "calls": stats["calls"], "rows": stats["rows"], "cached_rows": stats["cached_rows"],
-               **({"guidance_scale": a.guidance_scale, "guidance_mode": mode} if k else {})}
+               **({"guidance_scale": scale, "guidance_mode": mode} if k else {})}
     if images:  # one column per class when every class is drawn in turn
         x = token_images(cfg.data.name, ids, cfg.process.vocab_size)
         nrow = k if k and a.class_label in (None, "all") and a.num >= k else None
