@@ -1,10 +1,10 @@
 """Block diffusion (BD3-LM, Arriola et al. 2025): masked diffusion inside blocks of L' tokens, autoregressive over them.
 
 The sequence is cut into blocks x^1 .. x^B of L' tokens, log p(x) = sum_b log p(x^b | x^(<b)), and each factor is
-bounded by MDLM's continuous-time NELBO of the block given the clean blocks before it (Arriola et al. 2025, eq. 8):
+bounded by MDLM's continuous-time NELBO of the block given the clean blocks before it (Arriola et al. 2025, sec. 3):
   -log p(x) <= sum_b int_0^1 -alpha'(t) / (1 - alpha(t)) E_q[ sum_(n in b: x_t^n = m) -log p(x^n | x_t^b, x^(<b)) ] dt.
 L' = 1 is the autoregressive model (a masked token's weight integrates to one: int (1/t) t dt = 1), L' = L is MDLM.
-Training vectorises all blocks in one pass over [x_t, x0] (2L tokens, sec. 3.2): x_t's block b attends to itself
+Training vectorises all blocks in one pass over [x_t, x0] (2L tokens, sec. 3): x_t's block b attends to itself
 (block-diagonal) and to x0's blocks before b (offset block-causal); x0's block b attends to x0's blocks <= b
 (block-causal) and never to x_t. Both copies of token n sit at position n. Sampling goes block by block, MDLM's
 ancestral sampler inside each.
@@ -30,7 +30,7 @@ def block_ids(length: int, block_size: int, device: torch.device | str = "cpu") 
 
 
 def block_diffusion_mask(length: int, block_size: int, device: torch.device | str = "cpu") -> Tensor:
-    """The (2L, 2L) bool attention mask over [x_t, x0], True = attend (Arriola et al. 2025, sec. 3.2, M_full):
+    """The (2L, 2L) bool attention mask over [x_t, x0], True = attend (Arriola et al. 2025, sec. 3, M_full):
     [[M_BD, M_OBC], [0, M_BC]] with M_BD block-diagonal, M_OBC strictly block-causal, M_BC block-causal."""
     b = block_ids(length, block_size, device)
     same, before = b[:, None] == b[None, :], b[:, None] > b[None, :]  # (L, L) each

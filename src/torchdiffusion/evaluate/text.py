@@ -1,9 +1,10 @@
 """Held-out likelihood of token runs: bits per character of the autoregressive model (exact) and of the diffusion
 models (their variational bound), on the same held-out windows, written as a top-level `bits_per_char`.
 
-The masked bound int_0^1 w(t) E[CE_masked] dt is estimated with `strata` stratified times per window,
-t_r = (r + u) / strata (unbiased, far less variance than independent draws), per block for block diffusion; D3PM's L_T + T E_t[L_(t-1)] likewise
-with stratified steps. Every window is scored from its first character with no context, for every model alike.
+The masked bound int_0^1 w(t) E[CE_masked] dt is estimated with `strata` stratified times per window (per block
+for block diffusion), t_r = (r + u) / strata (unbiased, far less variance than independent draws); D3PM's
+L_T + T E_t[L_(t-1)] likewise with stratified steps. Every window is scored from its first character with no
+context, for every model alike.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _device(model: nn.Module) -> torch.device:
 def _masked(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, mine: slice, config: Any,
             **cond: Tensor) -> Tensor:
     """MDLM's continuous-time bound (Sahoo et al. 2024, eq. 10), antithetic t over the global micro-batch; with a
-    process.block_size, BD3-LM's sum of block bounds (Arriola et al. 2025, eq. 8), one t per block."""
+    process.block_size, BD3-LM's sum of block bounds (Arriola et al. 2025, sec. 3), one t per block."""
     process = model.process
     if process.block_size is not None:
         t = sample_block_times(x0.shape[0], x0.shape[1], process.block_size, generator)  # (B, L)

@@ -207,7 +207,7 @@ class SequenceTransformer(nn.Module):
 
         attn_mask (L, L) bool, True = row attends to column, replaces the full (or causal) attention; positions (L,)
         long in [0, seq_len) replaces 0..L-1 (then L may exceed seq_len: block diffusion feeds [x_t, x0], Arriola et
-        al. 2025, sec. 3.2)."""
+        al. 2025, sec. 3)."""
         c = self.config
         name = type(self).__name__
         longest = c.seq_len if positions is None else 2 * c.seq_len
