@@ -1,11 +1,12 @@
-"""KJV benchmark: masked diffusion (kjv_mdlm) against the autoregressive baseline (kjv_ar) of the same size and budget.
+"""KJV benchmark: masked diffusion (kjv_mdlm) against the autoregressive baseline (kjv_ar) of the same size and budget,
+and block diffusion (kjv_bd3lm, BD3-LM: masked diffusion within blocks, autoregressive over them) as a third row.
 
-Trains both (or takes trained runs), then reports on the held-out verses (every 20th): bits per character (the AR
+Trains the three (or takes trained runs), then reports on the held-out verses (every 20th): bits per character (the AR
 model's exact NLL, the diffusion model's bound), the share of sample words found in a dictionary (Debian wamerican),
 a few samples, and generation speed at equal length (CPU seconds of this process per sample).
 
     python benchmarks/kjv_text.py --max-cpu-minutes 30 --out outputs/kjv_text.json
-    python benchmarks/kjv_text.py --mdlm runs/kjv_mdlm --ar runs/kjv_ar   # score runs trained elsewhere
+    python benchmarks/kjv_text.py --mdlm runs/kjv_mdlm --ar runs/kjv_ar [--bd3lm runs/kjv_bd3lm]   # trained elsewhere
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def word_share(texts: list[str], words: set[str]) -> tuple[float, int]:
     return (sum(found) / len(found) if found else 0.0), len(found)
 
 
-def train_both(out: Path, minutes: float) -> dict[str, Path]:
-    """Train kjv_mdlm then kjv_ar, each for `minutes` CPU minutes on one thread (resumes a run already there)."""
+def train_all(out: Path, minutes: float) -> dict[str, Path]:
+    """Train kjv_mdlm, kjv_ar then kjv_bd3lm, each for `minutes` CPU minutes on one thread (resumes a run there)."""
     runs = {}
-    for name in ("kjv_mdlm", "kjv_ar"):
+    for name in ("kjv_mdlm", "kjv_ar", "kjv_bd3lm"):
         cfg = load_config(name, ["train.num_threads=1"])
         runs[name] = out / name
         train(cfg, runs[name], max_cpu_minutes=minutes, progress=sys.stderr.isatty())
@@ -78,19 +79,24 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/kjv_bench", help="where to train (ignored with --mdlm and --ar)")
     ap.add_argument("--mdlm", default=None, help="a trained masked-diffusion run (skips its training)")
     ap.add_argument("--ar", default=None, help="a trained autoregressive run (skips its training)")
+    ap.add_argument("--bd3lm", default=None, help="a trained block-diffusion run, scored as a third row (optional with "
+                    "--mdlm and --ar)")
     ap.add_argument("--bpd-num", type=int, default=400, help="held-out windows scored")
     ap.add_argument("--strata", type=int, default=8, help="stratified times per window of the diffusion bound")
     ap.add_argument("--num", type=int, default=64, help="samples per model")
     ap.add_argument("--length", type=int, default=128, help="characters per sample")
-    ap.add_argument("--steps", type=int, default=128, help="steps of the diffusion sampler")
+    ap.add_argument("--steps", type=int, default=128, help="steps of the diffusion sampler (block diffusion: spread "
+                    "over its blocks)")
     ap.add_argument("--show", type=int, default=4, help="samples printed per model")
     ap.add_argument("--out", default="outputs/kjv_text.json")
     args = ap.parse_args()
     words = load_dictionary()
     if args.mdlm and args.ar:
         runs = {"kjv_mdlm": Path(args.mdlm), "kjv_ar": Path(args.ar)}
+        if args.bd3lm:
+            runs["kjv_bd3lm"] = Path(args.bd3lm)
     else:
-        runs = train_both(Path(args.runs), args.max_cpu_minutes)
+        runs = train_all(Path(args.runs), args.max_cpu_minutes)
     rows = {name: score(run, args, words) for name, run in runs.items()}
     # the same windows, unchanged, as if they were samples: the dictionary share of real KJV text
     held = heldout_windows(load_run(runs["kjv_ar"]).config, args.num)
@@ -101,6 +107,11 @@ def main() -> None:
               "models": rows, "heldout_dictionary_share": real_share,
               "bpc_ratio_mdlm_over_ar": m["bits_per_char"] / a["bits_per_char"],
               "speed_ratio_mdlm_over_ar": m["sample_cpu_seconds"] / a["sample_cpu_seconds"]}
+    if "kjv_bd3lm" in rows:
+        bd = rows["kjv_bd3lm"]
+        result.update({"bd3lm_block_size": load_run(runs["kjv_bd3lm"]).config.process.block_size,
+                       "bpc_ratio_bd3lm_over_ar": bd["bits_per_char"] / a["bits_per_char"],
+                       "speed_ratio_bd3lm_over_ar": bd["sample_cpu_seconds"] / a["sample_cpu_seconds"]})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"| model | step | held-out bits/char | dictionary share of sample words | CPU ms / sample "
@@ -112,6 +123,10 @@ def main() -> None:
     print(f"| held-out text itself | | | {real_share:.3f} | | |")
     print(f"\nbits/char ratio MDLM / AR: {result['bpc_ratio_mdlm_over_ar']:.3f} (goal <= 1.2); "
           f"sampling time ratio MDLM / AR: {result['speed_ratio_mdlm_over_ar']:.2f}")
+    if "kjv_bd3lm" in rows:
+        print(f"bits/char ratio BD3-LM (block size {result['bd3lm_block_size']}) / AR: "
+              f"{result['bpc_ratio_bd3lm_over_ar']:.3f}; sampling time ratio BD3-LM / AR: "
+              f"{result['speed_ratio_bd3lm_over_ar']:.2f}")
     for name, r in rows.items():
         print(f"\n{name} samples:")
         for t in r["samples"]:

@@ -48,7 +48,7 @@ def verses(tmp_path_factory):
     return fake_verses(tmp_path_factory.mktemp("kjv") / "verses.txt")
 
 
-@pytest.fixture(scope="module", params=["kjv_mdlm", "kjv_ar", "kjv_d3pm"])
+@pytest.fixture(scope="module", params=["kjv_mdlm", "kjv_ar", "kjv_d3pm", "kjv_bd3lm"])
 def token_run(request, verses, tmp_path_factory):
     """A tiny run of each packaged token config, trained 3 steps."""
     out = tmp_path_factory.mktemp(request.param) / "run"

@@ -27,7 +27,7 @@ def build_discrete_process(cfg: ProcessConfig) -> Any:
         return Autoregressive(cfg.vocab_size)
     cls = DISCRETE_PROCESSES.lookup(cfg.name)
     if cfg.name == "masked":
-        return cls(cfg.vocab_size, schedule=cfg.masking_schedule)
+        return cls(cfg.vocab_size, schedule=cfg.masking_schedule, block_size=cfg.block_size)
     if cfg.marginal is not None:  # the mutual_info schedule of a non-absorbing kernel, solved against it
         return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule, marginal=torch.tensor(cfg.marginal, dtype=torch.float64))
     return cls(cfg.vocab_size, T=cfg.T, schedule=cfg.schedule)
@@ -36,10 +36,13 @@ def build_discrete_process(cfg: ProcessConfig) -> Any:
 def token_model(backbone: nn.Module, process: Any) -> nn.Module:
     """A token model around a sequence backbone: the autoregressive model, or the p(x0 | x_t) denoiser."""
     from .discrete.autoregressive import Autoregressive, AutoregressiveModel
+    from .discrete.block import BlockDenoiser
     from .discrete.denoiser import BackboneDenoiser
 
     if isinstance(process, Autoregressive):
         return AutoregressiveModel(backbone, process)
+    if getattr(process, "block_size", None) is not None:  # block diffusion (BD3-LM)
+        return BlockDenoiser(backbone, process)
     return BackboneDenoiser(backbone, process)
 
 

@@ -71,6 +71,8 @@ class ProcessConfig:
     T: int = 1000                                # number of discrete steps of ddpm or of a D3PM kernel
     vocab_size: int = 0                          # token runs: data classes K ([MASK] or [BOS] come on top)
     masking_schedule: str = "linear"             # masked: alpha(t) = 1 - t (linear) | cosine
+    block_size: int | None = None                # masked: block diffusion (BD3-LM) over blocks of this many tokens;
+                                                 # None: the whole sequence (MDLM); 1: autoregressive
     marginal: list[float] | None = None          # uniform / gaussian / nearest_neighbour with schedule mutual_info:
                                                  # the data's p(x0) of one token it is solved against (None: uniform)
     zero_terminal_snr: bool = False              # rescale ddpm's table so abar_T = 0 (Lin et al. 2024)
@@ -392,6 +394,23 @@ def _validate_backbone(mc: ModelConfig) -> None:
         check_bound(f"model.params ({mc.backbone}: parameter count)", n, MAX_BACKBONE_PARAMETERS)
 
 
+def _validate_block_size(cfg: RunConfig) -> None:
+    """process.block_size (block diffusion, BD3-LM) needs the sequence transformer without time or labels."""
+    size, params = cfg.process.block_size, cfg.model.params
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"process.block_size must be an integer >= 1 (or null: the whole sequence, MDLM), got "
+                          f"{size!r}")
+    if cfg.model.backbone != "sequence_transformer" or params.get("time_conditioning", True) \
+            or params.get("num_classes"):
+        raise ConfigError("process.block_size: block diffusion feeds [x_t, x0] through model.backbone "
+                          "sequence_transformer with a block attention mask, without time or class conditioning; set "
+                          "model.params.time_conditioning: false (masking needs no time, MDLM) and no num_classes, got "
+                          f"backbone {cfg.model.backbone!r}, time_conditioning "
+                          f"{params.get('time_conditioning', True)}, num_classes {params.get('num_classes', 0)}")
+
+
 def _validate_discrete(cfg: RunConfig) -> None:
     """A token run: its loss fits its process, its backbone reads sequences, and the vocabulary sizes agree."""
     from .discrete.schedules import BETA_SCHEDULES as D3PM_SCHEDULES
@@ -408,7 +427,11 @@ def _validate_discrete(cfg: RunConfig) -> None:
                           f"{pc.vocab_size}")
     if name == "masked":
         _one_of("process.masking_schedule", pc.masking_schedule, list(MASKING_SCHEDULES))
-    elif name != AUTOREGRESSIVE:
+        _validate_block_size(cfg)
+    elif pc.block_size is not None:
+        raise ConfigError(f"process.block_size: block diffusion is a masked process option (process.name masked), "
+                          f"got process.name {name!r}")
+    if name not in ("masked", AUTOREGRESSIVE):
         _one_of("process.schedule", pc.schedule, list(D3PM_SCHEDULES))
     if pc.marginal is not None:
         if name not in ("uniform", "gaussian", "nearest_neighbour") or pc.schedule != "mutual_info":

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoregressive import AutoregressiveModel, autoregressive
+from .block import BlockDenoiser, block_ancestral
 from .guidance import guided_denoiser
 from .sampling import SamplerStats, ancestral
 
@@ -84,6 +85,9 @@ def generate_tokens(model: nn.Module, num: int, length: int, *, steps: int | Non
         else:
             x_T = model.process.sample_prior((n, length), g, device)
             x_T[:, :P] = head
+            if isinstance(model, BlockDenoiser):  # block diffusion: block by block, `steps` spread over them
+                out.append(block_ancestral(model, x_T, steps, generator=g, stats=stats, prompt_len=P).cpu())
+                continue
 
             def keep_prompt(i: int, t: float, x: Tensor) -> None:
                 x[:, :P] = head  # in place: the sampler's next step reads this tensor

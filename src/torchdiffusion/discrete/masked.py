@@ -25,13 +25,17 @@ class MaskedDiffusion(InterpolatingProcess):
     """The absorbing kernel in continuous time on [0, 1] with abar = alpha(t) ("linear" 1 - t or "cosine").
 
     Classes are the vocab_size data tokens then [MASK] (mask_id = vocab_size); x_1 is all [MASK].
+    block_size L' (None: the whole sequence, plain MDLM) makes it block diffusion (BD3-LM, Arriola et al. 2025):
+    each block of L' tokens is masked at its own time and denoised given the clean blocks before it (block.py).
     """
 
-    def __init__(self, vocab_size: int, schedule: str = "linear"):
+    def __init__(self, vocab_size: int, schedule: str = "linear", block_size: int | None = None):
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (or None: the whole sequence), got {block_size}")
         masking_alpha(schedule, torch.zeros(1, dtype=torch.float64))  # unknown names fail here
-        self.vocab_size, self.schedule = vocab_size, schedule
+        self.vocab_size, self.schedule, self.block_size = vocab_size, schedule, block_size
         self.num_classes, self.mask_id, self.num_steps = vocab_size + 1, vocab_size, None
         self.pi = torch.zeros(self.num_classes, dtype=torch.float64)
         self.pi[vocab_size] = 1.0
@@ -58,11 +62,13 @@ def subs_logits(logits: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
 def masked_terms(process: MaskedDiffusion, log_probs: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
     """The bound's integrand at (x_t, t): -alpha'/(1 - alpha) sum over masked n of -log p(x0^n | x_t) -> (B,) nats.
 
-    log_probs (B, L, K) is log p(x0 | x_t) (SUBS or any log-softmax); unmasked positions contribute nothing.
+    log_probs (B, L, K) is log p(x0 | x_t) (SUBS or any log-softmax); unmasked positions contribute nothing. t is (B,)
+    or, for block diffusion's time per token, (B, L).
     """
     nll = -torch.gather(log_probs, -1, x0[..., None])[..., 0]  # (B, L)
     masked = x_t == process.mask_id
-    w = process.weight(t).to(nll.device, torch.float64)[:, None]  # (B, 1); inf only at t = 0 where nothing is masked
+    w = process.weight(t).to(nll.device, torch.float64)  # inf only at t = 0 where nothing is masked
+    w = w[:, None] if w.ndim == 1 else w  # (B, 1) or (B, L)
     terms = torch.where(masked, w * nll.double(), torch.zeros_like(w * nll.double()))
     return terms.sum(-1)
 

@@ -1,9 +1,10 @@
 """Held-out likelihood of token runs: bits per character of the autoregressive model (exact) and of the diffusion
 models (their variational bound), on the same held-out windows, written as a top-level `bits_per_char`.
 
-The masked bound int_0^1 w(t) E[CE_masked] dt is estimated with `strata` stratified times per window,
-t_r = (r + u) / strata (unbiased, far less variance than independent draws); D3PM's L_T + T E_t[L_(t-1)] likewise
-with stratified steps. Every window is scored from its first character with no context, for every model alike.
+The masked bound int_0^1 w(t) E[CE_masked] dt is estimated with `strata` stratified times per window (per block
+for block diffusion), t_r = (r + u) / strata (unbiased, far less variance than independent draws); D3PM's
+L_T + T E_t[L_(t-1)] likewise with stratified steps. Every window is scored from its first character with no
+context, for every model alike.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import IMAGE_TOKEN_SETS, load_dataset
 from ..discrete.autoregressive import AutoregressiveModel, autoregressive_nll
+from ..discrete.block import block_loss, per_token_times
 from ..discrete.bound import d3pm_loss
 from ..discrete.masked import MaskedDiffusion, masked_loss
 from ..rng import rand
@@ -35,9 +37,15 @@ def sequence_nll(model: nn.Module, x0: Tensor, *, strata: int = 16,
     """-log p(x0) per sequence (B,) nats: exact for the autoregressive model, the NELBO estimate for diffusion."""
     if isinstance(model, AutoregressiveModel):
         return autoregressive_nll(model, x0)
-    process, B = model.process, x0.shape[0]
+    process, (B, L) = model.process, x0.shape
+    block = getattr(process, "block_size", None)
     total = torch.zeros(B, dtype=torch.float64, device=x0.device)
     for r in range(strata):
+        if block is not None:  # block diffusion: every block's time stratified on its own
+            n = math.ceil(L / block)
+            u = (r + rand((B, n), generator, dtype=torch.float64, device=x0.device)) / strata
+            total += block_loss(model, x0, generator=generator, t=per_token_times(u.clamp(min=1e-5), L, block))
+            continue
         u = (r + rand((B,), generator, dtype=torch.float64, device=x0.device)) / strata  # stratified in [0, 1)
         if isinstance(process, MaskedDiffusion):
             total += masked_loss(model, x0, generator=generator, t=u.clamp(min=1e-5))

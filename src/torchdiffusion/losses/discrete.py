@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..discrete.autoregressive import autoregressive_nll
+from ..discrete.block import mask_tokens, sample_block_times
 from ..discrete.bound import cross_entropy, sample_steps, step_terms
 from ..discrete.masked import masked_terms, sample_times, subs_logits
 from .objectives import TrainingObjective
@@ -39,8 +40,15 @@ def _device(model: nn.Module) -> torch.device:
 
 def _masked(model: nn.Module, x0: Tensor, *, generator: torch.Generator | None, mine: slice, config: Any,
             **cond: Tensor) -> Tensor:
-    """MDLM's continuous-time bound (Sahoo et al. 2024, eq. 10), antithetic t over the global micro-batch."""
+    """MDLM's continuous-time bound (Sahoo et al. 2024, eq. 10), antithetic t over the global micro-batch; with a
+    process.block_size, BD3-LM's sum of block bounds (Arriola et al. 2025, sec. 3), one t per block."""
     process = model.process
+    if process.block_size is not None:
+        t = sample_block_times(x0.shape[0], x0.shape[1], process.block_size, generator)  # (B, L)
+        x_t = mask_tokens(process, x0, t, generator)
+        dev = _device(model)
+        x0, x_t, t = x0[mine].to(dev), x_t[mine].to(dev), t[mine].to(dev)
+        return masked_terms(process, model(x_t, t, context=x0).double(), x0, x_t, t)
     t = sample_times(x0.shape[0], generator)
     x_t = process.sample_marginal(x0, t, generator)
     dev = _device(model)

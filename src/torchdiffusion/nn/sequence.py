@@ -109,16 +109,21 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, d) -> (B, L, d)."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """x (B, L, d), mask (L, L) bool (True = attend; None: causal or full), positions (L,) of the rotary angles
+        (None: 0..L-1) -> (B, L, d)."""
         B, L, d = x.shape
         q, k, v = (t.view(B, L, self.num_heads, d // self.num_heads).transpose(1, 2)
                    for t in self.qkv(x).chunk(3, dim=-1))  # (B, nh, L, d / nh) each
         if self.rotary:
-            cos, sin = rotary_angles(L, d // self.num_heads)
+            n = L if positions is None else int(positions.max()) + 1
+            cos, sin = rotary_angles(n, d // self.num_heads)
+            if positions is not None:  # e.g. block diffusion's [x_t, x0]: both copies of a token share its position
+                cos, sin = cos[positions.cpu()], sin[positions.cpu()]
             cos, sin = cos.to(x.device), sin.to(x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril() if self.causal else None
+        if mask is None and self.causal:
+            mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         a = dot_product_attention(q, k, v, mask)  # (B, nh, L, d / nh)
         return self.proj(a.transpose(1, 2).reshape(B, L, d))
 
@@ -135,10 +140,10 @@ class SequenceBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN = nn.Linear(dim, 6 * dim)  # zeroed at init: a fresh block is the identity
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        """x (B, L, d), c (B, d) already through SiLU -> (B, L, d)."""
+    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """x (B, L, d), c (B, d) already through SiLU, mask and positions as in `SelfAttention` -> (B, L, d)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)  # (B, d) each
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), mask, positions)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -195,14 +200,26 @@ class SequenceTransformer(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, noise_level: Tensor | None = None, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise_level: Tensor | None = None, class_labels: Tensor | None = None, *,
+                attn_mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """x (B, L) long in [0, vocab_size), noise_level (B,), class_labels (B,) long in [0, num_classes] (None: the
-        null label num_classes) -> (B, L, num_outputs)."""
+        null label num_classes) -> (B, L, num_outputs).
+
+        attn_mask (L, L) bool, True = row attends to column, replaces the full (or causal) attention; positions (L,)
+        long in [0, seq_len) replaces 0..L-1 (then L may exceed seq_len: block diffusion feeds [x_t, x0], Arriola et
+        al. 2025, sec. 3)."""
         c = self.config
         name = type(self).__name__
-        if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool or not 0 < x.shape[1] <= c.seq_len:
+        longest = c.seq_len if positions is None else 2 * c.seq_len
+        if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool or not 0 < x.shape[1] <= longest:
             raise ValueError(f"{name} takes integer token ids of shape (B, L) with 0 < L <= {c.seq_len}, "
                              f"got {x.dtype} {tuple(x.shape)}")
+        if positions is not None and (positions.shape != (x.shape[1],) or int(positions.min()) < 0
+                                      or int(positions.max()) >= c.seq_len):
+            raise ValueError(f"{name}: positions must be ({x.shape[1]},) integers in [0, {c.seq_len}), got "
+                             f"{tuple(positions.shape)}")
+        if attn_mask is not None and attn_mask.shape != (x.shape[1], x.shape[1]):
+            raise ValueError(f"{name}: attn_mask must be ({x.shape[1]}, {x.shape[1]}), got {tuple(attn_mask.shape)}")
         if x.numel() and (bool((x < 0).any()) or bool((x >= c.vocab_size).any())):
             raise ValueError(f"{name}: token ids must be in [0, {c.vocab_size}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")
@@ -216,9 +233,12 @@ class SequenceTransformer(nn.Module):
             cond = self.cond.expand(B, -1)
         cond = cond + self.label_cond(class_labels, B, x.device)
         cond = F.silu(cond)  # every adaLN applies SiLU before its linear; do it once here
-        h = self.token_embed(x) + self.pos_embed[:, :L]  # (B, L, d)
+        pos = self.pos_embed[:, :L] if positions is None else self.pos_embed[:, positions.to(x.device)]
+        h = self.token_embed(x) + pos  # (B, L, d)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(x.device)
         for block in self.blocks:
-            h = block(h, cond)
+            h = block(h, cond, attn_mask, positions)
         shift, scale = self.final_adaLN(cond).chunk(2, dim=1)
         return self.head(modulate(self.final_norm(h), shift, scale))  # (B, L, num_outputs)
 
