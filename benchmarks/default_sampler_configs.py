@@ -16,13 +16,14 @@ one scored (a run trained before a default changed keeps the old one in its own 
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from default_sampler_trained import cpu_minutes  # benchmarks/ is on sys.path for its scripts
 
 from torchdiffusion.conditioning import GuidanceRecipe
 from torchdiffusion.conditions import guidance_recipe, model_conditions
@@ -31,11 +32,6 @@ from torchdiffusion.generate import start_noise
 from torchdiffusion.loading import LoadedRun, load_run
 from torchdiffusion.metrics.distances import sliced_wasserstein
 from torchdiffusion.sampling import sample
-
-
-def cpu_minutes() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return (r.ru_utime + r.ru_stime) / 60
 
 
 def is_controlnet(path: str) -> bool:

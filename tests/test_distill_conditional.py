@@ -14,6 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from test_controlnet import BASE, CONTROL  # its tiny shapes U-Net and ControlNet
+from test_superres import SR as SR_TWIN
 from torchdiffusion.cli import main
 
 METHODS = ["progressive", "consistency", "reflow"]
@@ -154,16 +156,7 @@ def test_distillation_feeds_the_teachers_conditions_dropped_as_train_drops_them(
     assert seen["loss"].shape == (2,) and bool(torch.isfinite(seen["loss"]).all())
 
 
-SR = {
-    "data": {"name": "digits", "limit": 64},
-    "process": {"name": "ddpm", "schedule": "cosine", "T": 50},
-    "model": {"backbone": "unet", "prediction": "v",
-              "params": {"in_channels": 1, "image_size": 8, "low_res_size": 4, "base_channels": 8,
-                         "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "num_heads": 2}},
-    "superres": {"aug_sigma_max": 0.3, "aug_sigma": 0.1},
-    "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "ckpt_every": 2, "sample_every": 0},
-    "sample": {"sampler": "ddim", "steps": 2, "num": 4},
-}
+SR = {**SR_TWIN, "train": {**SR_TWIN["train"], "sample_every": 0}}  # test_superres's twin, no sample grids
 
 
 @pytest.fixture(scope="module")
@@ -199,18 +192,6 @@ def test_a_super_resolution_teacher_gives_a_student_that_upscales(sr_run, tmp_pa
         assert float(pairs["aug_level"].max()) <= 0.3
 
 
-BASE = {
-    "data": {"name": "shapes", "options": {"n": 32, "seed": 0, "size": 16}},
-    "process": {"name": "ddpm", "schedule": "cosine", "T": 1000},
-    "model": {"backbone": "unet", "prediction": "v",
-              "params": {"in_channels": 3, "image_size": 16, "base_channels": 8, "channel_mult": [1, 2],
-                         "num_res_blocks": 1, "attn_resolutions": [8], "num_heads": 2, "groups": 4}},
-    "loss": {"kind": "simple"},
-    "train": {"batch_size": 8, "lr": 1.0e-3, "max_steps": 2, "ckpt_every": 1, "sample_every": 0, "log_every": 1},
-    "sample": {"sampler": "ddim", "steps": 4, "num": 4},
-}
-CONTROL = ["data.options.n=32", "data.options.size=16", "train.batch_size=4", "train.ckpt_every=2",
-           "train.log_every=1", "train.lr=1e-3", "control.hint_channels=4"]
 
 
 @pytest.fixture(scope="module")
