@@ -253,3 +253,22 @@ def test_a_reflow_student_of_a_ddpm_teacher_keeps_its_parameterisation_and_start
         s = torch.full((3,), sigma)
         with torch.no_grad():
             assert torch.allclose(student.model(x * sigma, s), teacher.model(x * sigma, s), atol=1e-5)
+
+
+def test_resuming_a_student_of_another_parameterisation_is_refused(tiny_run, tmp_path, capsys):
+    """A reflow run written when reflow students were linear flows has a backbone of the same shape: resuming it
+    under the teacher's parameterisation would load without error and then be wrong, so it is refused (exit 2)."""
+    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
+
+    out = tmp_path / "reflow"
+    args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
+            "--batch-size", "4", "--no-progress"]
+    assert main(args + ["--max-steps", "1"]) == 0
+    path, tensors, meta = read_checkpoint(out)
+    meta["config"]["process"]["name"], meta["config"]["model"]["prediction"] = "flow", "velocity"
+    path.unlink()
+    save_checkpoint(path, tensors, meta)
+    capsys.readouterr()
+    assert main(args + ["--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "process 'flow' and prediction 'velocity'" in err and "new --out" in err

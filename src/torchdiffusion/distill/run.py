@@ -83,7 +83,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     gen = torch.Generator().manual_seed(options.seed + 1)
     distiller = _make(options, teacher, student, out, t.data)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
-    step = _resume(out, options, student, distiller, opt, gen)
+    step = _resume(out, options, cfg, student, distiller, opt, gen)
     said = set(getattr(distiller, "snapshots", {}))
     keep = (t.extra_tensors, t.extra_meta)
 
@@ -208,7 +208,7 @@ def _refusal(out: Path, found: Newest) -> str:
             f"move them aside or use a new --out")
 
 
-def _resume(out: Path, o: DistillOptions, student: Any, distiller: Any, opt: torch.optim.Optimizer,
+def _resume(out: Path, o: DistillOptions, cfg: RunConfig, student: Any, distiller: Any, opt: torch.optim.Optimizer,
             gen: torch.Generator) -> int:
     """The step of out's newest checkpoint, with every state restored (0 for a new run)."""
     if not out.exists():
@@ -223,6 +223,14 @@ def _resume(out: Path, o: DistillOptions, student: Any, distiller: Any, opt: tor
     if fixed != o.fixed():
         diffs = ", ".join(f"{k}: saved {fixed.get(k)} vs now {v}" for k, v in o.fixed().items() if fixed.get(k) != v)
         raise ConfigError(f"{out} was distilled with other options ({diffs}); repeat them or use a new --out")
+    # the student's parameterisation: a backbone of the same shape loads under another one without error (a reflow
+    # student written before it kept its teacher's was a linear flow), and would then be trained and sampled wrongly
+    was = found.meta.get("config", {})
+    was = (was.get("process", {}).get("name"), was.get("model", {}).get("prediction"))
+    if was != (cfg.process.name, cfg.model.prediction):
+        raise ConfigError(f"{out} holds a student with process {was[0]!r} and prediction {was[1]!r}, and this "
+                          f"distillation makes one with {cfg.process.name!r} and {cfg.model.prediction!r} (a reflow "
+                          f"student now keeps its teacher's; older ones were linear flows); use a new --out")
     t = found.tensors
     student.backbone.load_state_dict(with_prefix(t, "model."))
     distiller.ema.backbone.load_state_dict(with_prefix(t, "ema."))
