@@ -212,7 +212,7 @@ class SequenceTransformer(nn.Module):
         name = type(self).__name__
         longest = c.seq_len if positions is None else 2 * c.seq_len
         if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool or not 0 < x.shape[1] <= longest:
-            raise ValueError(f"{name} takes integer token ids of shape (B, L) with 0 < L <= {c.seq_len}, "
+            raise ValueError(f"{name} takes integer token ids of shape (B, L) with 0 < L <= {longest}, "
                              f"got {x.dtype} {tuple(x.shape)}")
         if positions is not None and (positions.shape != (x.shape[1],) or int(positions.min()) < 0
                                       or int(positions.max()) >= c.seq_len):
