@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from test_controlnet import BASE, CONTROL  # its tiny shapes U-Net and ControlNet
+from test_latent_text import sets, train_text_ldm  # its tiny autoencoder and text LDM
 from test_superres import SR as SR_TWIN
 from torchdiffusion.cli import main
 
@@ -23,17 +24,8 @@ TINY_TEXT = ["data.options.n=24", "data.options.size=16", "model.params.image_si
              "model.params.channel_mult=[1,2]", "model.params.attn_resolutions=[8]", "model.params.num_heads=2",
              "train.batch_size=4", "train.sample_every=0", "process.T=50", "train.precision=fp32",
              "train.cond_drop=0.3"]
-TINY_AE = ["data.options.n=12", "model.base_channels=8", "loss.disc_start=1", "loss.disc_channels=8",
-           "loss.disc_layers=1", "train.batch_size=4", "train.sample_every=0", "train.ckpt_every=2"]
-TINY_LDM = ["data.options.n=12", "model.params.base_channels=8", "model.params.channel_mult=[1,2]",
-            "model.params.attn_resolutions=[8]", "model.params.num_heads=2", "train.batch_size=4",
-            "train.sample_every=0", "train.ckpt_every=2", "process.T=50", "train.precision=fp32"]
 DISTILL = ["--max-steps", "3", "--start-steps", "2", "--levels", "4", "--pairs", "8", "--pair-nfe", "2",
            "--batch-size", "4", "--lr", "3e-3", "--no-progress"]
-
-
-def sets(items):
-    return [x for item in items for x in ("--set", item)]
 
 
 def last_json(capsys) -> dict:
@@ -69,13 +61,9 @@ def text_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_ldm_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("text_ldm")
-    assert main(["train-autoencoder", "shapes_vae", *sets(TINY_AE), "--max-steps", "2", "--out", str(out / "vae"),
-                 "--no-progress"]) == 0
-    assert main(["train", "shapes_text_ldm", "--set", f"autoencoder={out / 'vae'}", *sets(TINY_LDM),
-                 "--max-steps", "2", "--out", str(out / "ldm"), "--no-progress"]) == 0
-    perturb(out / "ldm")
-    return out / "ldm"
+    ldm = train_text_ldm(tmp_path_factory.mktemp("text_ldm"))
+    perturb(ldm)
+    return ldm
 
 
 def prompt_outputs(run, prompts=("a large red circle", "a small blue square")):
@@ -190,8 +178,6 @@ def test_a_super_resolution_teacher_gives_a_student_that_upscales(sr_run, tmp_pa
         pairs = load_file(str(out / "reflow_pairs.safetensors"))
         assert pairs["low_res"].shape == (8, 1, 4, 4) and pairs["aug_level"].shape == (8,)
         assert float(pairs["aug_level"].max()) <= 0.3
-
-
 
 
 @pytest.fixture(scope="module")

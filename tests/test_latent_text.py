@@ -42,14 +42,18 @@ def test_pixel_baseline_config_matches_the_latent_recipe(tmp_path):
     assert 64 // 2 ** (len(p["channel_mult"]) - 1) == 8 and p["attn_resolutions"] == [16, 8]
 
 
-@pytest.fixture(scope="module")
-def text_ldm(tmp_path_factory):
-    out = tmp_path_factory.mktemp("latent_text")
+def train_text_ldm(out):
+    """A tiny shapes_vae (2 steps) and a tiny shapes_text_ldm on it (2 steps) under out; the latent run's path."""
     assert main(["train-autoencoder", "shapes_vae", *sets(TINY_AE), "--max-steps", "2", "--out", str(out / "vae"),
                  "--no-progress"]) == 0
     assert main(["train", "shapes_text_ldm", "--set", f"autoencoder={out / 'vae'}", *sets(TINY_LDM),
                  "--max-steps", "2", "--out", str(out / "ldm"), "--no-progress"]) == 0
     return out / "ldm"
+
+
+@pytest.fixture(scope="module")
+def text_ldm(tmp_path_factory):
+    return train_text_ldm(tmp_path_factory.mktemp("latent_text"))
 
 
 def test_text_prompts_negative_prompts_and_guidance_sample_decoded_64px_images(text_ldm, tmp_path, capsys):
