@@ -13,27 +13,26 @@ from .method import Method
 
 Tensor = torch.Tensor
 
-# 3-point Gauss-Legendre on [-1, 1]: exact for polynomials of degree <= 5 (the Lagrange basis has degree <= 3)
-_GL_NODES = (-math.sqrt(0.6), 0.0, math.sqrt(0.6))
-_GL_WEIGHTS = (5 / 9, 8 / 9, 5 / 9)
+# 2-point Gauss-Legendre on [-1, 1] (weights 1): exact for polynomials of degree <= 3, as the Lagrange basis
+# through at most 4 nodes is
+_GL_NODES = (-1 / math.sqrt(3), 1 / math.sqrt(3))
 
 
 def lms_coefficients(nodes: list[float], a: float, b: float) -> list[float]:
     """c_j = int_a^b prod_(k != j) (t - t_k) / (t_j - t_k) dt: the Adams-Bashforth weights of the Lagrange polynomial
-    through `nodes` (Hairer et al., Solving ODEs I, Sec. III.1, eq. 1.5 for variable steps)."""
+    through `nodes` (Hairer et al., Solving ODEs I, Sec. III.1, eq. 1.5 for variable steps). The quadrature points lie
+    strictly inside the step while the nodes are its start and earlier levels, so prod_k (t - t_k) / (t - t_j) is the
+    basis numerator without a zero division."""
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
-    ts = [mid + half * u for u in _GL_NODES]
-    out = []
+    out = [0.0] * len(nodes)
+    for u in _GL_NODES:
+        t = mid + half * u
+        ps = [t - tk for tk in nodes]
+        whole = math.prod(ps)
+        for j, p in enumerate(ps):
+            out[j] += whole / p
     for j, tj in enumerate(nodes):
-        others = nodes[:j] + nodes[j + 1:]
-        den, total = 1.0, 0.0
-        for tk in others:
-            den *= tj - tk
-        for t, w in zip(ts, _GL_WEIGHTS):
-            for tk in others:
-                w *= t - tk
-            total += w
-        out.append(half * total / den)
+        out[j] *= half / math.prod([tj - tk for k, tk in enumerate(nodes) if k != j])
     return out
 
 
@@ -45,14 +44,14 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     if not 1 <= order <= 4:
         raise ValueError(f"LMS order must be in 1..4, got {order}")
     sigmas = check_sigmas(x, sigmas).tolist()
-    ds: list[Tensor] = []  # derivatives at sigmas[i], sigmas[i-1], ... (most recent first)
-    for i in range(len(sigmas) - 1):
+    ds: list[Tensor] = []  # sigma * derivative, x - D, at sigmas[i], sigmas[i-1], ... (most recent first): 1/sigma
+    for i in range(len(sigmas) - 1):  # goes into the weights, saving a whole-tensor pass per step
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
-        ds = [(x - x0).div_(s)] + ds[:order - 1]
-        cs = lms_coefficients(sigmas[i - len(ds) + 1:i + 1][::-1], s, s_next)
-        x = add_scaled(x, cs, ds)
+        ds = [x - x0] + ds[:order - 1]
+        nodes = sigmas[i - len(ds) + 1:i + 1][::-1]
+        x = add_scaled(x, [c / sk for c, sk in zip(lms_coefficients(nodes, s, s_next), nodes)], ds)
     return x
 
 
