@@ -272,3 +272,53 @@ def test_resuming_a_student_of_another_parameterisation_is_refused(tiny_run, tmp
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "process 'flow' and prediction 'velocity'" in err and "new --out" in err
+
+
+def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(tiny_run, tmp_path, monkeypatch):
+    """--grid-share 1: every training time of a DDPM-table student is one the few-step sampler of 1, 2 or 4 calls
+    asks its backbone at (recorded from the sampler's own calls), and each such time is trained."""
+    import torch
+
+    from torchdiffusion.distill.reflow import ReflowDistiller, grid_times
+    from torchdiffusion.loading import load_run
+    from torchdiffusion.sampling import sample
+
+    student = load_run(tiny_run).model
+    called: list[float] = []
+    raw = type(student).raw
+    monkeypatch.setattr(type(student), "raw", lambda self, xt, t, **c: (called.extend(t.tolist()), raw(self, xt, t,
+                                                                                                       **c))[1])
+    x = torch.randn(2, *student.backbone.config.data_shape)
+    for n in (1, 2, 4):
+        sample(student, x * student.sigma_max, method="ddim_fewstep", nfe=n)
+    assert sorted(set(called)) == sorted(set(grid_times(student, (1, 2, 4)).tolist()))
+    assert len(called) == 2 * 7 and called.count(student.process.t_max) == 2 * 3  # sigma_max opens every grid
+
+    z = torch.randn(16, *x.shape[1:])
+    distiller = ReflowDistiller((z, z.clone()), student, grid_share=1.0)
+    called.clear()
+    distiller.loss(z[:64], torch.Generator().manual_seed(0))
+    distiller.loss(torch.zeros(64, *x.shape[1:]), torch.Generator().manual_seed(1))
+    assert set(called) == set(grid_times(student, (1, 2, 4)).tolist())
+    with pytest.raises(ValueError, match="grid_share"):
+        ReflowDistiller((z, z.clone()), student, grid_share=1.5)
+
+
+def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
+    """A checkpoint whose distill metadata predates --grid-share trained at uniform times only: it resumes under
+    the default (0) and is refused under another share, as any changed option is."""
+    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
+
+    out = tmp_path / "reflow"
+    args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
+            "--batch-size", "4", "--no-progress"]
+    assert main(args + ["--max-steps", "1"]) == 0
+    path, tensors, meta = read_checkpoint(out)
+    del meta["distill"]["grid_share"]
+    path.unlink()
+    save_checkpoint(path, tensors, meta)
+    capsys.readouterr()
+    assert main(args + ["--max-steps", "2", "--grid-share", "0.5"]) == 2
+    assert "grid_share: saved 0.0 vs now 0.5" in capsys.readouterr().err
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert last_json(capsys)["step"] == 2

@@ -106,6 +106,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    """An argparse type: a finite number in [0, 1] (a share)."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def add_side_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """--set, --max-cpu-minutes, --max-steps, --out, --restart, --no-progress: the flags of a resumable training run
     beside `train` (train-autoencoder, train-controlnet). set_example: one KEY=VALUE for --set's help."""

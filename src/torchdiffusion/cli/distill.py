@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import budget, non_negative_int, out_dir, positive_float, positive_int
+from .common import budget, non_negative_int, out_dir, positive_float, positive_int, unit_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,
                     help="reflow: (noise, sample) pairs drawn by the teacher's ODE")
     sp.add_argument("--pair-nfe", type=positive_int(10_000), default=35, help="reflow: teacher calls per pair")
+    sp.add_argument("--grid-share", type=unit_float, default=0.0,
+                    help="reflow: share of each batch trained at the levels of the 1-, 2- and 4-step few-step grids "
+                         "(where the student is sampled), the rest at uniform times")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(handler=run)
@@ -55,6 +58,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                        start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
+                       grid_share=a.grid_share,
                        ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
     return {"run_dir": str(a.out), **result}

@@ -12,6 +12,7 @@ from ..denoiser import Conditioned, describe
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
 from ..sampling import sample
+from ..sampling.grids import fewstep
 from ..train.ema import ema_decay_at, make_ema, update_ema
 
 Tensor = torch.Tensor
@@ -67,6 +68,14 @@ def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1
     return float(torch.stack([(chord - v).pow(2).flatten(1).sum(1).mean() for v in vs]).mean())
 
 
+def grid_times(student: ModelDenoiser, steps: tuple[int, ...]) -> Tensor:
+    """The student's times (process time, as its backbone sees them) at every nonzero level of the few-step grids of
+    each step count in steps, once per grid that holds it (so sigma_max, in all, weighs most) -> (sum(steps),)."""
+    s_max = describe(student).sigma_max
+    sig = torch.cat([fewstep(n, 0.0, s_max)[:-1] for n in steps])
+    return student.net_time(student.process.t_of_sigma_ve(sig))
+
+
 class ReflowDistiller:
     """Trains a student on fixed teacher pairs (z, x1) by the denoising loss of the pair's straight path: a linear
     flow (process Flow, prediction velocity) gets the conditional flow-matching loss of x_t = (1 - t) x1 + t z; any
@@ -78,14 +87,19 @@ class ReflowDistiller:
     null label (`null_label`, the backbone's num_classes) with probability cond_drop, so the student also learns the
     unconditional coupling and classifier-free guidance still works (Ho & Salimans 2022). Any other conditioning
     (captions, a low-resolution input, a control image) comes from `condition(i, generator)`: the model kwargs of
-    pairs i (B,), dropped to null as the teacher's training dropped them (`distill.teacher.TeacherData.redrop`)."""
+    pairs i (B,), dropped to null as the teacher's training dropped them (`distill.teacher.TeacherData.redrop`).
+
+    grid_share of each batch is trained at the levels the few-step sampler asks the student at (`grid_times`), the
+    rest at t_sampling's times: the student of N-step Euler is only ever called there (Liu et al. 2023, sec. 2.3
+    train on all t; Lee et al. 2024, sec. 4.1 move the weight to where few-step sampling reads the model)."""
 
     sampler = "ddim_fewstep"
 
     def __init__(self, pairs: tuple[Tensor, Tensor], student: ModelDenoiser, *, steps: int = 1,
                  t_sampling: str = "uniform", ema_decay: float = 0.999, labels: Tensor | None = None,
                  null_label: int | None = None, cond_drop: float = 0.0,
-                 condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None):
+                 condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None,
+                 grid_share: float = 0.0, grid_steps: tuple[int, ...] = (1, 2, 4)):
         self.z, self.x1 = pairs
         if self.z.shape != self.x1.shape:
             raise ValueError(f"reflow pairs must have one shape, got {tuple(self.z.shape)}, {tuple(self.x1.shape)}")
@@ -97,14 +111,22 @@ class ReflowDistiller:
         if not 0 <= cond_drop < 1:
             raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}")
         self.labels, self.null_label, self.cond_drop, self.condition = labels, null_label, cond_drop, condition
+        if not 0 <= grid_share <= 1:
+            raise ValueError(f"grid_share must be in [0, 1], got {grid_share}")
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
+        self.grid_share, self.grid_t = grid_share, grid_times(student, grid_steps) if grid_share else None
         self.ema, self.ema_decay = make_ema(student), ema_decay
 
     def loss(self, x0: Tensor, generator: torch.Generator, **cond: Any) -> Tensor:
         """The pairs replace the data: B pairs drawn at random (x0 only gives the batch size), with their labels."""
         B = x0.shape[0]
         i = torch.randint(0, len(self.z), (B,), generator=generator)
-        t = sample_t(self.student.process, B, generator=generator, method=self.t_sampling).to(x0.device)
+        t = sample_t(self.student.process, B, generator=generator, method=self.t_sampling)
+        if self.grid_t is not None:  # a share of the batch at the sampler's own levels
+            on_grid = torch.rand(B, generator=generator) < self.grid_share
+            level = self.grid_t[torch.randint(0, len(self.grid_t), (B,), generator=generator)]
+            t = torch.where(on_grid, level, t)
+        t = t.to(x0.device)
         pair_cond = {}
         if self.labels is not None:
             drop = torch.rand(B, generator=generator) < self.cond_drop

@@ -41,12 +41,13 @@ class DistillOptions:
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
     pair_nfe: int = 35                 # reflow: the teacher's Heun calls per pair
+    grid_share: float = 0.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
         others may be resumed with more steps, as `train` may)."""
-        own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",), "reflow": ("pairs", "pair_nfe")}
+        own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",), "reflow": ("pairs", "pair_nfe", "grid_share")}
         keys = ("method", "batch_size", "lr", "seed") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
@@ -119,13 +120,14 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
         return ConsistencyDistiller(teacher, student, levels=o.levels)
     z, x1, stored = _pairs(o, teacher, student, out, data)
     conditional = bool(stored) or data.captions is not None
-    return ReflowDistiller((z, x1), student,
+    return ReflowDistiller((z, x1), student, grid_share=o.grid_share,
                            condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
                                                                stored["item"][i] if "item" in stored else i, g))
                            if conditional else None)
 
 
 PAIR_KEYS = ("z", "x1")
+BEFORE_OPTION = {"grid_share": 0.0}  # what a run saved before an option existed did (reflow trained on t_sampling only)
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
@@ -219,7 +221,7 @@ def _resume(out: Path, o: DistillOptions, cfg: RunConfig, student: Any, distille
     saved = found.meta.get("distill")
     if not isinstance(saved, dict) or saved.get("method") not in METHODS:
         raise ConfigError(f"{out} holds a run that `distill` did not write; use a new --out directory")
-    fixed = {k: saved.get(k) for k in DistillOptions(method=saved["method"]).fixed()}
+    fixed = {k: saved.get(k, BEFORE_OPTION.get(k)) for k in DistillOptions(method=saved["method"]).fixed()}
     if fixed != o.fixed():
         diffs = ", ".join(f"{k}: saved {fixed.get(k)} vs now {v}" for k, v in o.fixed().items() if fixed.get(k) != v)
         raise ConfigError(f"{out} was distilled with other options ({diffs}); repeat them or use a new --out")

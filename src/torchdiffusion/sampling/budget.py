@@ -31,9 +31,12 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     A discrete-time model (its `sigma_table`, the denoiser contract) gets its own table: when tail is None, its
     levels from the one nearest sigma_max (in log sigma) down to the one nearest sigma_min, respaced with trailing
     spacing (the whole table by default; a lower sigma_max, as in SDEdit, keeps the grid below it); else the named
-    grid moved to the nearest table levels (`grids.nearest_in_table`).
+    grid moved to the nearest table levels (`grids.nearest_in_table`). The few-step grid is never moved: students
+    are distilled at its own levels (`distill.progressive`, `distill.reflow.grid_times`).
     """
     last = sigma_min if tail is None else max(sigma_min, tail)
+    if grid == "fewstep":  # the levels a student was distilled at, a table's too: its backbone rounds t itself
+        return grids.fewstep(steps, last, sigma_max)
     if knee is not None:
         if grid != "exponential":
             raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
