@@ -305,8 +305,8 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
 
 
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
-    """A checkpoint whose distill metadata predates --grid-share trained at uniform times only: it resumes under
-    the default (0) and is refused under another share, as any changed option is."""
+    """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
+    pairs: it resumes under the defaults (0, heun) and is refused under another share, as any changed option is."""
     from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
 
     out = tmp_path / "reflow"
@@ -314,7 +314,7 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
             "--batch-size", "4", "--no-progress"]
     assert main(args + ["--max-steps", "1"]) == 0
     path, tensors, meta = read_checkpoint(out)
-    del meta["distill"]["grid_share"]
+    del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
     path.unlink()
     save_checkpoint(path, tensors, meta)
     capsys.readouterr()
@@ -322,3 +322,27 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
     assert "grid_share: saved 0.0 vs now 0.5" in capsys.readouterr().err
     assert main(args + ["--max-steps", "2"]) == 0
     assert last_json(capsys)["step"] == 2
+
+
+def test_reflow_pairs_come_from_the_named_teacher_sampler(tiny_run, tmp_path, capsys):
+    """--pair-sampler unipc --pair-nfe 4: the stored x1 are the teacher's UniPC map of the stored z at 4 calls (the
+    same function `sample` runs), not Heun's; a stochastic or student sampler is refused (exit 2)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from torchdiffusion.distill.reflow import reflow_pairs
+    from torchdiffusion.loading import load_run
+
+    out = tmp_path / "reflow"
+    args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "6", "--pair-nfe", "4",
+            "--batch-size", "4", "--max-steps", "1", "--no-progress"]
+    assert main(args + ["--pair-sampler", "unipc"]) == 0
+    pairs = load_file(str(out / "reflow_pairs.safetensors"))
+    teacher = load_run(tiny_run).model
+    assert torch.allclose(pairs["x1"], reflow_pairs(teacher, pairs["z"], method="unipc", nfe=4).float(), atol=1e-5)
+    assert not torch.allclose(pairs["x1"], reflow_pairs(teacher, pairs["z"], method="heun", nfe=4).float(), atol=1e-3)
+    capsys.readouterr()
+    for bad in ("ddpm", "ddim_fewstep"):
+        with pytest.raises(SystemExit) as e:
+            main(args[:3] + [str(tmp_path / bad)] + args[4:] + ["--pair-sampler", bad])
+        assert e.value.code == 2

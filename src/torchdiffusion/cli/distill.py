@@ -10,7 +10,7 @@ from .common import budget, non_negative_int, out_dir, positive_float, positive_
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..distill.run import DEFAULT_METHOD, METHODS
+    from ..distill.run import DEFAULT_METHOD, METHODS, PAIR_SAMPLERS
 
     sp = sub.add_parser("distill", help="distil a trained run into a one- or two-step student",
                         description="Distil a teacher run (its EMA weights) into a student run directory that "
@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,
                     help="reflow: (noise, sample) pairs drawn by the teacher's ODE")
     sp.add_argument("--pair-nfe", type=positive_int(10_000), default=35, help="reflow: teacher calls per pair")
+    sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default="heun",
+                    help="reflow: the teacher's ODE sampler for its pairs (default heun)")
     sp.add_argument("--grid-share", type=unit_float, default=0.0,
                     help="reflow: share of each batch trained at the levels of the 1-, 2- and 4-step few-step grids "
                          "(where the student is sampled), the rest at uniform times")
@@ -58,7 +60,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                        start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
-                       grid_share=a.grid_share,
+                       pair_sampler=a.pair_sampler, grid_share=a.grid_share,
                        ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
     return {"run_dir": str(a.out), **result}

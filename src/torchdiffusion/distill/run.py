@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
+from ..registry import SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
 from ..train.resume import newest_to_resume, restore_optimizer, with_prefix
 from .consistency import ConsistencyDistiller
@@ -25,6 +26,7 @@ from .teacher import TeacherData, load_teacher
 Tensor = torch.Tensor
 METHODS = ("progressive", "consistency", "reflow")
 SAMPLE_STEPS = {"progressive": 1, "consistency": 2, "reflow": 2}  # the student's default evaluations
+PAIR_SAMPLERS = tuple(n for n in SAMPLERS.names() if SAMPLERS[n].kind == "ODE" and SAMPLERS[n].grid != "fewstep")
 DEFAULT_METHOD = "reflow"  # the lowest 2-evaluation map error of benchmarks/fewstep_gmm.py (docs/fewstep.md)
 
 
@@ -40,14 +42,15 @@ class DistillOptions:
     start_steps: int = 64              # progressive: student steps of the first round (its teacher takes 2x), halved to 1
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
-    pair_nfe: int = 35                 # reflow: the teacher's Heun calls per pair
+    pair_nfe: int = 35                 # reflow: the teacher's calls per pair
+    pair_sampler: str = "heun"         # reflow: the teacher's ODE sampler for its pairs
     grid_share: float = 0.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
         others may be resumed with more steps, as `train` may)."""
-        own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",), "reflow": ("pairs", "pair_nfe", "grid_share")}
+        own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",), "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share")}
         keys = ("method", "batch_size", "lr", "seed") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
@@ -71,6 +74,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`)."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
+    if options.pair_sampler not in PAIR_SAMPLERS:
+        raise ValueError(f"reflow pairs are an ODE map: pair_sampler must be one of {', '.join(PAIR_SAMPLERS)}, "
+                         f"got {options.pair_sampler!r}")
     cpu_start = time.process_time()  # the budget covers the whole command: loading, reflow's pairs, training
     out = Path(out)
     t = load_teacher(teacher_path)
@@ -127,7 +133,7 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
 
 
 PAIR_KEYS = ("z", "x1")
-BEFORE_OPTION = {"grid_share": 0.0}  # what a run saved before an option existed did (reflow trained on t_sampling only)
+BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun"}  # what a run saved before an option existed did (reflow trained on t_sampling only)
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
@@ -156,7 +162,7 @@ def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teach
         cond = data.condition(item, data.data[item], g, drop=False)
         stored = {k: v for k, v in cond.items() if k not in ("context", "context_mask")}
         stored["item"] = item
-    x1 = reflow_pairs(teacher, z, nfe=o.pair_nfe, **cond).float()
+    x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, **cond).float()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path))
     return z, x1, stored
