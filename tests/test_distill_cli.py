@@ -306,21 +306,23 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
 
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
     """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
-    pairs: it resumes under the defaults (0, heun) and is refused under another share, as any changed option is."""
+    pairs: resuming it under the new defaults (1, unipc) is refused with both named, and under 0 and heun goes on."""
     from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
 
     out = tmp_path / "reflow"
     args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
             "--batch-size", "4", "--no-progress"]
-    assert main(args + ["--max-steps", "1"]) == 0
+    old = ["--grid-share", "0", "--pair-sampler", "heun"]
+    assert main(args + old + ["--max-steps", "1"]) == 0
     path, tensors, meta = read_checkpoint(out)
     del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
     path.unlink()
     save_checkpoint(path, tensors, meta)
     capsys.readouterr()
-    assert main(args + ["--max-steps", "2", "--grid-share", "0.5"]) == 2
-    assert "grid_share: saved 0.0 vs now 0.5" in capsys.readouterr().err
-    assert main(args + ["--max-steps", "2"]) == 0
+    assert main(args + ["--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "pair_sampler: saved heun vs now unipc" in err and "grid_share: saved 0.0 vs now 1.0" in err
+    assert main(args + old + ["--max-steps", "2"]) == 0
     assert last_json(capsys)["step"] == 2
 
 

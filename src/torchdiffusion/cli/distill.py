@@ -45,11 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,
                     help="reflow: (noise, sample) pairs drawn by the teacher's ODE")
     sp.add_argument("--pair-nfe", type=positive_int(10_000), default=35, help="reflow: teacher calls per pair")
-    sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default="heun",
-                    help="reflow: the teacher's ODE sampler for its pairs (default heun)")
-    sp.add_argument("--grid-share", type=unit_float, default=0.0,
+    sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default="unipc",
+                    help="reflow: the teacher's ODE sampler for its pairs (default unipc)")
+    sp.add_argument("--grid-share", type=unit_float, default=1.0,
                     help="reflow: share of each batch trained at the levels of the 1-, 2- and 4-step few-step grids "
-                         "(where the student is sampled), the rest at uniform times")
+                         "(where the student is sampled), the rest at uniform times (default 1; docs/fewstep.md)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(handler=run)
