@@ -255,19 +255,32 @@ def test_a_reflow_student_of_a_ddpm_teacher_keeps_its_parameterisation_and_start
             assert torch.allclose(student.model(x * sigma, s), teacher.model(x * sigma, s), atol=1e-5)
 
 
+def tiny_reflow(run, out) -> list[str]:
+    """The command line of a tiny reflow distillation of run into out (add --max-steps)."""
+    return ["distill", str(run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
+            "--batch-size", "4", "--no-progress"]
+
+
+def rewrite_newest_meta(out, edit) -> None:
+    """Rewrite out's newest checkpoint with its metadata changed by edit(meta), as an older version wrote it."""
+    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
+
+    path, tensors, meta = read_checkpoint(out)
+    edit(meta)
+    path.unlink()
+    save_checkpoint(path, tensors, meta)
+
+
 def test_resuming_a_student_of_another_parameterisation_is_refused(tiny_run, tmp_path, capsys):
     """A reflow run written when reflow students were linear flows has a backbone of the same shape: resuming it
     under the teacher's parameterisation would load without error and then be wrong, so it is refused (exit 2)."""
-    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
-
     out = tmp_path / "reflow"
-    args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
-            "--batch-size", "4", "--no-progress"]
+    args = tiny_reflow(tiny_run, out)
     assert main(args + ["--max-steps", "1"]) == 0
-    path, tensors, meta = read_checkpoint(out)
-    meta["config"]["process"]["name"], meta["config"]["model"]["prediction"] = "flow", "velocity"
-    path.unlink()
-    save_checkpoint(path, tensors, meta)
+
+    def as_old_flow(meta: dict) -> None:
+        meta["config"]["process"]["name"], meta["config"]["model"]["prediction"] = "flow", "velocity"
+    rewrite_newest_meta(out, as_old_flow)
     capsys.readouterr()
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
@@ -307,17 +320,14 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
     """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
     pairs: resuming it under the new defaults (1, unipc) is refused with both named, and under 0 and heun goes on."""
-    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
-
     out = tmp_path / "reflow"
-    args = ["distill", str(tiny_run), "--method", "reflow", "--out", str(out), "--pairs", "8", "--pair-nfe", "3",
-            "--batch-size", "4", "--no-progress"]
+    args = tiny_reflow(tiny_run, out)
     old = ["--grid-share", "0", "--pair-sampler", "heun"]
     assert main(args + old + ["--max-steps", "1"]) == 0
-    path, tensors, meta = read_checkpoint(out)
-    del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
-    path.unlink()
-    save_checkpoint(path, tensors, meta)
+
+    def before_the_options(meta: dict) -> None:
+        del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
+    rewrite_newest_meta(out, before_the_options)
     capsys.readouterr()
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
