@@ -135,7 +135,8 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
 
 
 PAIR_KEYS = ("z", "x1")
-BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun"}  # what a run saved before an option existed did (reflow trained on t_sampling only)
+# what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times
+BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun"}
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
