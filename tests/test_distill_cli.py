@@ -310,7 +310,7 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
     z = torch.randn(16, *x.shape[1:])
     distiller = ReflowDistiller((z, z.clone()), student, grid_share=1.0)
     called.clear()
-    distiller.loss(z[:64], torch.Generator().manual_seed(0))
+    distiller.loss(z, torch.Generator().manual_seed(0))
     distiller.loss(torch.zeros(64, *x.shape[1:]), torch.Generator().manual_seed(1))
     assert set(called) == set(grid_times(student, (1, 2, 4)).tolist())
     with pytest.raises(ValueError, match="grid_share"):
@@ -320,6 +320,8 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
     """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
     pairs: resuming it under the new defaults (1, unipc) is refused with both named, and under 0 and heun goes on."""
+    from safetensors.torch import load_file, save_file
+
     out = tmp_path / "reflow"
     args = tiny_reflow(tiny_run, out)
     old = ["--grid-share", "0", "--pair-sampler", "heun"]
@@ -328,6 +330,8 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
     def before_the_options(meta: dict) -> None:
         del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
     rewrite_newest_meta(out, before_the_options)
+    pairs = out / "reflow_pairs.safetensors"  # an older version kept no drawing options with its pairs
+    save_file(load_file(str(pairs)), str(pairs))
     capsys.readouterr()
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
@@ -353,6 +357,10 @@ def test_reflow_pairs_come_from_the_named_teacher_sampler(tiny_run, tmp_path, ca
     teacher = load_run(tiny_run).model
     assert torch.allclose(pairs["x1"], reflow_pairs(teacher, pairs["z"], method="unipc", nfe=4).float(), atol=1e-5)
     assert not torch.allclose(pairs["x1"], reflow_pairs(teacher, pairs["z"], method="heun", nfe=4).float(), atol=1e-3)
+    # pairs left by a run that stopped before its first checkpoint are not reused under other drawing options
+    (out / "checkpoints").rename(tmp_path / "moved")
+    assert main(args + ["--pair-sampler", "heun"]) == 2
+    assert "drawn with other options (pair_sampler: drawn with unipc vs now heun)" in capsys.readouterr().err
     capsys.readouterr()
     for bad in ("ddpm", "ddim_fewstep"):
         with pytest.raises(SystemExit) as e:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
@@ -44,7 +45,7 @@ class DistillOptions:
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (docs/fewstep.md: FID 7.1
-                                       # against Heun's 8.9 at 34 calls on the tuning teacher)
+                                       # against Heun's 8.9 at 34 calls, both asked for 35, on the tuning teacher)
     grid_share: float = 1.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
     ckpt_every: int = 500
 
@@ -76,6 +77,8 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`)."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
+    if not 0 <= options.grid_share <= 1:  # checked before reflow's pairs are drawn
+        raise ValueError(f"grid_share must be in [0, 1], got {options.grid_share}")
     if options.pair_sampler not in PAIR_SAMPLERS:
         raise ValueError(f"reflow pairs are an ODE map: pair_sampler must be one of {', '.join(PAIR_SAMPLERS)}, "
                          f"got {options.pair_sampler!r}")
@@ -147,7 +150,15 @@ def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teach
     low_res, aug_level, control) and the item index `item` (captions are embedded again from it, not stored)."""
     path = out / "reflow_pairs.safetensors"
     needs = _pair_needs(data)
+    drawn = {"pairs": str(o.pairs), "pair_nfe": str(o.pair_nfe), "pair_sampler": o.pair_sampler,
+             "seed": str(o.seed)}  # how they are drawn, kept in the file's metadata
     if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            saved = {k: v for k, v in (f.metadata() or {}).items() if k in drawn}  # none in an older file
+        if any(saved[k] != drawn[k] for k in saved):
+            diffs = ", ".join(f"{k}: drawn with {saved[k]} vs now {drawn[k]}" for k in saved if saved[k] != drawn[k])
+            raise ConfigError(f"{path} holds reflow pairs drawn with other options ({diffs}); repeat them or use a "
+                              f"new --out")
         t = load_file(str(path))
         missing = [k for k in needs if k not in t]
         if missing:
@@ -167,7 +178,7 @@ def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teach
         stored["item"] = item
     x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, **cond).float()
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path))
+    save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path), metadata=drawn)
     return z, x1, stored
 
 

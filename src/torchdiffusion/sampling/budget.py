@@ -35,11 +35,11 @@ def default_grid(denoiser: Any, steps: int, sigma_min: float, sigma_max: float, 
     are distilled at its own levels (`distill.progressive`, `distill.reflow.grid_times`).
     """
     last = sigma_min if tail is None else max(sigma_min, tail)
+    if knee is not None and grid != "exponential":
+        raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
     if grid == "fewstep":  # the levels a student was distilled at, a table's too: its backbone rounds t itself
         return grids.fewstep(steps, last, sigma_max)
     if knee is not None:
-        if grid != "exponential":
-            raise ValueError(f"a grid knee applies to the exponential grid only, not {grid!r}")
         named, uncapped = partial(grids.exponential, knee=knee, first=GRID_FIRST_STEP), partial(grids.exponential,
                                                                                                knee=knee)
     else:

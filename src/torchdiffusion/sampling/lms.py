@@ -67,7 +67,7 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
             torch.sub(x.reshape(-1), x0.reshape(-1).to(x.dtype), out=hist[i % order])
             x = torch.addmv(x.reshape(-1), hist.t(), w[i]).view_as(x)
         else:
-            ds = [x - x0] + ds[:order - 1]
+            ds = [x - x0.to(x.dtype)] + ds[:order - 1]
             x = add_scaled(x, coef[i], ds)
     return x
 
