@@ -114,25 +114,6 @@ def test_lms_coefficients_integrate_polynomials_exactly():
         assert math.isclose(sum(c * t**deg for c, t in zip(lms_coefficients(nodes, a, b), nodes)), exact, abs_tol=1e-13)
 
 
-def test_lms_matrix_vector_update_is_the_term_by_term_one(monkeypatch):
-    """A large x takes LMS's matrix-vector update over a ring of past x - D, a small one per-term adds: the same
-    steps (float64, to rounding), from the first steps' lower orders through the ring's wrap-around."""
-    import torchdiffusion.sampling.lms as lms
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 5, generator=g, dtype=torch.float64) * 20.0
-    A = torch.randn(5, 5, generator=g, dtype=torch.float64) * 0.3
-    denoiser = lambda x, s: torch.tanh(x @ A) / (1 + s[:, None])  # noqa: E731 (a smooth nonlinear D)
-    sigmas = torch.tensor([20.0, 11.0, 6.0, 3.5, 2.0, 1.1, 0.5, 0.2, 0.0], dtype=torch.float64)
-
-    def run(size: int, order: int) -> torch.Tensor:
-        monkeypatch.setattr(lms, "_MATVEC_SIZE", size)
-        return lms.sample_lms(denoiser, x, sigmas, order=order)
-
-    for order in (1, 2, 3, 4):
-        assert torch.allclose(run(1, order), run(1 << 30, order), rtol=1e-12, atol=1e-12)
-
-
 def test_adaptive_solver_meets_its_tolerance_and_reports_its_calls(gmm):
     smax, smin = 80.0, 0.002
     x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * smax

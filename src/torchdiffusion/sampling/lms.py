@@ -16,7 +16,6 @@ Tensor = torch.Tensor
 # 2-point Gauss-Legendre on [-1, 1] (weights 1): exact for polynomials of degree <= 3, as the Lagrange basis
 # through at most 4 nodes is
 _GL_NODES = (-1 / math.sqrt(3), 1 / math.sqrt(3))
-_MATVEC_SIZE = 1 << 16  # elements of x from which LMS's update is one matrix-vector product
 
 
 def lms_coefficients(nodes: list[float], a: float, b: float) -> list[float]:
@@ -45,30 +44,14 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     if not 1 <= order <= 4:
         raise ValueError(f"LMS order must be in 1..4, got {order}")
     sigmas = check_sigmas(x, sigmas).tolist()
-    # the weights of x - D at each step's levels, newest first, with 1/sigma in them (Python floats, all steps)
-    n = len(sigmas) - 1
-    coef = []
-    for i in range(n):
-        nodes = sigmas[max(i - order + 1, 0):i + 1][::-1]
-        coef.append([c / sk for c, sk in zip(lms_coefficients(nodes, sigmas[i], sigmas[i + 1]), nodes)])
-    big = x.numel() >= _MATVEC_SIZE
-    if big:  # memory-bound: the update as one matrix-vector product, x + H^T w, over a ring
-        ring = [[0.0] * order for _ in range(n)]  # of the last `order` x - D (level i in row i % order)
-        for i, cs in enumerate(coef):
-            for j, c in enumerate(cs):
-                ring[i][(i - j) % order] = c
-        w, hist = torch.tensor(ring, dtype=x.dtype, device=x.device), x.new_zeros((order, x.numel()))
-    ds: list[Tensor] = []  # dispatch-bound: x - D at the last levels, newest first, one pass per term
-    for i in range(n):
+    ds: list[Tensor] = []  # sigma * derivative, x - D, at sigmas[i], sigmas[i-1], ... (most recent first): 1/sigma
+    for i in range(len(sigmas) - 1):  # goes into the weights, saving a whole-tensor pass per step
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
-        if big:
-            torch.sub(x.reshape(-1), x0.reshape(-1).to(x.dtype), out=hist[i % order])
-            x = torch.addmv(x.reshape(-1), hist.t(), w[i]).view_as(x)
-        else:
-            ds = [x - x0.to(x.dtype)] + ds[:order - 1]
-            x = add_scaled(x, coef[i], ds)
+        ds = [x - x0] + ds[:order - 1]
+        nodes = sigmas[i - len(ds) + 1:i + 1][::-1]
+        x = add_scaled(x, [c / sk for c, sk in zip(lms_coefficients(nodes, s, s_next), nodes)], ds)
     return x
 
 
