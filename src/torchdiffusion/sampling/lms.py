@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -36,6 +37,17 @@ def lms_coefficients(nodes: list[float], a: float, b: float) -> list[float]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def lms_weights(sigmas: tuple[float, ...], order: int) -> tuple[tuple[float, ...], ...]:
+    """Step i's Adams-Bashforth weights of x - D at sigmas[i], sigmas[i-1], ... (newest first, at most `order`), each
+    coefficient divided by its level; cached, since `sample` runs one grid batch after batch."""
+    out = []
+    for i in range(len(sigmas) - 1):
+        nodes = sigmas[max(i - order + 1, 0):i + 1][::-1]
+        out.append(tuple(c / sk for c, sk in zip(lms_coefficients(list(nodes), sigmas[i], sigmas[i + 1]), nodes)))
+    return tuple(out)
+
+
 @torch.no_grad()
 def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                callback: Callback | None = None, order: int = 4, **cond: Any) -> Tensor:
@@ -44,14 +56,14 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
     if not 1 <= order <= 4:
         raise ValueError(f"LMS order must be in 1..4, got {order}")
     sigmas = check_sigmas(x, sigmas).tolist()
+    weights = lms_weights(tuple(sigmas), order)
     ds: list[Tensor] = []  # sigma * derivative, x - D, at sigmas[i], sigmas[i-1], ... (most recent first): 1/sigma
-    for i in range(len(sigmas) - 1):  # goes into the weights, saving a whole-tensor pass per step
+    for i in range(len(sigmas) - 1):  # is in the weights, saving a whole-tensor pass per step
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
         ds = [x - x0] + ds[:order - 1]
-        nodes = sigmas[i - len(ds) + 1:i + 1][::-1]
-        x = add_scaled(x, [c / sk for c, sk in zip(lms_coefficients(nodes, s, s_next), nodes)], ds)
+        x = add_scaled(x, weights[i], ds)
     return x
 
 
