@@ -57,8 +57,10 @@ def sample_lms(denoiser: Any, x: Tensor, sigmas: Tensor, *, generator: torch.Gen
         raise ValueError(f"LMS order must be in 1..4, got {order}")
     sigmas = check_sigmas(x, sigmas).tolist()
     weights = lms_weights(tuple(sigmas), order)
-    ds: list[Tensor] = []  # sigma * derivative, x - D, at sigmas[i], sigmas[i-1], ... (most recent first): 1/sigma
-    for i in range(len(sigmas) - 1):  # is in the weights, saving a whole-tensor pass per step
+    # x - D (sigma times the derivative) at sigmas[i], sigmas[i-1], ..., most recent first; 1/sigma is in the
+    # weights, which saves a whole-tensor pass per step
+    ds: list[Tensor] = []
+    for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma_batch(s, x), **cond)
         report(callback, i, x, s, s_next, x0)
