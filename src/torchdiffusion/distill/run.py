@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from ..config import ConfigError, RunConfig
 from ..registry import SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
-from ..train.resume import newest_to_resume, restore_optimizer, with_prefix
+from ..train.resume import config_diffs, newest_to_resume, restore_optimizer, with_prefix
 from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller
@@ -242,9 +242,10 @@ def _resume(out: Path, o: DistillOptions, cfg: RunConfig, student: Any, distille
     if not isinstance(saved, dict) or saved.get("method") not in METHODS:
         raise ConfigError(f"{out} holds a run that `distill` did not write; use a new --out directory")
     fixed = {k: saved.get(k, BEFORE_OPTION.get(k)) for k in DistillOptions(method=saved["method"]).fixed()}
-    if fixed != o.fixed():
-        diffs = ", ".join(f"{k}: saved {fixed.get(k)} vs now {v}" for k, v in o.fixed().items() if fixed.get(k) != v)
-        raise ConfigError(f"{out} was distilled with other options ({diffs}); repeat them or use a new --out")
+    diffs = config_diffs(fixed, o.fixed(), tuple(o.fixed()))
+    if diffs:
+        raise ConfigError(f"{out} was distilled with other options ({', '.join(diffs)}); repeat them or use a new "
+                          f"--out")
     # the student's parameterisation: a backbone of the same shape loads under another one without error (a reflow
     # student written before it kept its teacher's was a linear flow), and would then be trained and sampled wrongly
     was = found.meta.get("config", {})
