@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--progressive-start-steps", type=int, default=64,
                     help="progressive distillation's first student's steps (rounds halve it down to 1)")
     ap.add_argument("--jobs", type=int, default=1, help="distillations run at once (one CPU thread each)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the teacher's training and of the distillations (another seed, another teacher)")
     ap.add_argument("--out", default="outputs/fewstep_fmnist")
     args = ap.parse_args()
     out = Path(args.out)
@@ -101,7 +103,7 @@ def main() -> None:
     teacher = out / "teacher"
     if once(out / "teacher.done"):
         td("train", "fashion_mnist", "--max-cpu-minutes", str(args.teacher_minutes), "--set", "train.num_threads=1",
-           "--out", str(teacher), "--no-progress")
+           "--set", f"train.seed={args.seed}", "--out", str(teacher), "--no-progress")
         (out / "teacher.done").touch()
     notes: list[str] = []
     methods = args.methods.split(",")
@@ -111,7 +113,8 @@ def main() -> None:
             steps = args.progressive_steps if m == "progressive" else 100_000  # the others stop at the CPU budget
             extra = ["--start-steps", str(args.progressive_start_steps)] if m == "progressive" else []
             distills.append(("distill", str(teacher), "--method", m, "--max-cpu-minutes", str(args.method_minutes),
-                             "--out", str(out / m), "--no-progress", "--max-steps", str(steps), *extra))
+                             "--out", str(out / m), "--no-progress", "--max-steps", str(steps),
+                             "--seed", str(args.seed), *extra))
     for i in range(0, len(distills), args.jobs):
         td_parallel(distills[i:i + args.jobs])
     for m in methods:

@@ -317,6 +317,39 @@ def test_reflow_grid_share_trains_where_the_few_step_sampler_calls_the_student(t
         ReflowDistiller((z, z.clone()), student, grid_share=1.5)
 
 
+def test_reflow_rollout_trains_at_the_states_the_few_step_sampler_reaches(tiny_run, monkeypatch):
+    """--rollout 1: every state below sigma_max the student is trained at (and every call of its rollout) is one the
+    1-, 2- or 4-call sampler itself feeds the backbone from the same noise; on the straight line (rollout 0) they are
+    not, since the student does not map z to x1. (At sigma_max both train at x1 + sigma_max z, the line's start.)"""
+    import torch
+
+    from torchdiffusion.distill.reflow import ReflowDistiller
+    from torchdiffusion.loading import load_run
+    from torchdiffusion.sampling import sample
+
+    student = load_run(tiny_run).model
+    seen: list[tuple[float, torch.Tensor]] = []
+    raw = type(student).raw
+    monkeypatch.setattr(type(student), "raw", lambda self, xt, t, **c: (
+        seen.extend(zip(t.tolist(), xt.detach().clone())), raw(self, xt, t, **c))[1])
+    z = torch.randn(1, *student.backbone.config.data_shape)
+    with torch.no_grad():
+        for n in (1, 2, 4):
+            sample(student, z * student.sigma_max, method="ddim_fewstep", nfe=n)
+    sampler_states, pairs = list(seen), (z.repeat(32, 1, 1, 1), torch.randn(1, *z.shape[1:]).repeat(32, 1, 1, 1))
+
+    def off_sampler(rollout: float) -> int:
+        seen.clear()
+        ReflowDistiller(pairs, student, grid_share=1.0, rollout=rollout).loss(pairs[0], torch.Generator().manual_seed(0))
+        below = [(t, x) for t, x in seen if t < student.process.t_max]
+        return sum(not any(t == u and torch.allclose(x, y, atol=1e-4) for u, y in sampler_states) for t, x in below)
+
+    assert off_sampler(1.0) == 0 and len(seen) > 32  # the rollout's own calls are the sampler's too
+    assert off_sampler(0.0) > 8
+    with pytest.raises(ValueError, match="rollout"):
+        ReflowDistiller(pairs, student, grid_share=1.0, rollout=-0.1)
+
+
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
     """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
     pairs: resuming it under the new defaults (1, unipc) is refused with both named, and under 0 and heun goes on."""

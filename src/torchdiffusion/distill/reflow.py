@@ -71,9 +71,20 @@ def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1
 def grid_times(student: ModelDenoiser, steps: tuple[int, ...]) -> Tensor:
     """The student's times (process time, as its backbone sees them) at every nonzero level of the few-step grids of
     each step count in steps, once per grid that holds it (so sigma_max, in all, weighs most) -> (sum(steps),)."""
+    return student.net_time(student.process.t_of_sigma_ve(grid_paths(student, steps)[0]))
+
+
+def grid_paths(student: ModelDenoiser, steps: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """The levels of `grid_times` as (sigma (L,), position k of each in its grid (L,), paths (L, max(steps))): row l
+    holds its grid's sigmas from sigma_max to level l (padded with that level), the road the N-step sampler takes to
+    reach it."""
     s_max = describe(student).sigma_max
-    sig = torch.cat([fewstep(n, 0.0, s_max)[:-1] for n in steps])
-    return student.net_time(student.process.t_of_sigma_ve(sig))
+    grids = [fewstep(n, 0.0, s_max)[:-1].double() for n in steps]
+    sig = torch.cat(grids)
+    pos = torch.cat([torch.arange(len(g)) for g in grids])
+    width = max(steps)
+    paths = torch.stack([torch.cat([g[:k + 1], g[k].repeat(width - k - 1)]) for g in grids for k in range(len(g))])
+    return sig, pos, paths
 
 
 class ReflowDistiller:
@@ -91,7 +102,12 @@ class ReflowDistiller:
 
     grid_share of each batch is trained at the levels the few-step sampler asks the student at (`grid_times`), the
     rest at t_sampling's times: the student of N-step Euler is only ever called there (Liu et al. 2023, sec. 2.3
-    train on all t; Lee et al. 2024, sec. 4.1 move the weight to where few-step sampling reads the model)."""
+    train on all t; Lee et al. 2024, sec. 4.1 move the weight to where few-step sampling reads the model).
+
+    rollout of those grid-level samples (below the first level) see the state the student's own few-step sampler
+    reaches there from sigma_max z, not the pair's straight line, with the same target x1: trained on the states it
+    will meet (as DAgger trains a policy on its own states, Ross et al. 2011), the next call corrects the error of
+    the calls before it, where the straight line assumes they made none. Its calls run without gradients."""
 
     sampler = "ddim_fewstep"
 
@@ -99,7 +115,7 @@ class ReflowDistiller:
                  t_sampling: str = "uniform", ema_decay: float = 0.999, labels: Tensor | None = None,
                  null_label: int | None = None, cond_drop: float = 0.0,
                  condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None,
-                 grid_share: float = 0.0, grid_steps: tuple[int, ...] = (1, 2, 4)):
+                 grid_share: float = 0.0, grid_steps: tuple[int, ...] = (1, 2, 4), rollout: float = 0.0):
         self.z, self.x1 = pairs
         if self.z.shape != self.x1.shape:
             raise ValueError(f"reflow pairs must have one shape, got {tuple(self.z.shape)}, {tuple(self.x1.shape)}")
@@ -113,8 +129,11 @@ class ReflowDistiller:
         self.labels, self.null_label, self.cond_drop, self.condition = labels, null_label, cond_drop, condition
         if not 0 <= grid_share <= 1:
             raise ValueError(f"grid_share must be in [0, 1], got {grid_share}")
+        if not 0 <= rollout <= 1:
+            raise ValueError(f"rollout must be in [0, 1], got {rollout}")
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
         self.grid_share, self.grid_t = grid_share, grid_times(student, grid_steps) if grid_share else None
+        self.rollout, (_, self.grid_pos, self.grid_path) = rollout, grid_paths(student, grid_steps)
         self.ema, self.ema_decay = make_ema(student), ema_decay
 
     def loss(self, x0: Tensor, generator: torch.Generator, **cond: Any) -> Tensor:
@@ -122,10 +141,11 @@ class ReflowDistiller:
         B = x0.shape[0]
         i = torch.randint(0, len(self.z), (B,), generator=generator)
         t = sample_t(self.student.process, B, generator=generator, method=self.t_sampling)
+        level = None
         if self.grid_t is not None:  # a share of the batch at the sampler's own levels
             on_grid = torch.rand(B, generator=generator) < self.grid_share
-            level = self.grid_t[torch.randint(0, len(self.grid_t), (B,), generator=generator)]
-            t = torch.where(on_grid, level, t)
+            level = torch.randint(0, len(self.grid_t), (B,), generator=generator)
+            t = torch.where(on_grid, self.grid_t[level], t)
         t = t.to(x0.device)
         pair_cond = {}
         if self.labels is not None:
@@ -134,7 +154,29 @@ class ReflowDistiller:
             pair_cond["class_labels"] = y.to(x0.device)
         elif self.condition is not None:
             pair_cond = {k: v.to(x0.device) for k, v in self.condition(i, generator).items()}
-        return diffusion_loss(self.student, self.x1[i].to(x0.device), t=t, eps=self.z[i].to(x0.device), **pair_cond)
+        z, x1 = self.z[i].to(x0.device), self.x1[i].to(x0.device)
+        if self.rollout and level is not None:
+            roll = on_grid & (self.grid_pos[level] > 0) & (torch.rand(B, generator=generator) < self.rollout)
+            if bool(roll.any()):  # the eps that puts x1 at the rolled-out state: x_t = alpha (x1 + sigma_ve eps)
+                r = roll.to(x0.device)
+                x = self._rollout(z[r], level[roll], **{k: v[r] for k, v in pair_cond.items()})
+                sigma = self.student.process.sigma_ve(t[r]).to(x.dtype).view(-1, *[1] * (x.ndim - 1))
+                z = z.clone()
+                z[r] = (x - x1[r]) / sigma
+        return diffusion_loss(self.student, x1, t=t, eps=z, **pair_cond)
+
+    @torch.no_grad()
+    def _rollout(self, z: Tensor, level: Tensor, **cond: Any) -> Tensor:
+        """The VE state (n, ...) at each grid level (n,) that DDIM on its grid (Euler in flow time) reaches from
+        sigma_max z by the student's own calls at the levels before it."""
+        path, pos = self.grid_path[level].to(z.device), self.grid_pos[level]
+        x = path[:, 0].to(z.dtype).view(-1, *[1] * (z.ndim - 1)) * z
+        for k in range(int(pos.max())):
+            a = (pos > k).to(z.device)  # the samples whose level lies beyond grid position k
+            s, s_next = path[a, k], path[a, k + 1]
+            d = self.student(x[a], s, **{key: v[a] for key, v in cond.items()}).to(x.dtype)
+            x[a] = d + (s_next / s).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * (x[a] - d)
+        return x
 
     def after_step(self, step: int, total: int) -> None:
         update_ema(self.ema, self.student, ema_decay_at(step, self.ema_decay))

@@ -47,13 +47,14 @@ class DistillOptions:
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (docs/fewstep.md: FID 7.1
                                        # against Heun's 8.9 at 34 calls, both asked for 35, on the tuning teacher)
     grid_share: float = 1.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
+    rollout: float = 0.0               # reflow: share of those (below sigma_max) at the student's own sampler state
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
         others may be resumed with more steps, as `train` may)."""
         own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",),
-               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share")}
+               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout")}
         keys = ("method", "batch_size", "lr", "seed") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
@@ -77,8 +78,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`)."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
-    if not 0 <= options.grid_share <= 1:  # checked before reflow's pairs are drawn
-        raise ValueError(f"grid_share must be in [0, 1], got {options.grid_share}")
+    for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
+        if not 0 <= getattr(options, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
     if options.pair_sampler not in PAIR_SAMPLERS:
         raise ValueError(f"reflow pairs are an ODE map: pair_sampler must be one of {', '.join(PAIR_SAMPLERS)}, "
                          f"got {options.pair_sampler!r}")
@@ -131,15 +133,15 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
         return ConsistencyDistiller(teacher, student, levels=o.levels)
     z, x1, stored = _pairs(o, teacher, student, out, data)
     conditional = bool(stored) or data.captions is not None
-    return ReflowDistiller((z, x1), student, grid_share=o.grid_share,
+    return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout,
                            condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
                                                                stored["item"][i] if "item" in stored else i, g))
                            if conditional else None)
 
 
 PAIR_KEYS = ("z", "x1")
-# what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times
-BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun"}
+# what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times on straight lines
+BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0}
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
