@@ -271,6 +271,36 @@ def rewrite_newest_meta(out, edit) -> None:
     save_checkpoint(path, tensors, meta)
 
 
+def test_resuming_with_a_teacher_trained_further_is_refused(tiny_run, tmp_path, capsys):
+    """A distillation resumed from a teacher whose weights changed since it started (its run trained on) would go on
+    from another teacher's pairs and targets: refused with exit 2, naming both; the same teacher resumes, and a run
+    saved before the fingerprint existed resumes unchecked."""
+    import shutil
+
+    import torch
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_run, teacher)
+    out = tmp_path / "reflow"
+    args = tiny_reflow(teacher, out)
+    assert main(args + ["--max-steps", "1"]) == 0
+    assert main(args + ["--max-steps", "2"]) == 0
+    rewrite_newest_meta(out, lambda meta: None)  # unchanged: the reader and writer round-trip
+    from torchdiffusion.train.checkpoint import read_checkpoint, save_checkpoint
+
+    path, tensors, meta = read_checkpoint(teacher)
+    key = next(k for k in tensors if k.startswith("ema.") and tensors[k].is_floating_point())
+    tensors[key] = tensors[key] + 1e-3 * torch.ones_like(tensors[key])
+    path.unlink()
+    save_checkpoint(path, tensors, meta)
+    capsys.readouterr()
+    assert main(args + ["--max-steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "another teacher" in err and str(teacher) in err and "new --out" in err
+    rewrite_newest_meta(out, lambda meta: meta["distill"].pop("teacher_fingerprint"))
+    assert main(args + ["--max-steps", "3"]) == 0
+
+
 def test_resuming_a_student_of_another_parameterisation_is_refused(tiny_run, tmp_path, capsys):
     """A reflow run written when reflow students were linear flows has a backbone of the same shape: resuming it
     under the teacher's parameterisation would load without error and then be wrong, so it is refused (exit 2)."""

@@ -22,7 +22,7 @@ from .consistency import ConsistencyDistiller
 from .loop import fit
 from .progressive import ProgressiveDistiller
 from .reflow import ReflowDistiller, reflow_pairs
-from .teacher import TeacherData, load_teacher
+from .teacher import TeacherData, fingerprint, load_teacher
 
 Tensor = torch.Tensor
 METHODS = ("progressive", "consistency", "reflow")
@@ -90,6 +90,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     teacher, tcfg = t.model, t.config
     for p in teacher.parameters():
         p.requires_grad_(False)
+    source = {"teacher": str(teacher_path), "teacher_fingerprint": fingerprint(teacher)}
     torch.manual_seed(options.seed)
     cfg = student_config(tcfg, options.method, SAMPLE_STEPS[options.method])
     student, bcfg = t.build_student(cfg)
@@ -97,7 +98,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     gen = torch.Generator().manual_seed(options.seed + 1)
     distiller = _make(options, teacher, student, out, t.data)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
-    step = _resume(out, options, cfg, student, distiller, opt, gen)
+    step = _resume(out, options, cfg, student, distiller, opt, gen, source)
     said = set(getattr(distiller, "snapshots", {}))
     keep = (t.extra_tensors, t.extra_meta)
 
@@ -109,7 +110,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
             said.add(n)
             _save_snapshot(out, cfg, bcfg, distiller, n, s, keep)
         if s % options.ckpt_every == 0:
-            _save(out, cfg, bcfg, student, distiller, opt, gen, s, options, teacher_path, keep)
+            _save(out, cfg, bcfg, student, distiller, opt, gen, s, options, source, keep)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -121,7 +122,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
         distiller.finish()
         for n in set(distiller.snapshots) - said:
             _save_snapshot(out, cfg, bcfg, distiller, n, step, keep)
-    path = _save(out, cfg, bcfg, student, distiller, opt, gen, step, options, teacher_path, keep)
+    path = _save(out, cfg, bcfg, student, distiller, opt, gen, step, options, source, keep)
     return {"step": step, "checkpoint": str(path), "method": options.method, "sampler": cfg.sample.sampler,
             "steps": cfg.sample.steps}
 
@@ -207,11 +208,11 @@ Keep = tuple[dict[str, Tensor], dict[str, Any]]  # the teacher's extra tensors a
 
 
 def _save(out: Path, cfg: RunConfig, bcfg: Any, student: Any, distiller: Any, opt: torch.optim.Optimizer,
-          gen: torch.Generator, step: int, o: DistillOptions, teacher_path: str | Path, keep: Keep) -> Path:
+          gen: torch.Generator, step: int, o: DistillOptions, source: dict[str, str], keep: Keep) -> Path:
     tensors, meta = _tensors(student, distiller, opt, gen)
     return save_and_prune(out, step, {**tensors, **keep[0]},
                           {"config": cfg.to_dict(), "backbone_config": bcfg.to_dict(), "step": step, **keep[1],
-                           "distill": {"teacher": str(teacher_path), **o.fixed(), **meta}}, 2, set())[0]
+                           "distill": {**source, **o.fixed(), **meta}}, 2, set())[0]
 
 
 def _save_snapshot(out: Path, cfg: RunConfig, bcfg: Any, distiller: ProgressiveDistiller, n: int, step: int,
@@ -233,8 +234,9 @@ def _refusal(out: Path, found: Newest) -> str:
 
 
 def _resume(out: Path, o: DistillOptions, cfg: RunConfig, student: Any, distiller: Any, opt: torch.optim.Optimizer,
-            gen: torch.Generator) -> int:
-    """The step of out's newest checkpoint, with every state restored (0 for a new run)."""
+            gen: torch.Generator, source: dict[str, str]) -> int:
+    """The step of out's newest checkpoint, with every state restored (0 for a new run); refused when the options
+    or the teacher's weights (source's fingerprint; older runs kept none) differ from the run's."""
     if not out.exists():
         return 0
     found = newest_to_resume(out, _refusal)  # as `train`: never resume past (or start over) an unreadable checkpoint
@@ -248,6 +250,11 @@ def _resume(out: Path, o: DistillOptions, cfg: RunConfig, student: Any, distille
     if diffs:
         raise ConfigError(f"{out} was distilled with other options ({', '.join(diffs)}); repeat them or use a new "
                           f"--out")
+    was_fp = saved.get("teacher_fingerprint")
+    if was_fp is not None and was_fp != source["teacher_fingerprint"]:
+        raise ConfigError(f"{out} was distilled from another teacher: {saved.get('teacher')} had weights "
+                          f"{was_fp}, and {source['teacher']} now has {source['teacher_fingerprint']} (a teacher "
+                          f"trained further since?); give the teacher checkpoint it started from, or use a new --out")
     # the student's parameterisation: a backbone of the same shape loads under another one without error (a reflow
     # student written before it kept its teacher's was a linear flow), and would then be trained and sampled wrongly
     was = found.meta.get("config", {})

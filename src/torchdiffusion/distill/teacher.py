@@ -6,6 +6,7 @@ its student's checkpoints must carry to sample like it (a latent codec, a Contro
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ class Teacher:
             student = controlled_denoiser(student, net)
             student.requires_grad_(True)
         return student, bcfg
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short SHA-256 of a model's weights (names, shapes and bytes), so a resumed distillation can tell that its
+    teacher is the one it started from."""
+    h = hashlib.sha256()
+    for name, v in sorted(model.state_dict().items()):
+        v = v.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(v.shape)}:{v.dtype}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _images(cfg_data: Any) -> tuple[Tensor, Tensor]:
