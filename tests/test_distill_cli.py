@@ -381,17 +381,18 @@ def test_reflow_rollout_trains_at_the_states_the_few_step_sampler_reaches(tiny_r
 
 
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
-    """A checkpoint whose distill metadata predates --grid-share and --pair-sampler trained at uniform times on Heun
-    pairs: resuming it under the new defaults (1, unipc) is refused with both named, and under 0 and heun goes on."""
+    """A checkpoint whose distill metadata predates --grid-share, --pair-sampler and --rollout trained at uniform
+    times on Heun pairs' straight lines: resuming it under the new defaults (1, unipc, 1) is refused with all three
+    named, and under 0, heun and 0 goes on."""
     from safetensors.torch import load_file, save_file
 
     out = tmp_path / "reflow"
     args = tiny_reflow(tiny_run, out)
-    old = ["--grid-share", "0", "--pair-sampler", "heun"]
+    old = ["--grid-share", "0", "--pair-sampler", "heun", "--rollout", "0"]
     assert main(args + old + ["--max-steps", "1"]) == 0
 
     def before_the_options(meta: dict) -> None:
-        del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"]
+        del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"], meta["distill"]["rollout"]
     rewrite_newest_meta(out, before_the_options)
     pairs = out / "reflow_pairs.safetensors"  # an older version kept no drawing options with its pairs
     save_file(load_file(str(pairs)), str(pairs))
@@ -399,6 +400,7 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "pair_sampler: saved heun vs now unipc" in err and "grid_share: saved 0.0 vs now 1.0" in err
+    assert "rollout: saved 0.0 vs now 1.0" in err
     assert main(args + old + ["--max-steps", "2"]) == 0
     assert last_json(capsys)["step"] == 2
 

@@ -50,9 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--grid-share", type=unit_float, default=1.0,
                     help="reflow: share of each batch trained at the levels of the 1-, 2- and 4-step few-step grids "
                          "(where the student is sampled), the rest at uniform times (default 1; docs/fewstep.md)")
-    sp.add_argument("--rollout", type=unit_float, default=0.0,
+    sp.add_argument("--rollout", type=unit_float, default=1.0,
                     help="reflow: share of the grid-level samples below sigma_max trained at the state the student's "
-                         "own few-step sampler reaches there, not on the pair's straight line (default 0)")
+                         "own few-step sampler reaches there, not on the pair's straight line (default 1; "
+                         "docs/fewstep.md)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(handler=run)

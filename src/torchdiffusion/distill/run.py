@@ -47,7 +47,8 @@ class DistillOptions:
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (docs/fewstep.md: FID 7.1
                                        # against Heun's 8.9 at 34 calls, both asked for 35, on the tuning teacher)
     grid_share: float = 1.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
-    rollout: float = 0.0               # reflow: share of those (below sigma_max) at the student's own sampler state
+    rollout: float = 1.0               # reflow: share of those (below sigma_max) at the student's own sampler state
+                                       # (docs/fewstep.md: 2-call FID 17.8 -> 16.0 at 30 CPU-min, tuning teacher)
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
