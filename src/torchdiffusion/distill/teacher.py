@@ -6,7 +6,6 @@ its student's checkpoints must carry to sample like it (a latent codec, a Contro
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from ..build import build_model
 from ..config import RunConfig
 from ..data import load_dataset
 from ..loading import load_run
-from ..train.checkpoint import read_checkpoint
+from ..train.checkpoint import content_hash, read_checkpoint
 
 Tensor = torch.Tensor
 
@@ -104,14 +103,9 @@ class Teacher:
 
 
 def fingerprint(model: torch.nn.Module) -> str:
-    """A short SHA-256 of a model's weights (names, shapes and bytes), so a resumed distillation can tell that its
-    teacher is the one it started from."""
-    h = hashlib.sha256()
-    for name, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(v.shape)}:{v.dtype}".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A short content hash of a model's weights (`train.checkpoint.content_hash`: names, dtypes, shapes, bytes), so a
+    resumed distillation can tell that its teacher is the one it started from."""
+    return content_hash({k: v.detach().cpu() for k, v in model.state_dict().items()})[:16]
 
 
 def _images(cfg_data: Any) -> tuple[Tensor, Tensor]:

@@ -79,7 +79,7 @@ def _full_optimizer_state(opt: torch.optim.Optimizer, sharded: torch.nn.Module) 
             "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in sd.get("param_groups", [])]}
 
 
-def _content_hash(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None,
+def content_hash(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None,
                   version: int = FORMAT_VERSION) -> str:
     """sha256 of the tensors (names and bytes; from format 2 also dtypes, shapes and the metadata but its hash)."""
     h = hashlib.sha256()
@@ -112,7 +112,7 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     # hashed as it will be read back (tuples become lists, int keys strings), so load recomputes the same text
     full_meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}))
     full_meta["format_version"] = FORMAT_VERSION
-    full_meta["content_hash"] = _content_hash(tensors, full_meta)
+    full_meta["content_hash"] = content_hash(tensors, full_meta)
     blob = save(tensors, metadata={"torchdiffusion": json.dumps(full_meta)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -160,7 +160,7 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[dict[str, torch.Te
     if version not in READABLE_FORMATS:
         raise CheckpointError(f"{path}: checkpoint format {version} is not supported "
                               f"(this version reads formats {', '.join(map(str, READABLE_FORMATS))})")
-    if verify and meta.get("content_hash") != _content_hash(tensors, meta, version):
+    if verify and meta.get("content_hash") != content_hash(tensors, meta, version):
         raise CheckpointError(f"{path}: content hash mismatch, the file is corrupt or was edited")
     named = CKPT_RE.match(path.name)
     if named and meta.get("step") != int(named[1]):  # a renamed file would resume at a step it never reached
