@@ -380,6 +380,41 @@ def test_reflow_rollout_trains_at_the_states_the_few_step_sampler_reaches(tiny_r
         ReflowDistiller(pairs, student, grid_share=1.0, rollout=-0.1)
 
 
+def test_reflow_grid_steps_and_pseudo_huber_distance(tiny_run, monkeypatch):
+    """grid_steps (1, 2) trains only the levels of the 1- and 2-step grids; distance pseudo_huber is
+    sqrt(d * mse + c^2) - c of the same draws' squared error, with iCT's c = 0.00054 sqrt(d)."""
+    import math
+
+    import torch
+
+    from torchdiffusion.distill.reflow import ReflowDistiller, grid_times
+    from torchdiffusion.loading import load_run
+
+    student = load_run(tiny_run).model
+    z = torch.randn(16, *student.backbone.config.data_shape)
+    pairs = (z, torch.randn_like(z))
+    called: list[float] = []
+    raw = type(student).raw
+    monkeypatch.setattr(type(student), "raw", lambda self, xt, t, **c: (called.extend(t.tolist()), raw(self, xt, t,
+                                                                                                       **c))[1])
+    ReflowDistiller(pairs, student, grid_share=1.0, grid_steps=(1, 2)).loss(torch.zeros(64, *z.shape[1:]),
+                                                                             torch.Generator().manual_seed(0))
+    assert set(called) == set(grid_times(student, (1, 2)).tolist()) and len(set(called)) == 2
+
+    def loss(distance: str) -> torch.Tensor:
+        d = ReflowDistiller(pairs, student, grid_share=1.0, rollout=1.0, distance=distance)
+        return d.loss(z, torch.Generator().manual_seed(3)).detach()
+
+    d, l2 = z[0].numel(), loss("l2")
+    c = 0.00054 * math.sqrt(d)
+    torch.testing.assert_close(loss("pseudo_huber"), torch.sqrt(d * l2 + c * c) - c)
+    with pytest.raises(ValueError, match="pseudo_huber"):
+        ReflowDistiller(pairs, student, distance="l1")
+    with pytest.raises(SystemExit) as e:
+        main(["distill", str(tiny_run), "--out", "/tmp/unused", "--grid-steps", "1,0"])
+    assert e.value.code == 2
+
+
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
     """A checkpoint whose distill metadata predates --grid-share, --pair-sampler and --rollout trained at uniform
     times on Heun pairs' straight lines: resuming it under the new defaults (1, unipc, 1) is refused with all three
@@ -388,11 +423,12 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
 
     out = tmp_path / "reflow"
     args = tiny_reflow(tiny_run, out)
-    old = ["--grid-share", "0", "--pair-sampler", "heun", "--rollout", "0"]
+    old = ["--grid-share", "0", "--pair-sampler", "heun", "--rollout", "0"]  # --grid-steps, --distance: as before
     assert main(args + old + ["--max-steps", "1"]) == 0
 
     def before_the_options(meta: dict) -> None:
-        del meta["distill"]["grid_share"], meta["distill"]["pair_sampler"], meta["distill"]["rollout"]
+        for key in ("grid_share", "pair_sampler", "rollout", "grid_steps", "distance"):
+            del meta["distill"][key]
     rewrite_newest_meta(out, before_the_options)
     pairs = out / "reflow_pairs.safetensors"  # an older version kept no drawing options with its pairs
     save_file(load_file(str(pairs)), str(pairs))

@@ -9,6 +9,12 @@ from typing import Any
 from .common import budget, non_negative_int, out_dir, positive_float, positive_int, unit_float
 
 
+def step_counts(text: str) -> str:
+    """An argparse type: comma-separated few-step grid sizes in [1, 64], kept as their canonical text ("1,2,4")."""
+    steps = [positive_int(64)(n.strip()) for n in text.split(",")]
+    return ",".join(map(str, steps))
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..distill.run import DEFAULT_METHOD, METHODS, PAIR_SAMPLERS
 
@@ -54,6 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="reflow: share of the grid-level samples below sigma_max trained at the state the student's "
                          "own few-step sampler reaches there, not on the pair's straight line (default 1; "
                          "docs/fewstep.md)")
+    sp.add_argument("--grid-steps", type=step_counts, default="1,2,4",
+                    help="reflow: the few-step grids (step counts, comma-separated) whose levels --grid-share trains "
+                         "(default 1,2,4)")
+    sp.add_argument("--distance", choices=("l2", "pseudo_huber"), default="l2",
+                    help="reflow: the loss of the backbone's output, squared error or pseudo-Huber (default l2)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(handler=run)
@@ -64,7 +75,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                        start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
-                       pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout,
+                       pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout, grid_steps=a.grid_steps, distance=a.distance,
                        ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
     return {"run_dir": str(a.out), **result}

@@ -49,13 +49,15 @@ class DistillOptions:
     grid_share: float = 1.0            # reflow: share of each batch at the 1-, 2- and 4-step grids' levels
     rollout: float = 1.0               # reflow: share of those (below sigma_max) at the student's own sampler state
                                        # (docs/fewstep.md: 2-call FID 17.8 -> 16.0 at 30 CPU-min, tuning teacher)
+    grid_steps: str = "1,2,4"          # reflow: the few-step grids whose levels grid_share trains
+    distance: str = "l2"               # reflow: l2 | pseudo_huber of the backbone's output
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
         others may be resumed with more steps, as `train` may)."""
         own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",),
-               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout")}
+               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout", "grid_steps", "distance")}
         keys = ("method", "batch_size", "lr", "seed") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
@@ -135,7 +137,8 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
         return ConsistencyDistiller(teacher, student, levels=o.levels)
     z, x1, stored = _pairs(o, teacher, student, out, data)
     conditional = bool(stored) or data.captions is not None
-    return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout,
+    return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout, distance=o.distance,
+                           grid_steps=tuple(int(n) for n in o.grid_steps.split(",")),
                            condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
                                                                stored["item"][i] if "item" in stored else i, g))
                            if conditional else None)
@@ -143,7 +146,7 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
 
 PAIR_KEYS = ("z", "x1")
 # what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times on straight lines
-BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0}
+BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "grid_steps": "1,2,4", "distance": "l2"}
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData

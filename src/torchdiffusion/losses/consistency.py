@@ -20,9 +20,13 @@ Tensor = torch.Tensor
 
 def pseudo_huber(a: Tensor, b: Tensor, c: float | None = None) -> Tensor:
     """sqrt(||a - b||^2 + c^2) - c per sample, c = 0.00054 sqrt(d) by default (Song & Dhariwal 2023, sec. 3.3)."""
-    d = a[0].numel()
+    return pseudo_huber_of((a - b).pow(2).flatten(1).sum(1), a[0].numel(), c)
+
+
+def pseudo_huber_of(sq: Tensor, d: int, c: float | None = None) -> Tensor:
+    """`pseudo_huber` of per-sample squared distances sq (B,) between points of d dimensions."""
     c = 0.00054 * math.sqrt(d) if c is None else c
-    return torch.sqrt((a - b).pow(2).flatten(1).sum(1) + c**2) - c
+    return torch.sqrt(sq + c**2) - c
 
 
 def karras_levels(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
