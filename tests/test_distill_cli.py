@@ -370,7 +370,8 @@ def test_reflow_rollout_trains_at_the_states_the_few_step_sampler_reaches(tiny_r
 
     def off_sampler(rollout: float) -> int:
         seen.clear()
-        ReflowDistiller(pairs, student, grid_share=1.0, rollout=rollout).loss(pairs[0], torch.Generator().manual_seed(0))
+        distiller = ReflowDistiller(pairs, student, grid_share=1.0, rollout=rollout)
+        distiller.loss(pairs[0], torch.Generator().manual_seed(0))
         below = [(t, x) for t, x in seen if t < student.process.t_max]
         return sum(not any(t == u and torch.allclose(x, y, atol=1e-4) for u, y in sampler_states) for t, x in below)
 
@@ -380,7 +381,7 @@ def test_reflow_rollout_trains_at_the_states_the_few_step_sampler_reaches(tiny_r
         ReflowDistiller(pairs, student, grid_share=1.0, rollout=-0.1)
 
 
-def test_reflow_grid_steps_and_pseudo_huber_distance(tiny_run, monkeypatch):
+def test_reflow_grid_steps_and_pseudo_huber_distance(tiny_run, tmp_path, monkeypatch):
     """grid_steps (1, 2) trains only the levels of the 1- and 2-step grids; distance pseudo_huber is
     sqrt(d * mse + c^2) - c of the same draws' squared error, with iCT's c = 0.00054 sqrt(d)."""
     import math
@@ -413,6 +414,10 @@ def test_reflow_grid_steps_and_pseudo_huber_distance(tiny_run, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["distill", str(tiny_run), "--out", "/tmp/unused", "--grid-steps", "1,0"])
     assert e.value.code == 2
+    from torchdiffusion.distill.run import DistillOptions, distill
+
+    with pytest.raises(ValueError, match="grid_steps"):  # refused before the teacher is read or pairs drawn
+        distill(tmp_path / "no-teacher", tmp_path / "out", DistillOptions(grid_steps="1,x"))
 
 
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):

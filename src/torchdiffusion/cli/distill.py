@@ -75,7 +75,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                        start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
-                       pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout, grid_steps=a.grid_steps, distance=a.distance,
-                       ckpt_every=a.ckpt_every)
+                       pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout,
+                       grid_steps=a.grid_steps, distance=a.distance, ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
     return {"run_dir": str(a.out), **result}

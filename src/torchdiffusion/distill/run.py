@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
+    if options.distance not in ("l2", "pseudo_huber") or not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", options.grid_steps):
+        raise ValueError(f"distance must be l2 or pseudo_huber and grid_steps comma-separated step counts like "
+                         f"'1,2,4', got {options.distance!r} and {options.grid_steps!r}")
     if options.pair_sampler not in PAIR_SAMPLERS:
         raise ValueError(f"reflow pairs are an ODE map: pair_sampler must be one of {', '.join(PAIR_SAMPLERS)}, "
                          f"got {options.pair_sampler!r}")
