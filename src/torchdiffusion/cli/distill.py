@@ -16,7 +16,7 @@ def step_counts(text: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..distill.run import DEFAULT_METHOD, METHODS, PAIR_SAMPLERS
+    from ..distill.run import DEFAULT_METHOD, DISTANCES, METHODS, PAIR_SAMPLERS
 
     sp = sub.add_parser("distill", help="distil a trained run into a one- or two-step student",
                         description="Distil a teacher run (its EMA weights) into a student run directory that "
@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--grid-steps", type=step_counts, default="1,2,4",
                     help="reflow: the few-step grids (step counts, comma-separated) whose levels --grid-share trains "
                          "(default 1,2,4)")
-    sp.add_argument("--distance", choices=("l2", "pseudo_huber"), default="l2",
+    sp.add_argument("--distance", choices=DISTANCES, default="l2",
                     help="reflow: the loss of the backbone's output, squared error or pseudo-Huber (default l2)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")

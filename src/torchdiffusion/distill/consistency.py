@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..model_denoiser import ModelDenoiser
-from ..losses.consistency import karras_levels, pseudo_huber
+from ..losses.consistency import DISTANCES, karras_levels, pseudo_huber
 from ..rng import randn
 from ..train.ema import ema_decay_at, make_ema, update_ema
 from .common import frozen_copy, heun_step, mean_square
@@ -30,7 +30,7 @@ class ConsistencyDistiller:
 
     def __init__(self, teacher: Any, student: ModelDenoiser, *, levels: int = 18, target_decay: float = 0.95,
                  steps: int = 2, distance: str = "pseudo_huber", ema_decay: float = 0.999):
-        if levels < 2 or not 0 <= target_decay < 1 or distance not in ("pseudo_huber", "l2"):
+        if levels < 2 or not 0 <= target_decay < 1 or distance not in DISTANCES:
             raise ValueError(f"consistency distillation needs levels >= 2, target_decay in [0, 1) and distance "
                              f"pseudo_huber or l2, got {levels}, {target_decay}, {distance!r}")
         self.teacher, self.student, self.steps = teacher, student, steps

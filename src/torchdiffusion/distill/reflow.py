@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..denoiser import Conditioned, describe
-from ..losses.consistency import pseudo_huber_of
+from ..losses.consistency import DISTANCES, pseudo_huber_of
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
 from ..sampling import sample
@@ -72,20 +72,20 @@ def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1
 def grid_times(student: ModelDenoiser, steps: tuple[int, ...]) -> Tensor:
     """The student's times (process time, as its backbone sees them) at every nonzero level of the few-step grids of
     each step count in steps, once per grid that holds it (so sigma_max, in all, weighs most) -> (sum(steps),)."""
-    return student.net_time(student.process.t_of_sigma_ve(grid_paths(student, steps)[0]))
+    return grid_paths(student, steps)[0]
 
 
 def grid_paths(student: ModelDenoiser, steps: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    """The levels of `grid_times` as (sigma (L,), position k of each in its grid (L,), paths (L, max(steps))): row l
-    holds its grid's sigmas from sigma_max to level l (padded with that level), the road the N-step sampler takes to
-    reach it."""
+    """The levels of `grid_times` as (their times (L,), position k of each in its grid (L,), paths (L, max(steps))):
+    row l holds its grid's sigmas from sigma_max to level l (padded with that level), the road the N-step sampler
+    takes to reach it."""
     s_max = describe(student).sigma_max
     grids = [fewstep(n, 0.0, s_max)[:-1].double() for n in steps]
     sig = torch.cat(grids)
     pos = torch.cat([torch.arange(len(g)) for g in grids])
     width = max(steps)
     paths = torch.stack([torch.cat([g[:k + 1], g[k].repeat(width - k - 1)]) for g in grids for k in range(len(g))])
-    return sig, pos, paths
+    return student.net_time(student.process.t_of_sigma_ve(sig)), pos, paths
 
 
 class ReflowDistiller:
@@ -136,13 +136,13 @@ class ReflowDistiller:
             raise ValueError(f"grid_share must be in [0, 1], got {grid_share}")
         if not 0 <= rollout <= 1:
             raise ValueError(f"rollout must be in [0, 1], got {rollout}")
-        if distance not in ("l2", "pseudo_huber") or not grid_steps or min(grid_steps) < 1:
+        if distance not in DISTANCES or not grid_steps or min(grid_steps) < 1:
             raise ValueError(f"distance must be l2 or pseudo_huber and grid_steps positive step counts, got "
                              f"{distance!r}, {grid_steps}")
         self.distance = distance
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
-        self.grid_share, self.grid_t = grid_share, grid_times(student, grid_steps) if grid_share else None
-        self.rollout, (_, self.grid_pos, self.grid_path) = rollout, grid_paths(student, grid_steps)
+        times, self.grid_pos, self.grid_path = grid_paths(student, grid_steps)
+        self.grid_share, self.grid_t, self.rollout = grid_share, times if grid_share else None, rollout
         self.ema, self.ema_decay = make_ema(student), ema_decay
 
     def loss(self, x0: Tensor, generator: torch.Generator, **cond: Any) -> Tensor:

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
+from ..losses.consistency import DISTANCES
 from ..registry import SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
 from ..train.resume import config_diffs, newest_to_resume, restore_optimizer, with_prefix
@@ -85,7 +86,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
-    if options.distance not in ("l2", "pseudo_huber") or not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", options.grid_steps):
+    if options.distance not in DISTANCES or not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", options.grid_steps):
         raise ValueError(f"distance must be l2 or pseudo_huber and grid_steps comma-separated step counts like "
                          f"'1,2,4', got {options.distance!r} and {options.grid_steps!r}")
     if options.pair_sampler not in PAIR_SAMPLERS:

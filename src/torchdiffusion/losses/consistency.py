@@ -16,6 +16,7 @@ import torch
 from ..model_denoiser import ModelDenoiser
 
 Tensor = torch.Tensor
+DISTANCES = ("l2", "pseudo_huber")  # what a distiller's `distance` may name
 
 
 def pseudo_huber(a: Tensor, b: Tensor, c: float | None = None) -> Tensor:
