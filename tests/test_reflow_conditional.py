@@ -80,3 +80,13 @@ def test_reflow_labels_are_checked():
         ReflowDistiller((z, z), student, labels=torch.zeros(3, dtype=torch.long), null_label=3)
     with pytest.raises(ValueError, match="class_probs"):
         draw_reflow_pairs(teacher(), 4, (2,), nfe=2, generator=torch.Generator(), class_probs=torch.zeros(3))
+
+
+def test_pairs_are_drawn_by_the_sampler_asked_for():
+    def draw(method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(3)
+        return draw_reflow_pairs(teacher(), 64, (2,), nfe=4, generator=g, class_probs=torch.ones(3), method=method)
+
+    z, x1, y = draw("unipc")
+    assert torch.allclose(x1, reflow_pairs(teacher(), z, method="unipc", nfe=4, class_labels=y).float(), atol=1e-6)
+    assert not torch.allclose(x1, draw("heun")[1], atol=1e-3)  # 4 calls: the two samplers' maps differ

@@ -33,18 +33,19 @@ def reflow_pairs(teacher: Any, z: Tensor, *, method: str = "heun", nfe: int = 63
 
 @torch.no_grad()
 def draw_reflow_pairs(teacher: Any, n: int, shape: tuple[int, ...], *, nfe: int, generator: torch.Generator,
-                      class_probs: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+                      class_probs: Tensor | None = None, method: str = "heun") -> tuple[Tensor, Tensor, Tensor | None]:
     """n pairs (z, x1, y) of the teacher: z ~ N(0, I) of the given per-sample shape, y ~ class_probs (C,) for a
-    class-conditional teacher (None: unconditional, y None), x1 its ODE map of z at label y (`reflow_pairs`), so a
-    conditional student learns each class's coupling (Liu et al. 2023, sec. 2.3, per condition)."""
+    class-conditional teacher (None: unconditional, y None), x1 its ODE map of z at label y (`reflow_pairs` by the
+    sampler `method`; `distill` draws with "unipc"), so a conditional student learns each class's coupling (Liu et al.
+    2023, sec. 2.3, per condition)."""
     z = torch.randn((n, *shape), generator=generator)
     if class_probs is None:
-        return z, reflow_pairs(teacher, z, nfe=nfe).float(), None
+        return z, reflow_pairs(teacher, z, method=method, nfe=nfe).float(), None
     p = torch.as_tensor(class_probs, dtype=torch.float64)
     if p.ndim != 1 or len(p) == 0 or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
         raise ValueError(f"class_probs must be a 1-D tensor of non-negative weights with a positive sum, got {p}")
     y = torch.multinomial(p, n, replacement=True, generator=generator)
-    return z, reflow_pairs(teacher, z, nfe=nfe, class_labels=y).float(), y
+    return z, reflow_pairs(teacher, z, method=method, nfe=nfe, class_labels=y).float(), y
 
 
 @torch.no_grad()
