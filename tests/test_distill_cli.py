@@ -421,14 +421,14 @@ def test_reflow_grid_steps_and_pseudo_huber_distance(tiny_run, tmp_path, monkeyp
 
 
 def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys):
-    """A checkpoint whose distill metadata predates --grid-share, --pair-sampler and --rollout trained at uniform
-    times on Heun pairs' straight lines: resuming it under the new defaults (1, unipc, 1) is refused with all three
-    named, and under 0, heun and 0 goes on."""
+    """A checkpoint whose distill metadata predates --grid-share, --pair-sampler, --rollout and --grid-steps trained
+    at uniform times on Heun pairs' straight lines: resuming it under the new defaults (1, unipc, 1, "1,2") is refused
+    with all four named, and under 0, heun, 0 and "1,2,4" goes on."""
     from safetensors.torch import load_file, save_file
 
     out = tmp_path / "reflow"
     args = tiny_reflow(tiny_run, out)
-    old = ["--grid-share", "0", "--pair-sampler", "heun", "--rollout", "0"]  # --grid-steps, --distance: as before
+    old = ["--grid-share", "0", "--pair-sampler", "heun", "--rollout", "0", "--grid-steps", "1,2,4"]  # --distance: l2
     assert main(args + old + ["--max-steps", "1"]) == 0
 
     def before_the_options(meta: dict) -> None:
@@ -441,7 +441,7 @@ def test_a_reflow_run_saved_before_grid_share_resumes(tiny_run, tmp_path, capsys
     assert main(args + ["--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "pair_sampler: saved heun vs now unipc" in err and "grid_share: saved 0.0 vs now 1.0" in err
-    assert "rollout: saved 0.0 vs now 1.0" in err
+    assert "rollout: saved 0.0 vs now 1.0" in err and "grid_steps: saved 1,2,4 vs now 1,2" in err
     assert main(args + old + ["--max-steps", "2"]) == 0
     assert last_json(capsys)["step"] == 2
 

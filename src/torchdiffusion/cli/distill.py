@@ -54,15 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default="unipc",
                     help="reflow: the teacher's ODE sampler for its pairs (default unipc)")
     sp.add_argument("--grid-share", type=unit_float, default=1.0,
-                    help="reflow: share of each batch trained at the levels of the 1-, 2- and 4-step few-step grids "
+                    help="reflow: share of each batch trained at the levels of the --grid-steps few-step grids "
                          "(where the student is sampled), the rest at uniform times (default 1; docs/fewstep.md)")
     sp.add_argument("--rollout", type=unit_float, default=1.0,
                     help="reflow: share of the grid-level samples below sigma_max trained at the state the student's "
                          "own few-step sampler reaches there, not on the pair's straight line (default 1; "
                          "docs/fewstep.md)")
-    sp.add_argument("--grid-steps", type=step_counts, default="1,2,4",
+    sp.add_argument("--grid-steps", type=step_counts, default="1,2",
                     help="reflow: the few-step grids (step counts, comma-separated) whose levels --grid-share trains "
-                         "(default 1,2,4)")
+                         "(default 1,2: sigma_max and the 2-step level; 4 calls then use two untrained levels)")
     sp.add_argument("--distance", choices=DISTANCES, default="l2",
                     help="reflow: the loss of the backbone's output, squared error or pseudo-Huber (default l2)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
