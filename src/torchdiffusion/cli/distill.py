@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--lr", type=positive_float, default=1e-4)
     sp.add_argument("--seed", type=non_negative_int, default=0)
     sp.add_argument("--start-steps", type=positive_int(65_536), default=64,
-                    help="progressive: student steps of the first round (a power of 2; the teacher takes twice)")
+                    help="progressive: the teacher's steps in the first round (a power of 2; its student takes half, "
+                         "and each round halves again down to 1: 64 makes 6 rounds)")
     sp.add_argument("--levels", type=positive_int(100_000), default=18,
                     help="consistency: number of Karras noise levels of the teacher's Heun steps")
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,

@@ -42,7 +42,7 @@ class DistillOptions:
     batch_size: int = 128
     lr: float = 1e-4
     seed: int = 0
-    start_steps: int = 64              # progressive: student steps of the first round (its teacher takes 2x), halved to 1
+    start_steps: int = 64              # progressive: the first round's teacher steps (its student takes half)
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
