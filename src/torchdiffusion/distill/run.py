@@ -46,13 +46,13 @@ class DistillOptions:
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
-    pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (docs/fewstep.md: FID 7.1
-                                       # against Heun's 8.9 at 34 calls, both asked for 35, on the tuning teacher)
+    pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (better pairs than Heun's
+                                       # at the same calls; docs/fewstep.md)
     grid_share: float = 1.0            # reflow: share of each batch at the levels of the grid_steps grids
-    rollout: float = 1.0               # reflow: share of those (below sigma_max) at the student's own sampler state
-                                       # (docs/fewstep.md: 2-call FID 17.8 -> 16.0 at 30 CPU-min, tuning teacher)
-    grid_steps: str = "1,2"            # reflow: the few-step grids whose levels grid_share trains (docs/fewstep.md:
-                                       # 2-call FID 16.0 -> 15.0, 1-call 31.0 -> 25.4 against 1,2,4 at 30 CPU-min)
+    rollout: float = 1.0               # reflow: share of those (below sigma_max) at the student's own sampler state,
+                                       # so a later call learns to correct the earlier ones (docs/fewstep.md)
+    grid_steps: str = "1,2"            # reflow: the few-step grids whose levels grid_share trains (the 1- and 2-call
+                                       # students the issue asks for; docs/fewstep.md)
     distance: str = "l2"               # reflow: l2 | pseudo_huber of the backbone's output
     ckpt_every: int = 500
 
