@@ -64,6 +64,12 @@ class DistillOptions:
         keys = ("method", "batch_size", "lr", "seed") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
+    def grid_step_counts(self) -> tuple[int, ...]:
+        """grid_steps ("1,2") as step counts (1, 2); a malformed text is a ValueError."""
+        if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", self.grid_steps):
+            raise ValueError(f"grid_steps must be comma-separated step counts like '1,2,4', got {self.grid_steps!r}")
+        return tuple(int(n) for n in self.grid_steps.split(","))
+
 
 def student_config(teacher: RunConfig, method: str, steps: int) -> RunConfig:
     """The teacher's config with the student's process, prediction and sampler: progressive keeps the teacher's
@@ -87,9 +93,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
-    if options.distance not in DISTANCES or not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", options.grid_steps):
-        raise ValueError(f"distance must be l2 or pseudo_huber and grid_steps comma-separated step counts like "
-                         f"'1,2,4', got {options.distance!r} and {options.grid_steps!r}")
+    if options.distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {options.distance!r}")
+    options.grid_step_counts()  # malformed grid_steps: refused here, before the teacher is read
     if options.pair_sampler not in PAIR_SAMPLERS:
         raise ValueError(f"reflow pairs are an ODE map: pair_sampler must be one of {', '.join(PAIR_SAMPLERS)}, "
                          f"got {options.pair_sampler!r}")
@@ -144,7 +150,7 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
     z, x1, stored = _pairs(o, teacher, student, out, data)
     conditional = bool(stored) or data.captions is not None
     return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout, distance=o.distance,
-                           grid_steps=tuple(int(n) for n in o.grid_steps.split(",")),
+                           grid_steps=o.grid_step_counts(),
                            condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
                                                                stored["item"][i] if "item" in stored else i, g))
                            if conditional else None)
