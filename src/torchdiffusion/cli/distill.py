@@ -28,8 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "class labels, prompts, a super-resolution input or a control image condition "
                                     "the student as they did the teacher, and a latent teacher's student decodes with "
                                     "its autoencoder; sample the student with the teacher's flags (--prompt, "
-                                    "--class-label, --control, upscale --sr-run). An existing OUT is resumed from its "
-                                    "newest checkpoint with the same options.",
+                                    "--class-label, --control, upscale --sr-run). A teacher trained with "
+                                    "train.precision bf16 is distilled in bfloat16 autocast too, where the CPU has "
+                                    "native bfloat16. An existing OUT is resumed from its newest checkpoint with the "
+                                    "same options.",
                         epilog="example: torchdiffusion distill runs/toy2d --method consistency --max-cpu-minutes 5 "
                                "--out runs/toy2d-cd")
     sp.add_argument("teacher", help="the teacher: a run directory or a checkpoint file")

@@ -18,9 +18,10 @@ Draw = Callable[[int, torch.Generator], tuple[Tensor, dict[str, Tensor]]]
 def fit(distiller: Distiller, draw: Draw, optimizer: torch.optim.Optimizer, *, total: int, start: int = 0,
         batch_size: int = 256, generator: torch.Generator, grad_clip: float = 1.0,
         max_cpu_minutes: float | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None,
-        progress: bool = False) -> int:
+        progress: bool = False, bf16: bool = False) -> int:
     """Train from step `start` until `total` steps or the CPU budget; returns the step reached. Each step draws a
-    batch, takes the distiller's mean loss, clips the gradient norm and steps; a non-finite loss is an error."""
+    batch, takes the distiller's mean loss (under CPU bfloat16 autocast with bf16, as `train` does), clips the
+    gradient norm and steps; a non-finite loss is an error."""
     from tqdm.auto import tqdm
 
     cpu_deadline = time.process_time() + 60 * max_cpu_minutes if max_cpu_minutes else None
@@ -30,7 +31,8 @@ def fit(distiller: Distiller, draw: Draw, optimizer: torch.optim.Optimizer, *, t
         while step < total and (cpu_deadline is None or time.process_time() < cpu_deadline):
             x0, cond = draw(batch_size, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = distiller.loss(x0, generator, **cond).float().mean()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = distiller.loss(x0, generator, **cond).float().mean()
             if not math.isfinite(float(loss.detach())):
                 raise ValueError(f"distillation loss became {float(loss.detach())} at step {step + 1}; lower the learning "
                                  f"rate")

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
+from ..devices import bf16_supported
 from ..losses.consistency import DISTANCES
 from ..registry import SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
@@ -87,7 +88,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     """Distil the teacher run (its EMA weights) into `out` by options.method, resuming from out's newest checkpoint;
     returns the step reached, the checkpoint written and the student's sampler and steps. The teacher's conditioning
     (class labels, captions, a low-resolution input, a control image) is made from its data as `train` makes it and
-    passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`)."""
+    passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`). A teacher trained with
+    `train.precision: bf16` is distilled as it was trained: its pairs and the student's steps under bfloat16
+    autocast where the CPU has native bfloat16 kernels (`devices.bf16_supported`), fp32 elsewhere."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
@@ -111,7 +114,8 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     student, bcfg = t.build_student(cfg)
     student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     gen = torch.Generator().manual_seed(options.seed + 1)
-    distiller = _make(options, teacher, student, out, t.data)
+    bf16 = cfg.train.precision == "bf16" and bf16_supported(torch.device("cpu"))
+    distiller = _make(options, teacher, student, out, t.data, bf16)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     step = _resume(out, options, cfg, student, distiller, opt, gen, source)
     said = set(getattr(distiller, "snapshots", {}))
@@ -132,7 +136,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     if max_cpu_minutes:  # what is left of it; a tiny positive rest (not 0, which means "no budget") stops at once
         max_cpu_minutes = max(max_cpu_minutes - (time.process_time() - cpu_start) / 60, 1e-9)
     step = fit(distiller, t.data.draw, opt, total=options.max_steps, start=step, batch_size=options.batch_size,
-               generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step, progress=progress)
+               generator=gen, max_cpu_minutes=max_cpu_minutes, on_step=on_step, progress=progress, bf16=bf16)
     if step >= options.max_steps and isinstance(distiller, ProgressiveDistiller):
         distiller.finish()
         for n in set(distiller.snapshots) - said:
@@ -142,12 +146,12 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
             "steps": cfg.sample.steps}
 
 
-def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData) -> Any:
+def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool) -> Any:
     if o.method == "progressive":
         return ProgressiveDistiller(teacher, student, start_steps=o.start_steps)
     if o.method == "consistency":
         return ConsistencyDistiller(teacher, student, levels=o.levels)
-    z, x1, stored = _pairs(o, teacher, student, out, data)
+    z, x1, stored = _pairs(o, teacher, student, out, data, bf16)
     conditional = bool(stored) or data.captions is not None
     return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout, distance=o.distance,
                            grid_steps=o.grid_step_counts(),
@@ -161,7 +165,7 @@ PAIR_KEYS = ("z", "x1")
 BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "grid_steps": "1,2,4", "distance": "l2"}
 
 
-def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData
+def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool
            ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """The reflow pairs (z, x1) and their conditions, drawn once and kept in out. A conditional teacher's pairs are
     drawn at the conditions of random training items (so labels follow the data's label frequencies), the
@@ -195,7 +199,8 @@ def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teach
         cond = data.condition(item, data.data[item], g, drop=False)
         stored = {k: v for k, v in cond.items() if k not in ("context", "context_mask")}
         stored["item"] = item
-    x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, **cond).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the sampler's state stays float32
+        x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, **cond).float()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path), metadata=drawn)
     return z, x1, stored
