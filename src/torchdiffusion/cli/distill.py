@@ -16,7 +16,9 @@ def step_counts(text: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..distill.run import DEFAULT_METHOD, DISTANCES, METHODS, PAIR_SAMPLERS
+    from ..distill.run import DEFAULT_METHOD, DISTANCES, METHODS, PAIR_SAMPLERS, DistillOptions
+
+    d = DistillOptions()  # the defaults are the library's, stated once
 
     sp = sub.add_parser("distill", help="distil a trained run into a one- or two-step student",
                         description="Distil a teacher run (its EMA weights) into a student run directory that "
@@ -39,36 +41,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help=f"distillation method (default {DEFAULT_METHOD}: the lowest 2-evaluation error in "
                          f"docs/fewstep.md)")
     sp.add_argument("--out", type=out_dir, required=True, help="the student's run directory")
-    sp.add_argument("--max-steps", type=positive_int(10_000_000), default=2000,
+    sp.add_argument("--max-steps", type=positive_int(10_000_000), default=d.max_steps,
                     help="length of the schedule in optimizer steps (progressive rounds share it)")
     sp.add_argument("--max-cpu-minutes", type=budget, default=None,
                     help="stop (and checkpoint) after this much CPU time; rerun to resume")
-    sp.add_argument("--batch-size", type=positive_int(100_000), default=128)
-    sp.add_argument("--lr", type=positive_float, default=1e-4)
-    sp.add_argument("--seed", type=non_negative_int, default=0)
-    sp.add_argument("--start-steps", type=positive_int(65_536), default=64,
+    sp.add_argument("--batch-size", type=positive_int(100_000), default=d.batch_size)
+    sp.add_argument("--lr", type=positive_float, default=d.lr)
+    sp.add_argument("--seed", type=non_negative_int, default=d.seed)
+    sp.add_argument("--start-steps", type=positive_int(65_536), default=d.start_steps,
                     help="progressive: the teacher's steps in the first round (a power of 2; its student takes half, "
                          "and each round halves again down to 1: 64 makes 6 rounds)")
-    sp.add_argument("--levels", type=positive_int(100_000), default=18,
+    sp.add_argument("--levels", type=positive_int(100_000), default=d.levels,
                     help="consistency: number of Karras noise levels of the teacher's Heun steps")
-    sp.add_argument("--pairs", type=positive_int(10_000_000), default=4096,
-                    help="reflow: (noise, sample) pairs drawn by the teacher's ODE")
-    sp.add_argument("--pair-nfe", type=positive_int(10_000), default=35, help="reflow: teacher calls per pair")
-    sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default="unipc",
-                    help="reflow: the teacher's ODE sampler for its pairs (default unipc)")
-    sp.add_argument("--grid-share", type=unit_float, default=1.0,
+    sp.add_argument("--pairs", type=positive_int(10_000_000), default=d.pairs,
+                    help="reflow: (noise, sample) pairs drawn by the teacher's ODE (default %(default)s)")
+    sp.add_argument("--pair-nfe", type=positive_int(10_000), default=d.pair_nfe,
+                    help="reflow: teacher calls per pair (default %(default)s)")
+    sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default=d.pair_sampler,
+                    help="reflow: the teacher's ODE sampler for its pairs (default %(default)s)")
+    sp.add_argument("--grid-share", type=unit_float, default=d.grid_share,
                     help="reflow: share of each batch trained at the levels of the --grid-steps few-step grids "
-                         "(where the student is sampled), the rest at uniform times (default 1; docs/fewstep.md)")
-    sp.add_argument("--rollout", type=unit_float, default=1.0,
-                    help="reflow: share of the grid-level samples below sigma_max trained at the state the student's "
-                         "own few-step sampler reaches there, not on the pair's straight line (default 1; "
+                         "(where the student is sampled), the rest at uniform times (default %(default)s; "
                          "docs/fewstep.md)")
-    sp.add_argument("--grid-steps", type=step_counts, default="1,2",
+    sp.add_argument("--rollout", type=unit_float, default=d.rollout,
+                    help="reflow: share of the grid-level samples below sigma_max trained at the state the student's "
+                         "own few-step sampler reaches there, not on the pair's straight line (default "
+                         "%(default)s; docs/fewstep.md)")
+    sp.add_argument("--grid-steps", type=step_counts, default=d.grid_steps,
                     help="reflow: the few-step grids (step counts, comma-separated) whose levels --grid-share trains "
-                         "(default 1,2: sigma_max and the 2-step level; 4 calls then use two untrained levels)")
-    sp.add_argument("--distance", choices=DISTANCES, default="l2",
-                    help="reflow: the loss of the backbone's output, squared error or pseudo-Huber (default l2)")
-    sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=500)
+                         "(default %(default)s: sigma_max and the 2-step level; 4 calls then use two untrained levels)")
+    sp.add_argument("--distance", choices=DISTANCES, default=d.distance,
+                    help="reflow: the loss of the backbone's output, squared error or pseudo-Huber "
+                         "(default %(default)s)")
+    sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=d.ckpt_every)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(handler=run)
 

@@ -34,8 +34,8 @@ def fit(distiller: Distiller, draw: Draw, optimizer: torch.optim.Optimizer, *, t
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = distiller.loss(x0, generator, **cond).float().mean()
             if not math.isfinite(float(loss.detach())):
-                raise ValueError(f"distillation loss became {float(loss.detach())} at step {step + 1}; lower the learning "
-                                 f"rate")
+                raise ValueError(f"distillation loss became {float(loss.detach())} at step {step + 1}; lower the "
+                                 f"learning rate")
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
             optimizer.step()

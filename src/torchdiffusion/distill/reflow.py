@@ -51,8 +51,9 @@ def draw_reflow_pairs(teacher: Any, n: int, shape: tuple[int, ...], *, nfe: int,
 @torch.no_grad()
 def straightness(denoiser: Any, z: Tensor, *, steps: int = 200, t_max: float = 1 - 1e-3, **cond: Any) -> float:
     """S = int_0^1 E ||(y_1 - y_0) - dy/dt||^2 dt over the denoiser's ODE path in flow time (Liu et al. 2023, eq. 7),
-    from y_1 = z at t_max to t = 1e-4; 0 for a straight path. With y = (1 - t) x and sigma = t / (1 - t), dy/dt = (y - D(x, sigma)) / t;
-    integrated by Heun on a uniform t grid, the norm summed over coordinates and averaged over samples."""
+    from y_1 = z at t_max to t = 1e-4; 0 for a straight path. With y = (1 - t) x and sigma = t / (1 - t),
+    dy/dt = (y - D(x, sigma)) / t; integrated by Heun on a uniform t grid, the norm summed over coordinates and
+    averaged over samples."""
     t = torch.linspace(t_max, 1e-4, steps + 1, dtype=torch.float64).tolist()
 
     def velocity(y: Tensor, tt: float) -> Tensor:
