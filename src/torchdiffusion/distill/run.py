@@ -45,7 +45,8 @@ class DistillOptions:
     seed: int = 0
     start_steps: int = 64              # progressive: the first round's teacher steps (its student takes half)
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
-    pairs: int = 4096                  # reflow: (noise, sample) pairs drawn by the teacher
+    pairs: int = 8192                  # reflow: (noise, sample) pairs drawn by the teacher, out of the CPU budget;
+                                       # fewer are memorised (docs/fewstep.md)
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (better pairs than Heun's
                                        # at the same calls; docs/fewstep.md)
