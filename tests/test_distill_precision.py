@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from test_distill_cli import FLOW
+from torchdiffusion import devices
 from torchdiffusion.cli import main
 
 
@@ -35,7 +36,7 @@ def test_pairs_and_student_steps_follow_the_teachers_precision(runs, tmp_path, m
                                                                expect):
     import torchdiffusion.distill.run as run_mod
 
-    monkeypatch.setattr(run_mod, "bf16_supported", lambda device: native)
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: native)
     seen = {"pairs": [], "steps": []}
     real_pairs, real_loss = run_mod.reflow_pairs, run_mod.ReflowDistiller.loss
 
@@ -62,7 +63,7 @@ def test_a_bf16_students_weights_stay_float32_and_finite(runs, tmp_path, monkeyp
     import torchdiffusion.distill.run as run_mod
     from torchdiffusion.loading import load_run
 
-    monkeypatch.setattr(run_mod, "bf16_supported", lambda device: True)  # emulated where not native: still right
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: True)  # emulated where not native: still right
     opts = run_mod.DistillOptions(method=method, max_steps=4, batch_size=8, pairs=16, pair_nfe=2, start_steps=4)
     run_mod.distill(runs["bf16"], tmp_path / "rf", opts, progress=False)
     params = list(load_run(tmp_path / "rf").model.parameters())

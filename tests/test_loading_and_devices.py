@@ -9,7 +9,7 @@ import yaml
 import torchdiffusion as td
 from torchdiffusion.cli import main
 from torchdiffusion.config import load_config
-from torchdiffusion.devices import bf16_supported, resolve_device
+from torchdiffusion.devices import bf16_supported, resolve_device, uses_bf16
 from torchdiffusion.loading import load_run
 from torchdiffusion.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
@@ -60,7 +60,9 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda:0")
-    assert isinstance(bf16_supported(torch.device("cpu")), bool)
+    cpu = torch.device("cpu")
+    assert isinstance(bf16_supported(cpu), bool)
+    assert uses_bf16("bf16", cpu) == bf16_supported(cpu) and not uses_bf16("fp32", cpu)  # asked for and native
 
 
 def test_sample_on_a_bad_device_is_one_line_and_exit_2(tiny_run, capsys):

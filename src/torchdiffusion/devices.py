@@ -39,3 +39,9 @@ def bf16_supported(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run of `train.precision` computes under bfloat16 autocast on this device: asked for (bf16) and
+    native there (`bf16_supported`); float32 otherwise. `train` and `distill` both follow it."""
+    return precision == "bf16" and bf16_supported(device)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import ConfigError, RunConfig
-from ..devices import bf16_supported
+from ..devices import uses_bf16
 from ..losses.consistency import DISTANCES
 from ..registry import SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
@@ -46,7 +46,7 @@ class DistillOptions:
     start_steps: int = 64              # progressive: the first round's teacher steps (its student takes half)
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 8192                  # reflow: (noise, sample) pairs drawn by the teacher, out of the CPU budget;
-                                       # fewer are memorised (docs/fewstep.md)
+                                       # the students memorise a small set (docs/fewstep.md)
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (better pairs than Heun's
                                        # at the same calls; docs/fewstep.md)
@@ -91,7 +91,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     (class labels, captions, a low-resolution input, a control image) is made from its data as `train` makes it and
     passed to its steps, to reflow's pairs and to the student (`teacher.TeacherData`). A teacher trained with
     `train.precision: bf16` is distilled as it was trained: its pairs and the student's steps under bfloat16
-    autocast where the CPU has native bfloat16 kernels (`devices.bf16_supported`), fp32 elsewhere."""
+    autocast where the CPU has native bfloat16 kernels (`devices.uses_bf16`, as `train`), fp32 elsewhere."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
@@ -115,7 +115,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     student, bcfg = t.build_student(cfg)
     student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     gen = torch.Generator().manual_seed(options.seed + 1)
-    bf16 = cfg.train.precision == "bf16" and bf16_supported(torch.device("cpu"))
+    bf16 = uses_bf16(cfg.train.precision, torch.device("cpu"))
     distiller = _make(options, teacher, student, out, t.data, bf16)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     step = _resume(out, options, cfg, student, distiller, opt, gen, source)

@@ -19,7 +19,7 @@ import torch
 from ..build import build_model, token_model
 from ..config import ConfigError, RunConfig, is_discrete
 from ..model_denoiser import ModelDenoiser
-from ..devices import bf16_supported, resolve_device
+from ..devices import resolve_device, uses_bf16
 from ..data import IMAGE_TOKEN_SETS, load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
@@ -113,7 +113,7 @@ class Trainer:
             raise ConfigError("loss.importance_sampling: true is not supported with more than one process "
                               "(each rank would learn its own sampling table); set it to false")
         self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)  # shared by all ranks; drawn on the CPU
-        self.bf16 = tc.precision == "bf16" and bf16_supported(self.dist.device)
+        self.bf16 = uses_bf16(tc.precision, self.dist.device)
         self.step, self.epoch, self.pos = 0, 0, 0
         self.order = self._epoch_order(0)
         self.resumed_from: Path | None = None
