@@ -49,6 +49,7 @@ def parse_exit(argv):
     (["train", "mnist", "--out", ""], "empty string"),
     (["train", "mnist", "--set", "process.T=1000000"], "TORCHDIFFUSION_NO_LIMITS=1"),
     (["train", "mnist", "--set", "model.params.base_channels=100000"], "parameter count"),
+    (["train", "mnist", "--set", "model.params.base_channels=178956972"], "parameter count"),  # sizes overflow
     (["train", "mnist", "--set", "train.lr=1.0e400"], "finite"),
     (["demo", "--minutes", "inf"], "minutes > 0"),
 ])

@@ -389,8 +389,14 @@ def _validate_backbone(mc: ModelConfig) -> None:
     if limits_on():
         import torch
 
-        with torch.device("meta"):  # counts the parameters without allocating them
-            n = sum(p.numel() for p in BACKBONES[mc.backbone](bcfg).parameters())
+        try:
+            with torch.device("meta"):  # counts the parameters without allocating them
+                n = sum(p.numel() for p in BACKBONES[mc.backbone](bcfg).parameters())
+        except RuntimeError as e:  # a tensor size past int64: far past the bound, too
+            if "overflow" not in str(e):
+                raise
+            raise ConfigError(f"model.params ({mc.backbone}: parameter count): a weight too large for any tensor; "
+                              f"at most {MAX_BACKBONE_PARAMETERS} parameters are allowed") from None
         check_bound(f"model.params ({mc.backbone}: parameter count)", n, MAX_BACKBONE_PARAMETERS)
 
 
