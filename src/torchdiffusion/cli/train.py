@@ -31,6 +31,10 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
     p.add_argument("--restart", action="store_true",
                    help="start over at step 0: the run directory's checkpoints and logs are moved aside into "
                         "RUN/restarted-<time>/ (never deleted) instead of resumed")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start a new run from another run's EMA weights (a run directory's newest checkpoint, or a "
+                        "checkpoint file) with a fresh optimizer at step 0, e.g. kjv_bd3lm fine-tuned from a kjv_mdlm "
+                        "run; the model must have the same backbone and size. Ignored when the run resumes")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -49,5 +53,6 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if cfg.autoencoder:  # latent diffusion: the same loop on the autoencoder's scaled latents
         from ..latent import LatentTrainer as trainer_class
     result = train(cfg, out, max_steps=a.max_steps, max_minutes=a.max_minutes, max_cpu_minutes=a.max_cpu_minutes,
-                   progress=not a.no_progress, device=a.device, restart=a.restart, trainer_class=trainer_class)
+                   progress=not a.no_progress, device=a.device, restart=a.restart, trainer_class=trainer_class,
+                   init_from=a.init_from)
     return {"run_dir": str(out), **result}

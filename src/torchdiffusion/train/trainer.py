@@ -24,7 +24,8 @@ from ..data import IMAGE_TOKEN_SETS, load_dataset, save_image_tiles
 from ..generate import generate
 from ..losses import ImportanceSampler, couple, hybrid_loss, sample_t
 from ..registry import LOSSES
-from .checkpoint import CheckpointError, checkpoint_path, file_signature, first_line, optimizer_to_flat, save_and_prune
+from .checkpoint import (CheckpointError, checkpoint_path, file_signature, first_line, optimizer_to_flat,
+                         read_checkpoint, save_and_prune)
 from .distributed import Dist, full_tensors, split_batch, wrap_backbone
 from .ema import ema_decay_at, make_ema, update_ema, update_ema_from
 from .resume import config_diffs, newest_to_resume, refuse_changed, restore_optimizer, with_prefix
@@ -59,11 +60,12 @@ class Trainer:
         return x
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, quiet: bool = False,
-                 device: str | torch.device = "auto", restart: bool = False):
+                 device: str | torch.device = "auto", restart: bool = False, init_from: str | Path | None = None):
         """Build the run and resume it from run_dir's newest checkpoint, holding the directory's lock.
 
         restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts at step 0;
-        without it, checkpoints that cannot be read are a CheckpointError, never a silent fresh start.
+        without it, checkpoints that cannot be read are a CheckpointError, never a silent fresh start. init_from (a
+        checkpoint or run directory) gives a run that starts at step 0 that run's EMA weights, as model and EMA.
         """
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         # the step a curriculum (iCT's levels) ends at: run(max_steps=N) sets it to N, otherwise train.max_steps;
@@ -125,6 +127,11 @@ class Trainer:
         try:
             self.files.prepare(restart)
             saved = self._resume_if_possible()  # weights before sharding; optimizer state after
+            self.init_from = saved[1].get("init_from") if saved is not None else None
+            if init_from is not None and saved is None:
+                self._init_weights(Path(init_from))
+            elif init_from is not None:
+                self._say(f"resuming at step {self.step}: --init-from applies only to a run's first start")
             self.net = wrap_backbone(self.model.backbone, self.dist, tc.parallel)
             self.fsdp = self.dist.active and tc.parallel == "fsdp"
             self.train_model = self.model if self.net is self.model.backbone else token_model(
@@ -245,6 +252,8 @@ class Trainer:
                 "step": self.step, "epoch": self.epoch, "pos": self.pos, "optimizer": opt_meta,
                 "world_size": self.dist.world, "rng_python": rngs[0]["python"], "rng_numpy": rngs[0]["numpy"],
                 "rng_ranks": rngs[1:]}
+        if self.init_from is not None:
+            meta["init_from"] = self.init_from
         return tensors, meta
 
     def save(self) -> Path:
@@ -298,6 +307,20 @@ class Trainer:
         self._say(f"resuming from {path} (step {self.step})"
                   + (f"; saved by {was} processes, now {self.dist.world}" if was != self.dist.world else ""))
         return tensors, meta
+
+    def _init_weights(self, source: Path) -> None:
+        """Start from another run's EMA weights (a fine-tune: BD3-LM from an MDLM run, Arriola et al. 2025 sec. 5);
+        the optimizer, step and data order start fresh."""
+        ckpt, tensors, meta = read_checkpoint(source)
+        weights = with_prefix(tensors, "ema.")
+        try:
+            self.model.backbone.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"--init-from {ckpt}: its weights do not fit this config's model "
+                                  f"({first_line(e)}); give a run of the same backbone and size") from None
+        self.ema.backbone.load_state_dict(weights)
+        self.init_from = {"path": str(ckpt), "step": meta.get("step")}
+        self._say(f"starting from the EMA weights of {ckpt} (step {meta.get('step')})")
 
     def close(self) -> None:
         """Release the run directory's lock; run() does so when it ends, and a Trainer never run should call it."""
@@ -468,14 +491,14 @@ def check_tokens(data: Tensor, cfg: RunConfig, backbone_cfg: Any) -> None:
 def train(cfg: RunConfig, run_dir: str | Path, *, max_steps: int | None = None, max_minutes: float | None = None,
           max_cpu_minutes: float | None = None, progress: bool = True,
           device: str | torch.device = "auto", restart: bool = False,
-          trainer_class: type[Trainer] = Trainer) -> dict[str, Any]:
+          trainer_class: type[Trainer] = Trainer, init_from: str | Path | None = None) -> dict[str, Any]:
     """Train (or resume) a run in run_dir; returns the final step, checkpoint path and seconds.
 
     restart=True moves an existing run's files aside into run_dir/restarted-<UTC time>/ and starts from step 0.
     Under torchrun every process calls this; the process group is left when it returns. trainer_class: a Trainer
     subclass (latent.LatentTrainer for a config that names an autoencoder).
     """
-    trainer = trainer_class(cfg, run_dir, progress=progress, device=device, restart=restart)
+    trainer = trainer_class(cfg, run_dir, progress=progress, device=device, restart=restart, init_from=init_from)
     try:
         return trainer.run(max_steps=max_steps, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
