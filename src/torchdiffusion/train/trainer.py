@@ -309,8 +309,8 @@ class Trainer:
         return tensors, meta
 
     def _init_weights(self, source: Path) -> None:
-        """Start from another run's EMA weights (a fine-tune: BD3-LM from an MDLM run, Arriola et al. 2025 sec. 5);
-        the optimizer, step and data order start fresh."""
+        """Start from another run's EMA weights (a fine-tune, as Arriola et al. 2025 train BD3-LM: 150K steps from an
+        850K-step MDLM); the optimizer, step and data order start fresh."""
         ckpt, tensors, meta = read_checkpoint(source)
         weights = with_prefix(tensors, "ema.")
         try:
