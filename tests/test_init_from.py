@@ -8,14 +8,14 @@ import yaml
 from torchdiffusion.cli import main
 from torchdiffusion.config import load_config
 from torchdiffusion.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from torchdiffusion.train.resume import with_prefix
 from torchdiffusion.train.trainer import Trainer
 
 from test_train_cli import TINY, tiny_config  # noqa: F401 (the fixture)
 
 
 def ema_of(run):
-    tensors, _ = load_checkpoint(list_checkpoints(run)[-1])
-    return {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return with_prefix(load_checkpoint(list_checkpoints(run)[-1])[0], "ema.")
 
 
 def test_a_new_run_starts_from_the_source_runs_ema_weights_and_resumes_from_its_own(tiny_config, tmp_path):
