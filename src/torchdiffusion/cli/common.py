@@ -114,6 +114,14 @@ def unit_float(text: str) -> float:
     return value
 
 
+def dropout_rate(text: str) -> float:
+    """An argparse type: a finite number in [0, 1) (a dropout probability; 1 would drop everything)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def add_side_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """--set, --max-cpu-minutes, --max-steps, --out, --restart, --no-progress: the flags of a resumable training run
     beside `train` (train-autoencoder, train-controlnet). set_example: one KEY=VALUE for --set's help."""

@@ -7,7 +7,7 @@ import copy
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..config import ConfigError, RunConfig
 from ..devices import uses_bf16
 from ..losses.consistency import DISTANCES
-from ..registry import SAMPLERS
+from ..registry import BACKBONES, SAMPLERS
 from ..train.checkpoint import Newest, checkpoint_path, optimizer_to_flat, save_and_prune, save_checkpoint
 from ..train.resume import config_diffs, newest_to_resume, restore_optimizer, with_prefix
 from .consistency import ConsistencyDistiller
@@ -56,6 +56,7 @@ class DistillOptions:
     grid_steps: str = "1,2"            # reflow: the few-step grids whose levels grid_share trains (the 1- and 2-call
                                        # students the issue asks for; docs/fewstep.md)
     distance: str = "l2"               # reflow: l2 | pseudo_huber of the backbone's output
+    dropout: float = 0.0               # the student's backbone dropout while it trains (a U-Net's ResBlocks)
     ckpt_every: int = 500
 
     def fixed(self) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class DistillOptions:
         others may be resumed with more steps, as `train` may)."""
         own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",),
                "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout", "grid_steps", "distance")}
-        keys = ("method", "batch_size", "lr", "seed") + own[self.method]
+        keys = ("method", "batch_size", "lr", "seed", "dropout") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
     def grid_step_counts(self) -> tuple[int, ...]:
@@ -73,10 +74,17 @@ class DistillOptions:
         return tuple(int(n) for n in self.grid_steps.split(","))
 
 
-def student_config(teacher: RunConfig, method: str, steps: int) -> RunConfig:
+def student_config(teacher: RunConfig, method: str, steps: int, dropout: float = 0.0) -> RunConfig:
     """The teacher's config with the student's process, prediction and sampler: progressive keeps the teacher's
-    parameterisation; consistency takes the boundary one; reflow keeps the teacher's too (it starts as the teacher)."""
+    parameterisation; consistency takes the boundary one; reflow keeps the teacher's too (it starts as the teacher).
+    dropout is the student backbone's, whatever the teacher's was (no weights of its own, so the teacher's still
+    load; off when sampled); dropout > 0 on a backbone without dropout layers is a ValueError."""
     cfg = copy.deepcopy(teacher)
+    if "dropout" in {f.name for f in fields(BACKBONES.lookup(cfg.model.backbone).config_class)}:
+        cfg.model.params = {**cfg.model.params, "dropout": dropout}
+    elif dropout:
+        raise ValueError(f"dropout needs a backbone with dropout layers (unet); the teacher's {cfg.model.backbone!r} "
+                         f"has none")
     if method == "consistency":
         cfg.model.prediction = "consistency"
     cfg.sample.sampler = "consistency" if method == "consistency" else "ddim_fewstep"
@@ -97,6 +105,8 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
+    if not 0 <= options.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {options.dropout}")
     if options.distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {options.distance!r}")
     options.grid_step_counts()  # malformed grid_steps: refused here, before the teacher is read
@@ -111,7 +121,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
         p.requires_grad_(False)
     source = {"teacher": str(teacher_path), "teacher_fingerprint": fingerprint(teacher)}
     torch.manual_seed(options.seed)
-    cfg = student_config(tcfg, options.method, SAMPLE_STEPS[options.method])
+    cfg = student_config(tcfg, options.method, SAMPLE_STEPS[options.method], options.dropout)
     student, bcfg = t.build_student(cfg)
     student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     gen = torch.Generator().manual_seed(options.seed + 1)
@@ -163,7 +173,8 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
 
 PAIR_KEYS = ("z", "x1")
 # what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times on straight lines
-BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "grid_steps": "1,2,4", "distance": "l2"}
+BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "grid_steps": "1,2,4", "distance": "l2",
+                 "dropout": 0.0}
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool
