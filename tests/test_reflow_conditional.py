@@ -90,3 +90,12 @@ def test_pairs_are_drawn_by_the_sampler_asked_for():
     z, x1, y = draw("unipc")
     assert torch.allclose(x1, reflow_pairs(teacher(), z, method="unipc", nfe=4, class_labels=y).float(), atol=1e-6)
     assert not torch.allclose(x1, draw("heun")[1], atol=1e-3)  # 4 calls: the two samplers' maps differ
+
+
+def test_pairs_do_not_depend_on_the_batch_they_are_drawn_in():
+    """Each noise keeps its own label across batch boundaries: 300 pairs in batches of 7 (the last one short) are
+    the pairs of one batch."""
+    z, y = torch.randn(300, 2, generator=torch.Generator().manual_seed(4)), torch.arange(300) % 3
+    whole = reflow_pairs(teacher(), z, method="unipc", nfe=4, batch_size=300, class_labels=y)
+    assert torch.allclose(reflow_pairs(teacher(), z, method="unipc", nfe=4, batch_size=7, class_labels=y), whole,
+                          atol=1e-10)
