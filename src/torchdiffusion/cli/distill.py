@@ -55,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="consistency: number of Karras noise levels of the teacher's Heun steps")
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=d.pairs,
                     help="reflow: (noise, sample) pairs drawn by the teacher's ODE, before training and out of "
-                         "--max-cpu-minutes (default %(default)s; for fashion_mnist.yaml 13-19 CPU-minutes with native "
-                         "bf16 on the benchmark's 2-core EPYC, 22 in float32: docs/fewstep.md)")
+                         "--max-cpu-minutes (default %(default)s; for fashion_mnist.yaml about 14 CPU-minutes with "
+                         "native bf16 on the benchmark's 2-core EPYC: docs/fewstep.md)")
     sp.add_argument("--pair-nfe", type=positive_int(10_000), default=d.pair_nfe,
                     help="reflow: teacher calls per pair (default %(default)s)")
     sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default=d.pair_sampler,
