@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .conditioning import GuidanceRecipe
 from .denoiser import CountingDenoiser, check_nan_policy
 from .model_denoiser import ModelDenoiser
+from .nn.mode import evaluating
 from .sampling import METHODS, check_options, sample
 from .sampling.common import check_count
 
@@ -73,9 +74,7 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(METHODS)}")
     options = check_options(sampler, options)  # before `steps` is turned into a budget by the options' cost
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):  # a refused denoiser output must not leave a training model in eval mode
         gens = sample_generators(seed, num)
         x = start_noise(model, shape, num, seed, generators=gens).to(device)
         out, calls = [], 0
@@ -91,6 +90,4 @@ def generate(model: ModelDenoiser, shape: tuple[int, ...], num: int, *, sampler:
             out.append(sample(counted, x[i:i + batch_size], method=sampler, nfe=nfe,
                               generator=gens[i:i + batch_size], nan=nan, callback=callback, **options).cpu())
             calls = counted.calls
-    finally:  # a refused denoiser output must not leave a training model in eval mode
-        model.train(was_training)
     return torch.cat(out), calls

@@ -12,6 +12,7 @@ from ..denoiser import Conditioned, describe
 from ..losses.consistency import DISTANCES, pseudo_huber_of
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
+from ..nn.mode import evaluating
 from ..sampling import sample
 from ..sampling.grids import fewstep
 from ..train.ema import ema_decay_at, make_ema, update_ema
@@ -188,14 +189,12 @@ class ReflowDistiller:
         sigma_max z by the student's own calls at the levels before it."""
         path, pos = self.grid_path[level].to(z.device), self.grid_pos[level]
         x = path[:, 0].to(z.dtype).view(-1, *[1] * (z.ndim - 1)) * z
-        training = self.student.training
-        self.student.eval()  # the sampler's own calls: without the student's dropout
-        for k in range(int(pos.max())):
-            a = (pos > k).to(z.device)  # the samples whose level lies beyond grid position k
-            s, s_next = path[a, k], path[a, k + 1]
-            d = self.student(x[a], s, **{key: v[a] for key, v in cond.items()}).to(x.dtype)
-            x[a] = d + (s_next / s).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * (x[a] - d)
-        self.student.train(training)
+        with evaluating(self.student):  # the sampler's own calls: without the student's dropout
+            for k in range(int(pos.max())):
+                a = (pos > k).to(z.device)  # the samples whose level lies beyond grid position k
+                s, s_next = path[a, k], path[a, k + 1]
+                d = self.student(x[a], s, **{key: v[a] for key, v in cond.items()}).to(x.dtype)
+                x[a] = d + (s_next / s).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * (x[a] - d)
         return x
 
     def after_step(self, step: int, total: int) -> None:
