@@ -114,8 +114,9 @@ def unit_float(text: str) -> float:
     return value
 
 
-def dropout_rate(text: str) -> float:
-    """An argparse type: a finite number in [0, 1) (a dropout probability; 1 would drop everything)."""
+def below_one(text: str) -> float:
+    """An argparse type: a finite number in [0, 1) (a dropout probability, a share of an angle: 1 would drop or
+    turn everything)."""
     value = finite_float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")

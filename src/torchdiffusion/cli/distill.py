@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import budget, dropout_rate, non_negative_int, out_dir, positive_float, positive_int, unit_float
+from .common import below_one, budget, non_negative_int, out_dir, positive_float, positive_int, unit_float
 
 
 def step_counts(text: str) -> str:
@@ -75,7 +75,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--distance", choices=DISTANCES, default=d.distance,
                     help="reflow: the loss of the backbone's output, squared error or pseudo-Huber "
                          "(default %(default)s)")
-    sp.add_argument("--dropout", type=dropout_rate, default=d.dropout,
+    sp.add_argument("--conic", type=below_one, default=d.conic,
+                    help="reflow: each pair's noise turned towards fresh noise by this share of their angle (slerp) "
+                         "every time it is drawn, with the same sample: conic reflow's cone of noises around a pair "
+                         "(Kim et al. 2025), against the memorising of few pairs (default %(default)s: off)")
+    sp.add_argument("--dropout", type=below_one, default=d.dropout,
                     help="the student's backbone dropout while it trains, in [0, 1), whatever the teacher's was "
                          "(a U-Net's; off when sampled; default %(default)s)")
     sp.add_argument("--ckpt-every", type=positive_int(10_000_000), default=d.ckpt_every)
@@ -89,6 +93,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                        start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
                        pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout,
-                       grid_steps=a.grid_steps, distance=a.distance, dropout=a.dropout, ckpt_every=a.ckpt_every)
+                       grid_steps=a.grid_steps, distance=a.distance, conic=a.conic,
+                       dropout=a.dropout, ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)
     return {"run_dir": str(a.out), **result}

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..denoiser import Conditioned, describe
+from ..inverse.editing import slerp
 from ..losses.consistency import DISTANCES, pseudo_huber_of
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
@@ -116,7 +117,13 @@ class ReflowDistiller:
     the calls before it, where the straight line assumes they made none. Its calls run without gradients.
 
     distance "pseudo_huber" replaces the squared error of the backbone's output by sqrt(||.||^2 + c^2) - c with
-    iCT's c = 0.00054 sqrt(d) (Song & Dhariwal 2023; Lee et al. 2024 for 2-rectified flow)."""
+    iCT's c = 0.00054 sqrt(d) (Song & Dhariwal 2023; Lee et al. 2024 for 2-rectified flow).
+
+    conic > 0 replaces each drawn pair's noise z by slerp(z, eps, conic), eps fresh N(0, I) noise, with the same x1:
+    conic reflow's perturbation of a pair's noise within a cone around it (Kim et al. 2025, "Balanced Conic
+    Rectified Flow", who apply it to the inverted noises of real images; here to the teacher's pairs), so that a few
+    pairs supervise a neighbourhood of noises rather than a set of points to memorise. Two independent N(0, I) rows
+    are nearly orthogonal, so the turned noise is N(0, I) too, in high dimension."""
 
     sampler = "ddim_fewstep"
 
@@ -125,7 +132,7 @@ class ReflowDistiller:
                  null_label: int | None = None, cond_drop: float = 0.0,
                  condition: Callable[[Tensor, torch.Generator], dict[str, Tensor]] | None = None,
                  grid_share: float = 0.0, grid_steps: tuple[int, ...] = (1, 2, 4), rollout: float = 0.0,
-                 distance: str = "l2"):
+                 distance: str = "l2", conic: float = 0.0):
         self.z, self.x1 = pairs
         if self.z.shape != self.x1.shape:
             raise ValueError(f"reflow pairs must have one shape, got {tuple(self.z.shape)}, {tuple(self.x1.shape)}")
@@ -141,10 +148,12 @@ class ReflowDistiller:
             raise ValueError(f"grid_share must be in [0, 1], got {grid_share}")
         if not 0 <= rollout <= 1:
             raise ValueError(f"rollout must be in [0, 1], got {rollout}")
+        if not 0 <= conic < 1:
+            raise ValueError(f"conic must be in [0, 1), got {conic}")
         if distance not in DISTANCES or not grid_steps or min(grid_steps) < 1:
             raise ValueError(f"distance must be l2 or pseudo_huber and grid_steps positive step counts, got "
                              f"{distance!r}, {grid_steps}")
-        self.distance = distance
+        self.distance, self.conic = distance, conic
         self.student, self.steps, self.t_sampling = student, steps, t_sampling
         times, self.grid_pos, self.grid_path = grid_paths(student, grid_steps)
         self.grid_share, self.grid_t, self.rollout = grid_share, times if grid_share else None, rollout
@@ -169,6 +178,8 @@ class ReflowDistiller:
         elif self.condition is not None:
             pair_cond = {k: v.to(x0.device) for k, v in self.condition(i, generator).items()}
         z, x1 = self.z[i].to(x0.device), self.x1[i].to(x0.device)
+        if self.conic:  # each pair's noise turned towards fresh noise: a cone of noises around z, all mapped to x1
+            z = slerp(z, torch.randn(z.shape, generator=generator).to(z), self.conic)
         if self.rollout and level is not None:
             roll = on_grid & (self.grid_pos[level] > 0) & (torch.rand(B, generator=generator) < self.rollout)
             if bool(roll.any()):  # the eps that puts x1 at the rolled-out state: x_t = alpha (x1 + sigma_ve eps)

@@ -56,6 +56,7 @@ class DistillOptions:
     grid_steps: str = "1,2"            # reflow: the few-step grids whose levels grid_share trains (the 1- and 2-call
                                        # students the issue asks for; docs/fewstep.md)
     distance: str = "l2"               # reflow: l2 | pseudo_huber of the backbone's output
+    conic: float = 0.0                 # reflow: share of the angle each pair's noise turns towards fresh noise
     dropout: float = 0.0               # the student's backbone dropout while it trains (a U-Net's ResBlocks)
     ckpt_every: int = 500
 
@@ -63,7 +64,8 @@ class DistillOptions:
         """The options a resumed run must repeat: its method's own, and max_steps for progressive's rounds (the
         others may be resumed with more steps, as `train` may)."""
         own = {"progressive": ("max_steps", "start_steps"), "consistency": ("levels",),
-               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout", "grid_steps", "distance")}
+               "reflow": ("pairs", "pair_nfe", "pair_sampler", "grid_share", "rollout", "grid_steps", "distance",
+                          "conic")}
         keys = ("method", "batch_size", "lr", "seed", "dropout") + own[self.method]
         return {k: getattr(self, k) for k in keys}
 
@@ -105,8 +107,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
-    if not 0 <= options.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {options.dropout}")
+    for name in ("dropout", "conic"):
+        if not 0 <= getattr(options, name) < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(options, name)}")
     if options.distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {options.distance!r}")
     options.grid_step_counts()  # malformed grid_steps: refused here, before the teacher is read
@@ -165,7 +168,7 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
     z, x1, stored = _pairs(o, teacher, student, out, data, bf16)
     conditional = bool(stored) or data.captions is not None
     return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout, distance=o.distance,
-                           grid_steps=o.grid_step_counts(),
+                           grid_steps=o.grid_step_counts(), conic=o.conic,
                            condition=(lambda i, g: data.redrop({k: v[i] for k, v in stored.items() if k != "item"},
                                                                stored["item"][i] if "item" in stored else i, g))
                            if conditional else None)
@@ -174,7 +177,7 @@ def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teache
 PAIR_KEYS = ("z", "x1")
 # what a run saved before an option existed did: reflow drew Heun pairs and trained at uniform times on straight lines
 BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "grid_steps": "1,2,4", "distance": "l2",
-                 "dropout": 0.0}
+                 "dropout": 0.0, "conic": 0.0}
 
 
 def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool
