@@ -14,6 +14,7 @@ from ..losses.consistency import DISTANCES, pseudo_huber_of
 from ..losses.denoising import diffusion_loss, sample_t
 from ..model_denoiser import ModelDenoiser
 from ..nn.mode import evaluating
+from ..rng import randn
 from ..sampling import sample
 from ..sampling.grids import fewstep
 from ..train.ema import ema_decay_at, make_ema, update_ema
@@ -179,7 +180,7 @@ class ReflowDistiller:
             pair_cond = {k: v.to(x0.device) for k, v in self.condition(i, generator).items()}
         z, x1 = self.z[i].to(x0.device), self.x1[i].to(x0.device)
         if self.conic:  # each pair's noise turned towards fresh noise: a cone of noises around z, all mapped to x1
-            z = slerp(z, torch.randn(z.shape, generator=generator).to(z), self.conic)
+            z = slerp(z, randn(tuple(z.shape), generator, dtype=z.dtype, device=z.device), self.conic)
         if self.rollout and level is not None:
             roll = on_grid & (self.grid_pos[level] > 0) & (torch.rand(B, generator=generator) < self.rollout)
             if bool(roll.any()):  # the eps that puts x1 at the rolled-out state: x_t = alpha (x1 + sigma_ve eps)
