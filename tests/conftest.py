@@ -36,3 +36,18 @@ def tiny_run(tmp_path_factory):
     cfg.write_text(yaml.safe_dump(TINY))
     train(load_config(cfg), out / "run", max_steps=2, progress=False, device="cpu")
     return out / "run"
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    """A run directory of test_distill_cli.FLOW (a 2-D flow-matching MLP, OT coupling) trained for 10 steps."""
+    import yaml
+
+    from test_distill_cli import FLOW
+    from torchdiffusion.cli import main
+
+    out = tmp_path_factory.mktemp("flow")
+    (out / "flow.yaml").write_text(yaml.safe_dump(FLOW))
+    assert main(["train", str(out / "flow.yaml"), "--out", str(out / "run"), "--max-steps", "10",
+                 "--no-progress"]) == 0
+    return out / "run"

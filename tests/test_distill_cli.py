@@ -25,15 +25,6 @@ def last_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flow")
-    (out / "flow.yaml").write_text(yaml.safe_dump(FLOW))
-    assert main(["train", str(out / "flow.yaml"), "--out", str(out / "run"), "--max-steps", "10",
-                 "--no-progress"]) == 0
-    return out / "run"
-
-
 def test_a_flow_matching_run_samples_with_ode_samplers(flow_run, capsys, tmp_path):
     capsys.readouterr()
     for sampler, steps in [("heun", "4"), ("dpmpp_2m", "5"), ("ipndm", "5")]:

@@ -57,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="reflow: (noise, sample) pairs drawn by the teacher's ODE, before training and out of "
                          "--max-cpu-minutes (default %(default)s; for fashion_mnist.yaml about 14 CPU-minutes with "
                          "native bf16 on the benchmark's 2-core EPYC: docs/fewstep.md)")
+    sp.add_argument("--pair-share", type=unit_float, default=d.pair_share,
+                    help="reflow, with --max-cpu-minutes: the pairs stop at this share of the budget, fewer than "
+                         "--pairs on a slower CPU, so that training keeps the rest (default %(default)s; "
+                         "docs/fewstep.md)")
     sp.add_argument("--pair-nfe", type=positive_int(10_000), default=d.pair_nfe,
                     help="reflow: teacher calls per pair (default %(default)s)")
     sp.add_argument("--pair-sampler", choices=PAIR_SAMPLERS, default=d.pair_sampler,
@@ -91,8 +95,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     from ..distill.run import DistillOptions, distill
 
     o = DistillOptions(method=a.method, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                       start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_nfe=a.pair_nfe,
-                       pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout,
+                       start_steps=a.start_steps, levels=a.levels, pairs=a.pairs, pair_share=a.pair_share,
+                       pair_nfe=a.pair_nfe, pair_sampler=a.pair_sampler, grid_share=a.grid_share, rollout=a.rollout,
                        grid_steps=a.grid_steps, distance=a.distance, conic=a.conic,
                        dropout=a.dropout, ckpt_every=a.ckpt_every)
     result = distill(a.teacher, Path(a.out), o, max_cpu_minutes=a.max_cpu_minutes, progress=not a.no_progress)

@@ -4,6 +4,7 @@ steps suffice; and the straightness of a denoiser's paths (Liu et al. 2023, eq. 
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import torch
@@ -24,15 +25,20 @@ Tensor = torch.Tensor
 
 @torch.no_grad()
 def reflow_pairs(teacher: Any, z: Tensor, *, method: str = "heun", nfe: int = 63, batch_size: int = 128,
-                 **cond: Any) -> Tensor:
+                 max_cpu_seconds: float | None = None, **cond: Any) -> Tensor:
     """x1 = the teacher's ODE map of the flow noise z (B, ...): started at its sigma_max from sigma_max * z (its
     prior N(0, sigma_max^2) in VE coordinates), so (z, x1) is a deterministic coupling of noise and data. cond holds
     per-pair model kwargs (class_labels (B,)), bound to the teacher batch by batch. The batch stays small because
     an image U-Net's activations for larger ones outgrow glibc's mmap threshold, and are then mapped, page-faulted
-    and unmapped afresh on every call (system time, docs/fewstep.md)."""
+    and unmapped afresh on every call (system time, docs/fewstep.md). With max_cpu_seconds, batches stop once this
+    process has spent that much CPU time here (at least one is drawn): x1 is then the map of a prefix of z."""
     s_max = describe(teacher).sigma_max
-    out = [sample(Conditioned(teacher, **{k: v[i:i + batch_size] for k, v in cond.items()}),
-                  s_max * z[i:i + batch_size], method=method, nfe=nfe) for i in range(0, len(z), batch_size)]
+    start, out = time.process_time(), []
+    for i in range(0, len(z), batch_size):
+        if out and max_cpu_seconds is not None and time.process_time() - start >= max_cpu_seconds:
+            break
+        out.append(sample(Conditioned(teacher, **{k: v[i:i + batch_size] for k, v in cond.items()}),
+                          s_max * z[i:i + batch_size], method=method, nfe=nfe))
     return torch.cat(out)
 
 

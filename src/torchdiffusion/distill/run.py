@@ -47,6 +47,8 @@ class DistillOptions:
     levels: int = 18                   # consistency: Karras levels of the teacher's Heun steps
     pairs: int = 8192                  # reflow: (noise, sample) pairs drawn by the teacher, out of the CPU budget;
                                        # the students memorise a small set (docs/fewstep.md)
+    pair_share: float = 1.0            # reflow: with a CPU budget, the pairs stop at this share of it (fewer than
+                                       # `pairs` on a slower CPU), so training keeps the rest (docs/fewstep.md)
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (better pairs than Heun's
                                        # at the same calls; docs/fewstep.md)
@@ -104,7 +106,7 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     autocast where the CPU has native bfloat16 kernels (`devices.uses_bf16`, as `train`), fp32 elsewhere."""
     if options.method not in METHODS:
         raise ValueError(f"unknown distillation method {options.method!r}; choose one of {', '.join(METHODS)}")
-    for name in ("grid_share", "rollout"):  # checked before reflow's pairs are drawn
+    for name in ("grid_share", "rollout", "pair_share"):  # checked before reflow's pairs are drawn
         if not 0 <= getattr(options, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(options, name)}")
     for name in ("dropout", "conic"):
@@ -129,7 +131,9 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
     student.backbone.load_state_dict(teacher.backbone.state_dict())  # the student starts as the teacher
     gen = torch.Generator().manual_seed(options.seed + 1)
     bf16 = uses_bf16(cfg.train.precision, torch.device("cpu"))
-    distiller = _make(options, teacher, student, out, t.data, bf16)
+    pair_seconds = None if not max_cpu_minutes else \
+        options.pair_share * max_cpu_minutes * 60 - (time.process_time() - cpu_start)  # of this command's budget
+    distiller = _make(options, teacher, student, out, t.data, bf16, pair_seconds)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     step = _resume(out, options, cfg, student, distiller, opt, gen, source)
     said = set(getattr(distiller, "snapshots", {}))
@@ -156,16 +160,18 @@ def distill(teacher_path: str | Path, out: str | Path, options: DistillOptions, 
         for n in set(distiller.snapshots) - said:
             _save_snapshot(out, cfg, bcfg, distiller, n, step, keep)
     path = _save(out, cfg, bcfg, student, distiller, opt, gen, step, options, source, keep)
+    pairs = {"pairs": len(distiller.z)} if isinstance(distiller, ReflowDistiller) else {}  # drawn within the share
     return {"step": step, "checkpoint": str(path), "method": options.method, "sampler": cfg.sample.sampler,
-            "steps": cfg.sample.steps}
+            "steps": cfg.sample.steps, **pairs}
 
 
-def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool) -> Any:
+def _make(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool,
+          pair_seconds: float | None) -> Any:
     if o.method == "progressive":
         return ProgressiveDistiller(teacher, student, start_steps=o.start_steps)
     if o.method == "consistency":
         return ConsistencyDistiller(teacher, student, levels=o.levels)
-    z, x1, stored = _pairs(o, teacher, student, out, data, bf16)
+    z, x1, stored = _pairs(o, teacher, student, out, data, bf16, pair_seconds)
     conditional = bool(stored) or data.captions is not None
     return ReflowDistiller((z, x1), student, grid_share=o.grid_share, rollout=o.rollout, distance=o.distance,
                            grid_steps=o.grid_step_counts(), conic=o.conic,
@@ -180,12 +186,13 @@ BEFORE_OPTION = {"grid_share": 0.0, "pair_sampler": "heun", "rollout": 0.0, "gri
                  "dropout": 0.0, "conic": 0.0}
 
 
-def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool
-           ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: TeacherData, bf16: bool,
+           pair_seconds: float | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """The reflow pairs (z, x1) and their conditions, drawn once and kept in out. A conditional teacher's pairs are
     drawn at the conditions of random training items (so labels follow the data's label frequencies), the
     teacher's unguided ODE mapping each noise at its item's condition; the file keeps the conditions (class_labels,
-    low_res, aug_level, control) and the item index `item` (captions are embedded again from it, not stored)."""
+    low_res, aug_level, control) and the item index `item` (captions are embedded again from it, not stored).
+    Drawing stops after pair_seconds of CPU time (None: all o.pairs), keeping the pairs of the noises drawn so far."""
     path = out / "reflow_pairs.safetensors"
     needs = _pair_needs(data)
     drawn = {"pairs": str(o.pairs), "pair_nfe": str(o.pair_nfe), "pair_sampler": o.pair_sampler,
@@ -215,7 +222,9 @@ def _pairs(o: DistillOptions, teacher: Any, student: Any, out: Path, data: Teach
         stored = {k: v for k, v in cond.items() if k not in ("context", "context_mask")}
         stored["item"] = item
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the sampler's state stays float32
-        x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, **cond).float()
+        x1 = reflow_pairs(teacher, z, method=o.pair_sampler, nfe=o.pair_nfe, max_cpu_seconds=pair_seconds,
+                          **cond).float()
+    z, stored = z[:len(x1)], {k: v[:len(x1)] for k, v in stored.items()}
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in {"z": z, "x1": x1, **stored}.items()}, str(path), metadata=drawn)
     return z, x1, stored
