@@ -54,9 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--levels", type=positive_int(100_000), default=d.levels,
                     help="consistency: number of Karras noise levels of the teacher's Heun steps")
     sp.add_argument("--pairs", type=positive_int(10_000_000), default=d.pairs,
-                    help="reflow: (noise, sample) pairs drawn by the teacher's ODE, before training and out of "
-                         "--max-cpu-minutes (default %(default)s; for fashion_mnist.yaml about 14 CPU-minutes with "
-                         "native bf16 on the benchmark's 2-core EPYC: docs/fewstep.md)")
+                    help="reflow: the most (noise, sample) pairs drawn by the teacher's ODE, before training and out "
+                         "of --max-cpu-minutes (default %(default)s; for fashion_mnist.yaml about 14 CPU-minutes with "
+                         "native bf16 on a 2-core AMD EPYC, 19 on an Intel Xeon: docs/fewstep.md)")
     sp.add_argument("--pair-share", type=unit_float, default=d.pair_share,
                     help="reflow, with --max-cpu-minutes: the pairs stop at this share of the budget, fewer than "
                          "--pairs on a slower CPU, so that training keeps the rest (default %(default)s; "
