@@ -48,8 +48,7 @@ class DistillOptions:
     pairs: int = 8192                  # reflow: (noise, sample) pairs drawn by the teacher, out of the CPU budget;
                                        # the students memorise a small set (docs/fewstep.md)
     pair_share: float = 0.5            # reflow: with a CPU budget, the pairs stop at this share of it (fewer than
-                                       # `pairs` on a slower CPU), so training keeps the rest: chosen between
-                                       # 4,096, 6,144 and 8,192 pairs on a slower CPU (docs/fewstep.md)
+                                       # `pairs` on a slower CPU), so training keeps the rest (docs/fewstep.md)
     pair_nfe: int = 35                 # reflow: the teacher's calls per pair
     pair_sampler: str = "unipc"        # reflow: the teacher's ODE sampler for its pairs (better pairs than Heun's
                                        # at the same calls; docs/fewstep.md)
