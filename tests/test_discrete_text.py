@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,8 +21,9 @@ from torchdiffusion.discrete.autoregressive import Autoregressive, Autoregressiv
 from torchdiffusion.evaluate.text import sequence_nll
 from torchdiffusion.loading import load_run
 from torchdiffusion.nn.sequence import CausalTransformer, CausalTransformerConfig
-from torchdiffusion.train.checkpoint import load_checkpoint
-from torchdiffusion.train.trainer import train
+from torchdiffusion.train.checkpoint import list_checkpoints, load_checkpoint
+from torchdiffusion.train.resume import with_prefix
+from torchdiffusion.train.trainer import Trainer, train
 
 HAVE_KJV = shutil.which("bible") is not None and kjv.BIBLE_DATA.is_file()
 WORDS = "In the beginning God created the heaven and the earth; and darkness was upon the face of the deep".split()
@@ -168,6 +170,26 @@ def test_a_token_run_resumes_exactly(verses, tmp_path):
     for k in a:
         if k.startswith(("model.", "ema.")):
             assert torch.equal(a[k], b[k]), k
+
+
+def test_the_adapted_block_config_starts_from_an_autoregressive_runs_weights(verses, tmp_path):
+    """kjv_bd3lm_ar is kjv_bd3lm in blocks of 2 with a short warm-up, on kjv_ar's backbone weights: `--init-from` an AR
+    run fits it, and the block model starts from the AR model's EMA weights (Gong et al. 2025)."""
+    bd3, adapted = load_config("kjv_bd3lm"), load_config("kjv_bd3lm_ar")
+    assert adapted.process.block_size == 2 and adapted.train.warmup_steps < bd3.train.warmup_steps
+    assert replace(adapted.process, block_size=bd3.process.block_size) == bd3.process
+    assert adapted.model == bd3.model and adapted.loss == bd3.loss
+    train(load_config("kjv_ar", tiny_overrides(verses, "kjv_ar")), tmp_path / "ar", max_steps=3, progress=False,
+          device="cpu")
+    start = with_prefix(load_checkpoint(list_checkpoints(tmp_path / "ar")[-1])[0], "ema.")
+    t = Trainer(load_config("kjv_bd3lm_ar", tiny_overrides(verses, "kjv_bd3lm_ar")), tmp_path / "bd", progress=False,
+                quiet=True, init_from=tmp_path / "ar")
+    assert set(start) == set(t.model.backbone.state_dict())
+    for k, v in start.items():
+        assert torch.equal(t.model.backbone.state_dict()[k], v), k
+    t.run(max_steps=2)
+    _, meta = load_checkpoint(list_checkpoints(tmp_path / "bd")[-1])
+    assert meta["step"] == 2 and meta["init_from"]["step"] == 3
 
 
 # ---------------------------------------------------------------- bad input: one paragraph, exit status 2
