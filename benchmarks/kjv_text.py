@@ -1,5 +1,7 @@
 """KJV benchmark: masked diffusion (kjv_mdlm) against the autoregressive baseline (kjv_ar) of the same size and budget,
-and block diffusion (kjv_bd3lm, BD3-LM: masked diffusion within blocks, autoregressive over them) as a third row.
+and block diffusion (BD3-LM: masked diffusion within blocks, autoregressive over them) as a third row: kjv_bd3lm_ar,
+adapted from the AR run's weights at --bd3lm-from-ar CPU-minutes (its own budget covers them), or kjv_bd3lm from
+scratch with --bd3lm-from-ar 0.
 
 Trains the three (or takes trained runs), then reports on the held-out verses (every 20th): bits per character (the AR
 model's exact NLL, the diffusion model's bound), the share of sample words found in a dictionary (Debian wamerican),
@@ -15,6 +17,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,13 +48,23 @@ def word_share(texts: list[str], words: set[str]) -> tuple[float, int]:
     return (sum(found) / len(found) if found else 0.0), len(found)
 
 
-def train_all(out: Path, minutes: float) -> dict[str, Path]:
-    """Train kjv_mdlm, kjv_ar then kjv_bd3lm, each for `minutes` CPU minutes on one thread (resumes a run there)."""
-    runs = {}
-    for name in ("kjv_mdlm", "kjv_ar", "kjv_bd3lm"):
+def train_all(out: Path, minutes: float, from_ar: float) -> dict[str, Path]:
+    """Train kjv_mdlm, kjv_ar and the block-diffusion row, each for `minutes` CPU minutes on one thread (resumes a run
+    there). from_ar > 0: the AR run trains in two legs (exact resume) and the block row is kjv_bd3lm_ar started from
+    the AR weights at from_ar CPU-minutes, trained for the rest, so it too costs `minutes` in all; 0: kjv_bd3lm."""
+    runs = {name: out / name for name in ("kjv_mdlm", "kjv_ar", "kjv_bd3lm")}
+
+    def run(name: str, path: Path, budget: float, init_from: Path | None = None) -> dict:
         cfg = load_config(name, ["train.num_threads=1"])
-        runs[name] = out / name
-        train(cfg, runs[name], max_cpu_minutes=minutes, progress=sys.stderr.isatty())
+        return train(cfg, path, max_cpu_minutes=budget, progress=sys.stderr.isatty(), init_from=init_from)
+
+    run("kjv_mdlm", runs["kjv_mdlm"], minutes)
+    start = None
+    if from_ar:
+        start = out / f"kjv_ar_at_{from_ar:g}_cpu_minutes.safetensors"  # kept: the AR run prunes old checkpoints
+        shutil.copyfile(run("kjv_ar", runs["kjv_ar"], from_ar)["checkpoint"], start)
+    run("kjv_ar", runs["kjv_ar"], minutes - from_ar)
+    run("kjv_bd3lm_ar" if from_ar else "kjv_bd3lm", runs["kjv_bd3lm"], minutes - from_ar, start)
     return runs
 
 
@@ -81,6 +94,9 @@ def main() -> None:
     ap.add_argument("--ar", default=None, help="a trained autoregressive run (skips its training)")
     ap.add_argument("--bd3lm", default=None, help="a trained block-diffusion run, scored as a third row (optional with "
                     "--mdlm and --ar)")
+    ap.add_argument("--bd3lm-from-ar", type=float, default=10.0, metavar="MINUTES",
+                    help="the block-diffusion row starts from the AR run's weights at MINUTES CPU-minutes and trains "
+                    "for the rest of the budget (kjv_bd3lm_ar, AR-to-diffusion adaptation); 0: kjv_bd3lm from scratch")
     ap.add_argument("--bpd-num", type=int, default=400, help="held-out windows scored")
     ap.add_argument("--strata", type=int, default=8, help="stratified times per window of the diffusion bound")
     ap.add_argument("--num", type=int, default=64, help="samples per model")
@@ -90,13 +106,16 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=4, help="samples printed per model")
     ap.add_argument("--out", default="outputs/kjv_text.json")
     args = ap.parse_args()
+    if not 0 <= args.bd3lm_from_ar < args.max_cpu_minutes:
+        ap.error(f"--bd3lm-from-ar must be at least 0 and less than --max-cpu-minutes ({args.max_cpu_minutes:g}), "
+                 f"got {args.bd3lm_from_ar:g}")
     words = load_dictionary()
     if args.mdlm and args.ar:
         runs = {"kjv_mdlm": Path(args.mdlm), "kjv_ar": Path(args.ar)}
         if args.bd3lm:
             runs["kjv_bd3lm"] = Path(args.bd3lm)
     else:
-        runs = train_all(Path(args.runs), args.max_cpu_minutes)
+        runs = train_all(Path(args.runs), args.max_cpu_minutes, args.bd3lm_from_ar)
     rows = {name: score(run, args, words) for name, run in runs.items()}
     # the same windows, unchanged, as if they were samples: the dictionary share of real KJV text
     held = heldout_windows(load_run(runs["kjv_ar"]).config, args.num)
@@ -109,7 +128,9 @@ def main() -> None:
               "speed_ratio_mdlm_over_ar": m["sample_cpu_seconds"] / a["sample_cpu_seconds"]}
     if "kjv_bd3lm" in rows:
         bd = rows["kjv_bd3lm"]
-        result.update({"bd3lm_block_size": load_run(runs["kjv_bd3lm"]).config.process.block_size,
+        bd_run = load_run(runs["kjv_bd3lm"])
+        result.update({"bd3lm_block_size": bd_run.config.process.block_size,
+                       "bd3lm_init_from": bd_run.meta.get("init_from"),
                        "bpc_ratio_bd3lm_over_ar": bd["bits_per_char"] / a["bits_per_char"],
                        "speed_ratio_bd3lm_over_ar": bd["sample_cpu_seconds"] / a["sample_cpu_seconds"]})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
