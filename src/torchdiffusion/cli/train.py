@@ -34,7 +34,8 @@ def _arguments(p: argparse.ArgumentParser, examples: str) -> None:
     p.add_argument("--init-from", default=None, metavar="RUN",
                    help="start a new run from another run's EMA weights (a run directory's newest checkpoint, or a "
                         "checkpoint file) with a fresh optimizer at step 0, e.g. kjv_bd3lm fine-tuned from a kjv_mdlm "
-                        "run or kjv_bd3lm_ar adapted from a kjv_ar run; the model must have the same backbone and size. Ignored when the run resumes")
+                        "run or kjv_bd3lm_ar adapted from a kjv_ar run; the model must have the same backbone and "
+                        "size. Ignored when the run resumes")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
